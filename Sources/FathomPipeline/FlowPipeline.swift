@@ -1,0 +1,139 @@
+import FathomCapture
+import FathomFlows
+import FathomRecords
+import FathomWire
+
+/// Options shared by every flow pipeline run.
+public struct FlowPipelineOptions: Sendable {
+  public var flowConfig = FlowConfig()
+  /// BPF expression applied before decoding (tcpdump syntax).
+  public var filter: String?
+  public var decapsulateTunnels = true
+  /// Stop after this many packets per source.
+  public var packetLimit: UInt64 = .max
+
+  public init() {}
+}
+
+/// What one source produced and dropped: the figures behind the summary line.
+public struct SourceSummary: Sendable {
+  public var source: String
+  public var capture = CaptureCounters()
+  public var wire = WireCounters()
+  public var flows = FlowCounters()
+  /// Why reading stopped early, if it did.
+  public var warning: String?
+
+  public var line: String {
+    var text =
+      "\(source): packets \(capture.packets), flows \(flows.recordsEmitted), malformed \(wire.malformedTotal), "
+      + "evicted \(flows.evicted), not-ip \(wire.notIP), other-transport \(wire.otherTransport), "
+      + "unsupported-link \(wire.unsupportedLinkType)"
+    if capture.filteredOut > 0 { text += ", filtered-out \(capture.filteredOut)" }
+    if wire.fragmentsDropped > 0 { text += ", fragments-dropped \(wire.fragmentsDropped)" }
+    if capture.truncatedRecords > 0 { text += ", truncated-records \(capture.truncatedRecords)" }
+    if capture.kernelDrops > 0 { text += ", kernel-drops \(capture.kernelDrops)" }
+    if let warning { text += " (\(warning))" }
+    return text
+  }
+
+  /// Malformed counts by reason, for `--verbose`.
+  public var malformedBreakdown: [(String, UInt64)] {
+    MalformedReason.allCases.compactMap { reason in
+      let count = wire.malformed[reason.rawValue]
+      return count > 0 ? (reason.description, count) : nil
+    }
+  }
+}
+
+/// Capture → decode → flows for one source; records go to `handler` in batches as flows end.
+struct FlowStage: PacketSink {
+  var decoder = PacketDecoder()
+  var meter: FlowMeter
+  var packet = DecodedPacket()
+  let filter: PacketFilter?
+  var filteredOut: UInt64 = 0
+  var capturePointIDs: [UInt32] = []
+  let handler: ([FlowLog]) -> Void
+
+  init(options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void) throws {
+    meter = FlowMeter(config: options.flowConfig)
+    decoder.decapsulateTunnels = options.decapsulateTunnels
+    filter = try options.filter.map { try PacketFilter(expression: $0) }
+    self.handler = handler
+  }
+
+  mutating func receive(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer, interfaces: [CaptureInterface]) {
+    if let filter, !filter.matches(header, bytes) {
+      filteredOut += 1
+      return
+    }
+    while capturePointIDs.count < interfaces.count {
+      let interface = interfaces[capturePointIDs.count]
+      capturePointIDs.append(meter.addCapturePoint(CapturePoint(interface: interface.name, netns: interface.netns)))
+    }
+    let result = decoder.decode(
+      bytes, linkType: header.linkType, wireLength: header.wireLength, timestampNanos: header.timestampNanos,
+      into: &packet)
+    guard result == .transport else { return }
+    meter.process(packet, capturePoint: capturePointIDs[header.interfaceIndex])
+    if !meter.output.isEmpty { handler(meter.drain()) }
+  }
+
+  mutating func finish() -> (WireCounters, FlowCounters) {
+    decoder.finish()
+    meter.finishAll()
+    if !meter.output.isEmpty { handler(meter.drain()) }
+    return (decoder.counters, meter.counters)
+  }
+}
+
+/// Entry points the CLI and tests use.
+public enum FlowPipeline {
+  /// Reads one capture file to the end and reports every flow. Each file gets its own flow table:
+  /// separate files are separate capture points with their own clocks.
+  public static func run(
+    file path: String, options: FlowPipelineOptions = FlowPipelineOptions(), handler: @escaping ([FlowLog]) -> Void
+  ) throws -> SourceSummary {
+    let file = try CaptureFile(path: path)
+    var stage = try FlowStage(options: options, handler: handler)
+    file.read(into: &stage, limit: options.packetLimit)
+    let (wire, flows) = stage.finish()
+    var summary = SourceSummary(source: path)
+    summary.capture = file.counters
+    summary.capture.filteredOut = stage.filteredOut
+    summary.wire = wire
+    summary.flows = flows
+    summary.warning = file.warning
+    return summary
+  }
+
+  /// Convenience for tests: all flows of a file.
+  public static func flows(file path: String, options: FlowPipelineOptions = FlowPipelineOptions()) throws -> (
+    [FlowLog], SourceSummary
+  ) {
+    let collected = FlowCollector()
+    let summary = try run(file: path, options: options) { collected.records.append(contentsOf: $0) }
+    return (collected.records, summary)
+  }
+
+  /// Captures live until the duration or packet limit, reporting flows as they end; the capture
+  /// runs on its own thread so `--netns` affects only that thread.
+  public static func runLive(
+    _ live: LiveCapture, options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void
+  ) throws -> SourceSummary {
+    var pipelineOptions = options
+    pipelineOptions.filter = nil  // the kernel applies it (LiveCaptureOptions.filter)
+    let box = LiveRunBox(stage: try FlowStage(options: pipelineOptions, handler: handler), live: live)
+    try box.runOnDedicatedThread()
+    var summary = SourceSummary(source: live.options.interface)
+    summary.capture = live.counters
+    summary.wire = box.counters.0
+    summary.flows = box.counters.1
+    return summary
+  }
+}
+
+final class FlowCollector: @unchecked Sendable {
+  var records: [FlowLog] = []
+}

@@ -1,0 +1,146 @@
+extension OutputBuffer {
+  /// Appends one FlowLog as a JSON object on one line (the `jsonl` format of docs/records.md).
+  public mutating func appendJSONLine(_ flow: FlowLog) {
+    append("{\"start_us\":")
+    append(flow.startMicros)
+    append(",\"end_us\":")
+    append(flow.endMicros)
+    append(",\"protocol\":\"")
+    append(flow.l4Protocol.description)
+    append("\",\"client_ip\":\"")
+    append(flow.clientIP)
+    append("\",\"client_port\":")
+    append(UInt64(flow.clientPort))
+    append(",\"server_ip\":\"")
+    append(flow.serverIP)
+    append("\",\"server_port\":")
+    append(UInt64(flow.serverPort))
+    append(",\"orientation\":\"")
+    append(flow.orientationGuessed ? "guessed" : "handshake")
+    append("\",\"interface\":")
+    appendJSONString(flow.interface)
+    append(",\"netns\":")
+    appendJSONString(flow.netns)
+    append(",\"vlan\":")
+    append(UInt64(flow.vlan))
+    append(",\"tunnel_id\":")
+    if let tunnel = flow.tunnelID { append(UInt64(tunnel)) } else { append("null") }
+    let c2s = flow.clientToServer
+    let s2c = flow.serverToClient
+    append(",\"packets_c2s\":")
+    append(c2s.packets)
+    append(",\"packets_s2c\":")
+    append(s2c.packets)
+    append(",\"bytes_c2s\":")
+    append(c2s.l3Bytes)
+    append(",\"bytes_s2c\":")
+    append(s2c.l3Bytes)
+    append(",\"payload_c2s\":")
+    append(c2s.payloadBytes)
+    append(",\"payload_s2c\":")
+    append(s2c.payloadBytes)
+    append(",\"close_type\":\"")
+    append(flow.closeType.rawValue)
+    append("\",\"status\":\"")
+    append(flow.status.rawValue)
+    append("\",\"rtt_client_us\":")
+    append(UInt64(flow.rttClientMicros))
+    append(",\"rtt_server_us\":")
+    append(UInt64(flow.rttServerMicros))
+    append(",\"rtt_us\":")
+    append(UInt64(flow.rttMicros))
+    appendStats("srt", flow.srt)
+    appendStats("art", flow.art)
+    appendStats("cit", flow.cit)
+    append(",\"retrans_c2s\":")
+    append(UInt64(c2s.retransmissions))
+    append(",\"retrans_s2c\":")
+    append(UInt64(s2c.retransmissions))
+    append(",\"ooo_c2s\":")
+    append(UInt64(c2s.outOfOrder))
+    append(",\"ooo_s2c\":")
+    append(UInt64(s2c.outOfOrder))
+    append(",\"zero_win_c2s\":")
+    append(UInt64(c2s.zeroWindows))
+    append(",\"zero_win_s2c\":")
+    append(UInt64(s2c.zeroWindows))
+    append(",\"syn_count\":")
+    append(UInt64(flow.synCount))
+    append(",\"synack_count\":")
+    append(UInt64(flow.synAckCount))
+    append(",\"syn_retrans\":")
+    append(UInt64(flow.synRetransmissions))
+    append(",\"synack_retrans\":")
+    append(UInt64(flow.synAckRetransmissions))
+    append(",\"fin_c2s\":")
+    append(UInt64(c2s.fins))
+    append(",\"fin_s2c\":")
+    append(UInt64(s2c.fins))
+    append(",\"rst_c2s\":")
+    append(UInt64(c2s.rsts))
+    append(",\"rst_s2c\":")
+    append(UInt64(s2c.rsts))
+    append(",\"icmp_unreachable\":")
+    if let icmp = flow.icmpUnreachable {
+      append("{\"type\":")
+      append(UInt64(icmp.type))
+      append(",\"code\":")
+      append(UInt64(icmp.code))
+      append("}")
+    } else {
+      append("null")
+    }
+    append(",\"report_index\":")
+    append(UInt64(flow.reportIndex))
+    append("}\n")
+  }
+
+  private mutating func appendStats(_ name: StaticString, _ stats: LatencyStats) {
+    append(",\"")
+    append(name)
+    append("_sum_us\":")
+    append(stats.sumMicros)
+    append(",\"")
+    append(name)
+    append("_count\":")
+    append(UInt64(stats.count))
+    append(",\"")
+    append(name)
+    append("_max_us\":")
+    append(UInt64(stats.maxMicros))
+  }
+}
+
+/// Writes FlowLogs as an aligned human table, one line per flow.
+public enum FlowTable {
+  public static let header =
+    "PROTO CLIENT                                  SERVER                                  PKTS c>s/s<c     BYTES c>s/s<c         CLOSE                     STATUS        RTT ms   ART ms  RETX  ZWIN\n"
+
+  public static func appendRow(_ flow: FlowLog, to out: inout OutputBuffer) {
+    out.appendPadded(flow.l4Protocol.description, width: 6)
+    out.appendPadded(endpoint(flow.clientIP, flow.clientPort) + (flow.orientationGuessed ? "?" : ""), width: 40)
+    out.appendPadded(endpoint(flow.serverIP, flow.serverPort), width: 40)
+    out.appendPadded("\(flow.clientToServer.packets)/\(flow.serverToClient.packets)", width: 17)
+    out.appendPadded("\(flow.clientToServer.l3Bytes)/\(flow.serverToClient.l3Bytes)", width: 22)
+    out.appendPadded(flow.closeType.rawValue, width: 26)
+    out.appendPadded(flow.status.rawValue, width: 13)
+    out.appendPadded(millis(flow.rttMicros), width: 8, alignRight: true)
+    out.appendPadded(flow.art.count == 0 ? "-" : millis(UInt32(clamping: flow.art.meanMicros)), width: 9, alignRight: true)
+    let retrans = flow.clientToServer.retransmissions + flow.serverToClient.retransmissions
+    out.appendPadded("\(retrans)", width: 6, alignRight: true)
+    let zeroWindows = flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows
+    out.appendPadded("\(zeroWindows)", width: 6, alignRight: true)
+    out.append(byte: 10)
+  }
+
+  private static func endpoint(_ ip: IPAddress, _ port: UInt16) -> String {
+    ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
+  }
+
+  private static func millis(_ micros: UInt32) -> String {
+    if micros == 0 { return "-" }
+    let whole = micros / 1000
+    let fraction = (micros % 1000) / 10
+    return "\(whole)." + (fraction < 10 ? "0" : "") + "\(fraction)"
+  }
+}

@@ -1,0 +1,215 @@
+import ArgumentParser
+import FathomCapture
+import FathomPipeline
+import FathomRecords
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+@main
+struct Fathom: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "fathom",
+    abstract: "Finds why a Kubernetes service is failing, from what crosses the wire.",
+    subcommands: [FlowsCommand.self, CaptureCommand.self])
+}
+
+/// Options every command that reads packets shares.
+struct SourceOptions: ParsableArguments {
+  @Argument(help: "Capture files (pcap or pcapng, optionally gzip-compressed).")
+  var files: [String] = []
+
+  @Option(help: "Capture live on this interface (or 'any') instead of reading files.")
+  var interface: String?
+
+  @Option(help: "Network namespace (ip netns name) to capture in.")
+  var netns: String?
+
+  @Option(help: "BPF filter, tcpdump syntax.")
+  var filter: String?
+
+  @Option(help: "Stop a live capture after this many seconds.")
+  var duration: Double?
+
+  @Option(help: "Stop after this many packets.")
+  var count: UInt64?
+
+  @Option(help: "Snap length of a live capture.")
+  var snaplen: Int = 262_144
+
+  func validateSources() throws {
+    if interface == nil && files.isEmpty { throw ValidationError("give capture files or --interface") }
+    if interface != nil && !files.isEmpty { throw ValidationError("give either capture files or --interface, not both") }
+    if netns != nil && interface == nil { throw ValidationError("--netns needs --interface") }
+  }
+
+  func liveOptions() -> LiveCaptureOptions {
+    var options = LiveCaptureOptions(interface: interface ?? "any")
+    options.netns = netns
+    options.filter = filter
+    options.duration = duration
+    options.packetLimit = count
+    options.snapLength = snaplen
+    return options
+  }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+  case table, jsonl
+}
+
+/// The live capture SIGINT stops; a signal handler cannot capture context.
+nonisolated(unsafe) var interruptibleCapture: LiveCapture?
+
+func stopOnInterrupt(_ live: LiveCapture) {
+  interruptibleCapture = live
+  signal(SIGINT) { _ in interruptibleCapture?.stop() }
+  signal(SIGTERM) { _ in interruptibleCapture?.stop() }
+}
+
+func printError(_ message: String) {
+  var buffer = OutputBuffer(capacity: message.utf8.count + 1)
+  buffer.append(message)
+  buffer.append(byte: 10)
+  buffer.flush(to: 2)
+}
+
+struct FlowsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "flows",
+    abstract: "One record per TCP/UDP/ICMP flow with its health figures.",
+    discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
+
+  @OptionGroup var source: SourceOptions
+
+  @Option(help: "Output format: \(OutputFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var format: OutputFormat = .table
+
+  @Option(help: "Maximum concurrent flows per table.")
+  var capacity: Int = 65_535
+
+  @Option(help: "Seconds between records of a long-lived flow (0: only when the flow ends).")
+  var reportInterval: Double = 60
+
+  @Flag(help: "Keep VXLAN/Geneve/GRE outer headers as the flow instead of decapsulating.")
+  var noDecapsulate = false
+
+  @Flag(help: "Print malformed-packet counts by reason.")
+  var verbose = false
+
+  func validate() throws {
+    try source.validateSources()
+    if capacity < 1 { throw ValidationError("--capacity must be at least 1") }
+  }
+
+  func run() throws {
+    var options = FlowPipelineOptions()
+    options.flowConfig.capacity = capacity
+    options.flowConfig.reportIntervalSeconds = reportInterval > 0 ? reportInterval : nil
+    options.filter = source.filter
+    options.decapsulateTunnels = !noDecapsulate
+    if let count = source.count { options.packetLimit = count }
+    let writer = RecordWriter(format: format)
+    writer.begin()
+    var failed = false
+    var summaries: [SourceSummary] = []
+    if source.interface != nil {
+      let live = LiveCapture(options: source.liveOptions())
+      stopOnInterrupt(live)
+      do {
+        summaries.append(try FlowPipeline.runLive(live, options: options) { writer.write($0) })
+      } catch {
+        printError("fathom: \(error)")
+        failed = true
+      }
+    } else {
+      for file in source.files {
+        do {
+          summaries.append(try FlowPipeline.run(file: file, options: options) { writer.write($0) })
+        } catch {
+          printError("fathom: \(error)")
+          failed = true
+        }
+      }
+    }
+    writer.end()
+    for summary in summaries {
+      printError(summary.line)
+      if verbose {
+        for (reason, count) in summary.malformedBreakdown { printError("  malformed: \(reason): \(count)") }
+      }
+    }
+    if failed { throw ExitCode(1) }
+  }
+}
+
+/// Buffers records and writes them to standard output in the chosen format.
+final class RecordWriter: @unchecked Sendable {
+  let format: OutputFormat
+  private var buffer = OutputBuffer(capacity: 1 << 20)
+
+  init(format: OutputFormat) { self.format = format }
+
+  func begin() {
+    if format == .table { buffer.append(FlowTable.header) }
+  }
+
+  func write(_ records: [FlowLog]) {
+    for record in records {
+      switch format {
+      case .jsonl: buffer.appendJSONLine(record)
+      case .table: FlowTable.appendRow(record, to: &buffer)
+      }
+    }
+    if buffer.count >= 1 << 19 { buffer.flush(to: 1) }
+  }
+
+  func end() { buffer.flush(to: 1) }
+}
+
+struct CaptureCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "capture",
+    abstract: "Capture live packets to a pcap file (optionally inside a network namespace).")
+
+  @Option(help: "Interface to capture on, or 'any'.")
+  var interface: String = "any"
+
+  @Option(help: "Network namespace (ip netns name) to capture in.")
+  var netns: String?
+
+  @Option(help: "BPF filter, tcpdump syntax.")
+  var filter: String?
+
+  @Option(help: "Stop after this many seconds.")
+  var duration: Double?
+
+  @Option(help: "Stop after this many packets.")
+  var count: UInt64?
+
+  @Option(help: "Snap length.")
+  var snaplen: Int = 262_144
+
+  @Option(name: .customShort("w"), help: "Write packets to this pcap file.")
+  var output: String
+
+  func run() throws {
+    var options = LiveCaptureOptions(interface: interface)
+    options.netns = netns
+    options.filter = filter
+    options.duration = duration
+    options.packetLimit = count
+    options.snapLength = snaplen
+    let live = LiveCapture(options: options)
+    stopOnInterrupt(live)
+    let box = CaptureToFile(live: live, path: output, snapLength: snaplen)
+    do {
+      try box.run()
+    } catch {
+      printError("fathom: \(error)")
+      throw ExitCode(1)
+    }
+    printError("\(output): \(live.counters.packets) packets written, kernel drops \(live.counters.kernelDrops)")
+  }
+}
