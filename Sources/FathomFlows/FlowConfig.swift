@@ -10,9 +10,12 @@ public struct FlowConfig: Sendable {
   public var closingAfterResetTimeout = 35.0
   /// Idle time after an RST during the handshake.
   public var openingAfterResetTimeout = 1.0
-  /// Opening (SYN or SYN/ACK only), closing (one FIN), exception.
+  /// Opening: SYN or SYN/ACK only.
   public var openingTimeout = 5.0
-  public var closingTimeout = 5.0
+  /// One side sent FIN. DeepFlow uses 5 s; Fathom waits 35 s because clients of keep-alive pools
+  /// often close their half tens of seconds after the server's FIN (Zeek's http/no_crlf trace:
+  /// 25 s), and 5 s would report those ordinary closes as half-close errors.
+  public var closingTimeout = 35.0
   public var singleDirectionTimeout = 5.0
   /// Both FINs seen.
   public var closedByFinTimeout = 2.0

@@ -30,10 +30,14 @@ struct SequenceTracker {
 
   enum Verdict { case inOrder, retransmission, outOfOrder, keepalive }
 
+  /// Payload bytes of the last observed segment not seen before.
+  private(set) var newBytes = 0
+
   @inline(__always) static func before(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
 
   mutating func observe(sequence: UInt32, length: Int) -> Verdict {
     let end = sequence &+ UInt32(truncatingIfNeeded: length)
+    newBytes = length
     guard initialized else {
       initialized = true
       nextSequence = end
@@ -45,10 +49,17 @@ struct SequenceTracker {
       return .inOrder
     }
     // A keepalive probe resends the byte before snd.nxt.
-    if length <= 1 && sequence == nextSequence &- 1 { return .keepalive }
+    if length <= 1 && sequence == nextSequence &- 1 {
+      newBytes = 0
+      return .keepalive
+    }
     let filled = fillGaps(sequence, end)
-    if Self.before(nextSequence, end) { nextSequence = end }
-    return filled ? .outOfOrder : .retransmission
+    newBytes = filled
+    if Self.before(nextSequence, end) {
+      newBytes += Int(end &- nextSequence)
+      nextSequence = end
+    }
+    return filled > 0 ? .outOfOrder : .retransmission
   }
 
   private mutating func addGap(_ start: UInt32, _ end: UInt32) {
@@ -61,9 +72,9 @@ struct SequenceTracker {
     gapCount += 1
   }
 
-  /// True when [start, end) overlaps a recorded gap; each gap shrinks by the overlap.
-  private mutating func fillGaps(_ start: UInt32, _ end: UInt32) -> Bool {
-    var found = false
+  /// Bytes of [start, end) that fall into recorded gaps; each gap shrinks by the overlap.
+  private mutating func fillGaps(_ start: UInt32, _ end: UInt32) -> Int {
+    var filled = 0
     var index = 0
     while index < gapCount {
       let gapStart = gapStarts[index]
@@ -72,7 +83,9 @@ struct SequenceTracker {
         index += 1
         continue
       }
-      found = true
+      let overlapStart = Self.before(gapStart, start) ? start : gapStart
+      let overlapEnd = Self.before(end, gapEnd) ? end : gapEnd
+      filled += Int(overlapEnd &- overlapStart)
       let coversStart = !Self.before(gapStart, start)
       let coversEnd = !Self.before(end, gapEnd)
       if coversStart && coversEnd {
@@ -93,7 +106,7 @@ struct SequenceTracker {
       }
       index += 1
     }
-    return found
+    return filled
   }
 
   private mutating func removeGap(at index: Int) {
@@ -114,6 +127,9 @@ struct SideState {
   var synSeen = false
   var initialSequence: UInt32 = 0
   var finSeen = false
+  /// Sequence number the peer acknowledges once it has received this side's FIN.
+  var finAckSequence: UInt32 = 0
+  var finAcknowledged = false
   /// Sent at least one packet during the flow's life (stats reset every report interval).
   var seen = false
   var sentPayload = false

@@ -72,7 +72,9 @@ public struct FlowMeter {
     let time = packet.timestampNanos
     if time > now { now = time }
     if now >= nextTick { runTimers() }
-    if packet.icmpIsError, attachICMPError(packet, capturePoint: capturePoint) { return }
+    // An ICMP error marks the flow it quotes and is also a flow of its own (as Zeek and Arkime
+    // count it), so no packet goes unaccounted.
+    if packet.icmpIsError { attachICMPError(packet, capturePoint: capturePoint) }
     let (key, senderIsA) = FlowKey.make(
       source: packet.source, sourcePort: packet.sourcePort, destination: packet.destination,
       destinationPort: packet.destinationPort, ipProtocol: packet.ipProtocol, vlan: packet.vlanID,
@@ -174,8 +176,10 @@ public struct FlowMeter {
       side.seen = true
       side.stats.packets &+= UInt64(packet.frameCount)
       side.stats.l3Bytes &+= UInt64(packet.l3Length)
+      side.stats.frameBytes &+= UInt64(packet.frameBytes)
       side.stats.payloadBytes &+= UInt64(payload)
       if payload > 0 { side.sentPayload = true }
+      if packet.ipProtocol != 6 { side.stats.uniquePayloadBytes &+= UInt64(payload) }
     }
     if packet.ipProtocol == 6 {
       TCPTracking.update(&entries[index], packet, sender: sender)
@@ -186,23 +190,22 @@ public struct FlowMeter {
 
   // MARK: ICMP errors
 
-  /// Attaches an ICMP error to the TCP/UDP flow it quotes; false when no such flow exists.
-  private mutating func attachICMPError(_ packet: DecodedPacket, capturePoint: UInt32) -> Bool {
+  /// Attaches an ICMP error to the TCP/UDP flow it quotes, when the table holds that flow.
+  private mutating func attachICMPError(_ packet: DecodedPacket, capturePoint: UInt32) {
     let quoted = packet.quoted
-    guard quoted.ipProtocol == 6 || quoted.ipProtocol == 17 else { return false }
+    guard quoted.ipProtocol == 6 || quoted.ipProtocol == 17 else { return }
     let (key, _) = FlowKey.make(
       source: quoted.source, sourcePort: quoted.sourcePort, destination: quoted.destination,
       destinationPort: quoted.destinationPort, ipProtocol: quoted.ipProtocol, vlan: packet.vlanID,
       tunnel: packet.tunnelID, capturePoint: capturePoint)
     let index = lookup(key)
-    guard index >= 0 else { return false }
+    guard index >= 0 else { return }
     counters.icmpErrorsAttached += 1
     let isUnreachable = (packet.ipVersion == 4 && packet.icmpType == 3) || (packet.ipVersion == 6 && packet.icmpType == 1)
     if isUnreachable {
       entries[index].icmpUnreachable = (packet.icmpType, packet.icmpCode)
       entries[index].lastNanos = max(entries[index].lastNanos, packet.timestampNanos)
     }
-    return true
   }
 
   // MARK: timers
@@ -228,7 +231,10 @@ public struct FlowMeter {
       switch entry.state {
       case .reset:
         seconds = entry.stateAtReset >= .established ? config.closingAfterResetTimeout : config.openingAfterResetTimeout
-      case .closed: seconds = config.closedByFinTimeout
+      case .closed:
+        // Until the last FIN is acknowledged the peer may still retransmit: keep waiting.
+        let acknowledged = entry.sides.0.finAcknowledged && entry.sides.1.finAcknowledged
+        seconds = acknowledged ? config.closedByFinTimeout : config.closingTimeout
       case .closing: seconds = config.closingTimeout
       case .synSent, .synReceived: seconds = config.openingTimeout
       case .none, .established:

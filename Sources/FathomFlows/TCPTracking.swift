@@ -46,6 +46,7 @@ enum TCPTracking {
       var verdict = SequenceTracker.Verdict.inOrder
       entry.withSide(sender) { side in
         verdict = side.sequence.observe(sequence: packet.sequence, length: payload)
+        side.stats.uniquePayloadBytes &+= UInt64(side.sequence.newBytes)
         switch verdict {
         case .retransmission: side.stats.retransmissions &+= 1
         case .outOfOrder: side.stats.outOfOrder &+= 1
@@ -71,8 +72,18 @@ enum TCPTracking {
         entry.withSide(entry.clientSide) { $0.awaitingAck = false }
       }
     }
+    if ack {
+      entry.withSide(1 - sender) { peer in
+        if peer.finSeen && !peer.finAcknowledged && packet.acknowledgement == peer.finAckSequence {
+          peer.finAcknowledged = true
+        }
+      }
+    }
     if fin {
-      entry.withSide(sender) { $0.finSeen = true }
+      entry.withSide(sender) { side in
+        if !side.finSeen { side.finAckSequence = packet.sequence &+ UInt32(truncatingIfNeeded: payload) &+ 1 }
+        side.finSeen = true
+      }
       if entry.firstFinBy < 0 { entry.firstFinBy = sender }
       if entry.state != .reset {
         entry.state = entry.sides.0.finSeen && entry.sides.1.finSeen ? .closed : .closing
@@ -91,6 +102,11 @@ enum TCPTracking {
       if !side.synSeen {
         side.synSeen = true
         side.initialSequence = packet.sequence
+        if !side.sequence.initialized {
+          // Data starts after the SYN's sequence number, so a lost first segment shows as a gap.
+          side.sequence.initialized = true
+          side.sequence.nextSequence = packet.sequence &+ 1
+        }
       }
     }
     if isSynAck {
@@ -156,10 +172,8 @@ enum Orientation {
       return packet.tcpFlags.contains(.ack) ? (receiver, false) : (sender, false)
     }
     if packet.ipProtocol == 1 || packet.ipProtocol == 58 {
-      // Requests (echo, timestamp, ...) come from the client; the decoder put the request type in
-      // the source "port" for both directions.
-      let isReply = packet.icmpType != UInt8(truncatingIfNeeded: packet.sourcePort)
-      return (isReply ? receiver : sender, false)
+      // Requests (echo, timestamp, ...) come from the client.
+      return (ICMPPairing.isReply(type: packet.icmpType, v6: packet.ipProtocol == 58) ? receiver : sender, false)
     }
     let sourceIsService = isServicePort(packet.sourcePort)
     let destinationIsService = isServicePort(packet.destinationPort)

@@ -85,8 +85,13 @@ public struct DirectionStats: Sendable, Equatable {
   public var packets: UInt64 = 0
   /// IP-level bytes (IP header and everything after it), as Zeek's `ip_bytes`.
   public var l3Bytes: UInt64 = 0
+  /// Whole frames as on the wire, link headers included (Arkime's and DeepFlow's `byte`).
+  public var frameBytes: UInt64 = 0
   /// Transport payload bytes of every packet, retransmissions included.
   public var payloadBytes: UInt64 = 0
+  /// Payload bytes counted once: TCP retransmitted bytes excluded (Zeek's `orig_bytes`, Arkime's
+  /// `client.bytes`); equal to `payloadBytes` for UDP and ICMP.
+  public var uniquePayloadBytes: UInt64 = 0
   public var retransmissions: UInt32 = 0
   public var outOfOrder: UInt32 = 0
   public var zeroWindows: UInt32 = 0

@@ -74,6 +74,8 @@ public struct DecodedPacket {
   public var tunnelID: UInt32? = nil
   /// Link-layer frames this packet was assembled from (more than 1 for reassembled IP fragments).
   public var frameCount: Int = 1
+  /// Wire length of those frames, link headers included.
+  public var frameBytes: Int = 0
 
   public init() {}
 }

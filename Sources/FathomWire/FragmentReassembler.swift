@@ -17,6 +17,7 @@ final class FragmentReassembler {
     var ranges: [Range<Int>] = []
     var totalLength: Int?
     var l3Bytes = 0
+    var frameBytes = 0
     var frames = 0
     var firstSeen: Int64
   }
@@ -24,7 +25,7 @@ final class FragmentReassembler {
   enum Outcome {
     case held
     /// The datagram is whole: `length` bytes of transport header and payload are in `output`.
-    case complete(length: Int, l3Bytes: Int, frames: Int)
+    case complete(length: Int, l3Bytes: Int, frames: Int, frameBytes: Int)
     case invalid
   }
 
@@ -39,7 +40,7 @@ final class FragmentReassembler {
   deinit { output.deallocate() }
 
   func add(
-    _ key: Key, offset: Int, more: Bool, data: UnsafeRawBufferPointer, l3Bytes: Int, now: Int64
+    _ key: Key, offset: Int, more: Bool, data: UnsafeRawBufferPointer, l3Bytes: Int, frameBytes: Int, now: Int64
   ) -> Outcome {
     let end = offset + data.count
     guard end <= Self.maxDatagramBytes, data.count > 0 || !more else { return .invalid }
@@ -58,13 +59,14 @@ final class FragmentReassembler {
     }
     datagram.frames += 1
     datagram.l3Bytes += l3Bytes
+    datagram.frameBytes += frameBytes
     if !more { datagram.totalLength = end }
     insert(offset..<end, into: &datagram.ranges)
     if let total = datagram.totalLength, datagram.ranges.count == 1, datagram.ranges[0] == 0..<total {
       datagram.bytes.withUnsafeBytes { source in
         if total > 0 { output.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: total) }
       }
-      return .complete(length: total, l3Bytes: datagram.l3Bytes, frames: datagram.frames)
+      return .complete(length: total, l3Bytes: datagram.l3Bytes, frames: datagram.frames, frameBytes: datagram.frameBytes)
     }
     pending[key] = datagram
     return .held

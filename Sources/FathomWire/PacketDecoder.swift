@@ -6,7 +6,8 @@ import FathomRecords
 /// reassembly buffer). Every frame that does not yield a transport packet is counted by reason.
 public struct PacketDecoder {
   public private(set) var counters = WireCounters()
-  /// Decapsulate VXLAN (UDP 4789, 8472), Geneve (6081), GRE, ERSPAN and IP-in-IP to the inner flow.
+  /// Decapsulate VXLAN (UDP 4789, 8472), Geneve (6081), GTP-U (2152), GRE, ERSPAN and IP-in-IP to
+  /// the inner flow.
   public var decapsulateTunnels = true
   /// Nested encapsulations followed before a frame is declared malformed.
   public static let maxEncapsulationDepth = 4
@@ -25,6 +26,7 @@ public struct PacketDecoder {
     packet.vlanID = 0
     packet.tunnelID = nil
     packet.frameCount = 1
+    packet.frameBytes = wireLength
     packet.icmpIsError = false
     packet.tcpFlags = []
     packet.sourcePort = 0
@@ -166,6 +168,8 @@ public struct PacketDecoder {
       case 0x8864:  // PPPoE session: 6-byte header, then the PPP protocol
         guard cursor.end - offset >= 8 else { return .malformed(.truncatedLinkHeader) }
         return decodePPPProtocol(be16(base, offset + 6), at: offset + 8, &cursor, &packet)
+      case 0x894F:  // Network Service Header
+        return decodeNSH(at: offset, &cursor, &packet)
       case 0x6558:  // transparent Ethernet bridging
         return decodeTunnelled(at: offset, ethernet: true, tunnelID: nil, &cursor, &packet)
       case ..<0x0600:  // 802.3 length field: only LLC/SNAP can carry IP
@@ -375,15 +379,19 @@ public struct PacketDecoder {
     _ cursor: inout Cursor, _ packet: inout DecodedPacket
   ) -> DecodeResult {
     counters.fragments += 1
-    switch reassembler.add(key, offset: fragmentOffset, more: more, data: data, l3Bytes: l3Length, now: cursor.now) {
+    let frameBytes = packet.frameBytes
+    switch reassembler.add(
+      key, offset: fragmentOffset, more: more, data: data, l3Bytes: l3Length, frameBytes: frameBytes, now: cursor.now)
+    {
     case .held:
       counters.fragmentsDropped = reassembler.droppedFragments
       return .fragmentHeld
     case .invalid:
       return .malformed(.badFragment)
-    case .complete(let length, let l3Bytes, let frames):
+    case .complete(let length, let l3Bytes, let frames, let allFrameBytes):
       counters.datagramsReassembled += 1
       packet.l3Length = l3Bytes
+      packet.frameBytes = allFrameBytes
       packet.frameCount = frames
       var inner = Cursor(
         base: UnsafeRawPointer(reassembler.output.baseAddress!), end: length, cut: 0, now: cursor.now, depth: cursor.depth)
@@ -429,9 +437,17 @@ public struct PacketDecoder {
         counters.lengthFromFrame += 1
       }
       if decapsulateTunnels, let tunnel = tunnelKind(packet.destinationPort), captured >= 16 {
+        let outer = packet
+        let outerCursor = cursor
         let result = decodeUDPTunnel(tunnel, at: offset + 8, &cursor, &packet)
-        if case .notIP = result {} else { return result }
-        // Not a well-formed tunnel after all: keep it as the UDP flow it is.
+        switch result {
+        case .notIP, .otherTransport:
+          // The tunnel carries no flow Fathom tracks (ARP, ...): account it as the UDP flow it is.
+          packet = outer
+          cursor = outerCursor
+        default:
+          return result
+        }
       }
       setPayload(from: offset + 8, length: udpLength - 8, cursor, &packet)
       return .transport
@@ -530,12 +546,14 @@ public struct PacketDecoder {
 
   // MARK: tunnels
 
-  private enum UDPTunnel { case vxlan, geneve }
+  private enum UDPTunnel { case vxlan, vxlanGPE, geneve, gtpUser }
 
   @inline(__always) private func tunnelKind(_ port: UInt16) -> UDPTunnel? {
     switch port {
     case 4789, 8472: .vxlan
+    case 4790: .vxlanGPE
     case 6081: .geneve
+    case 2152: .gtpUser
     default: nil
     }
   }
@@ -548,6 +566,12 @@ public struct PacketDecoder {
     case .vxlan:
       guard byte(base, offset) & 0x08 != 0 else { return .notIP }  // I flag: VNI valid
       return decodeTunnelled(at: offset + 8, ethernet: true, tunnelID: be32(base, offset + 4) >> 8, &cursor, &packet)
+    case .vxlanGPE:
+      let flags = byte(base, offset)
+      guard flags & 0x08 != 0 else { return .notIP }  // I flag: VNI valid
+      // Without the P flag there is no next-protocol field and the payload is Ethernet.
+      let next = flags & 0x04 != 0 ? byte(base, offset + 3) : 3
+      return decodeNextProtocol(next, at: offset + 8, tunnelID: be32(base, offset + 4) >> 8, &cursor, &packet)
     case .geneve:
       guard byte(base, offset) >> 6 == 0 else { return .notIP }
       let optionsLength = Int(byte(base, offset) & 0x3F) * 4
@@ -559,7 +583,52 @@ public struct PacketDecoder {
       case 0x0800, 0x86DD: return decodeTunnelled(at: inner, ethernet: false, tunnelID: vni, &cursor, &packet)
       default: return .notIP
       }
+    case .gtpUser:
+      // GTPv1-U: version 1, protocol type GTP, message type 255 (G-PDU) carries user IP packets.
+      let flags = byte(base, offset)
+      guard flags >> 5 == 1, flags & 0x10 != 0, byte(base, offset + 1) == 255 else { return .notIP }
+      var inner = offset + 8
+      if flags & 0x07 != 0 {
+        // Sequence number, N-PDU number and next-extension type, then extension headers.
+        guard cursor.end - inner >= 4 else { return .malformed(.truncatedTunnelHeader) }
+        var nextExtension = byte(base, inner + 3)
+        inner += 4
+        var extensions = 0
+        while nextExtension != 0 {
+          guard cursor.end - inner >= 1, extensions < 8 else { return .malformed(.truncatedTunnelHeader) }
+          let length = Int(byte(base, inner)) * 4
+          guard length > 0, cursor.end - inner >= length else { return .malformed(.truncatedTunnelHeader) }
+          nextExtension = byte(base, inner + length - 1)
+          inner += length
+          extensions += 1
+        }
+      }
+      guard inner < cursor.end else { return .notIP }
+      return decodeTunnelled(at: inner, ethernet: false, tunnelID: nil, &cursor, &packet)
     }
+  }
+
+  /// Next-protocol values shared by VXLAN-GPE and NSH: 1 IPv4, 2 IPv6, 3 Ethernet, 4 NSH.
+  private mutating func decodeNextProtocol(
+    _ next: UInt8, at offset: Int, tunnelID: UInt32?, _ cursor: inout Cursor, _ packet: inout DecodedPacket
+  ) -> DecodeResult {
+    switch next {
+    case 1, 2: return decodeTunnelled(at: offset, ethernet: false, tunnelID: tunnelID, &cursor, &packet)
+    case 3: return decodeTunnelled(at: offset, ethernet: true, tunnelID: tunnelID, &cursor, &packet)
+    case 4: return decodeNSH(at: offset, &cursor, &packet)
+    default: return .notIP
+    }
+  }
+
+  /// Network Service Header (RFC 8300): length in 4-byte words, then the next protocol.
+  private mutating func decodeNSH(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+    let base = cursor.base
+    guard cursor.end - offset >= 8 else { return .malformed(.truncatedTunnelHeader) }
+    let length = Int(be16(base, offset) & 0x3F) * 4
+    guard length >= 8, cursor.end - offset >= length else { return .malformed(.truncatedTunnelHeader) }
+    guard cursor.depth < Self.maxEncapsulationDepth else { return .malformed(.tooManyEncapsulations) }
+    cursor.depth += 1
+    return decodeNextProtocol(byte(base, offset + 3), at: offset + length, tunnelID: nil, &cursor, &packet)
   }
 
   private mutating func decodeGRE(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
@@ -600,13 +669,35 @@ public struct PacketDecoder {
 }
 
 /// How ICMP messages map to flow "ports": a request and its reply share one flow.
-enum ICMPPairing {
-  static func ports(type: UInt8, code: UInt8, v6: Bool) -> (UInt16, UInt16) {
-    let pairs: [(UInt8, UInt8)] = v6 ? [(128, 129), (130, 131), (133, 134), (135, 136)] : [(8, 0), (13, 14), (15, 16), (17, 18), (10, 9)]
-    for (request, reply) in pairs {
-      if type == request { return (UInt16(request), UInt16(reply)) }
-      if type == reply { return (UInt16(reply), UInt16(request)) }
+public enum ICMPPairing {
+  /// The reply type of a request type (and the request of a reply), or nil for other messages.
+  @inline(__always) static func counterpart(of type: UInt8, v6: Bool) -> (request: UInt8, reply: UInt8)? {
+    if v6 {
+      switch type {
+      case 128, 129: return (128, 129)  // echo
+      case 130, 131: return (130, 131)  // multicast listener query / report
+      case 133, 134: return (133, 134)  // router solicitation / advertisement
+      case 135, 136: return (135, 136)  // neighbour solicitation / advertisement
+      default: return nil
+      }
     }
-    return (UInt16(type), UInt16(code))
+    switch type {
+    case 8, 0: return (8, 0)  // echo
+    case 13, 14: return (13, 14)  // timestamp
+    case 15, 16: return (15, 16)  // information
+    case 17, 18: return (17, 18)  // address mask
+    case 10, 9: return (10, 9)  // router solicitation / advertisement
+    default: return nil
+    }
+  }
+
+  /// True for the answering half of a request/reply pair (echo reply, ...).
+  @inlinable public static func isReply(type: UInt8, v6: Bool) -> Bool {
+    v6 ? (type == 129 || type == 131 || type == 134 || type == 136) : (type == 0 || type == 14 || type == 16 || type == 18 || type == 9)
+  }
+
+  @inline(__always) static func ports(type: UInt8, code: UInt8, v6: Bool) -> (UInt16, UInt16) {
+    guard let pair = counterpart(of: type, v6: v6) else { return (UInt16(type), UInt16(code)) }
+    return type == pair.request ? (UInt16(pair.request), UInt16(pair.reply)) : (UInt16(pair.reply), UInt16(pair.request))
   }
 }
