@@ -35,7 +35,7 @@ let package = Package(
     .testTarget(name: "FathomWireTests", dependencies: ["FathomWire"]),
     .testTarget(name: "FathomCaptureTests", dependencies: ["FathomCapture"]),
     .testTarget(name: "FathomFlowsTests", dependencies: ["FathomFlows", "FathomWire"]),
-    .testTarget(name: "OracleTests", dependencies: ["FathomPipeline"]),
+    .testTarget(name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"]),
   ],
   swiftLanguageModes: [.v6]
 )
