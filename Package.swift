@@ -35,7 +35,9 @@ let package = Package(
     .testTarget(name: "FathomWireTests", dependencies: ["FathomWire"]),
     .testTarget(name: "FathomCaptureTests", dependencies: ["FathomCapture"]),
     .testTarget(name: "FathomFlowsTests", dependencies: ["FathomFlows", "FathomWire"]),
-    .testTarget(name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"]),
+    .testTarget(
+      name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
+      exclude: ["Fixtures"]),
   ],
   swiftLanguageModes: [.v6]
 )

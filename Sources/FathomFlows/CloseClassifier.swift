@@ -15,6 +15,14 @@ enum CloseClassifier {
     if entry.icmpUnreachable != nil && entry.state < .established {
       return (.serverReset, .serverError)  // REJECT with icmp-port-unreachable: refused
     }
+    if (entry.synAcksAfterHandshake > 0 || entry.synsAfterSynAck > 3) && !serverSentData {
+      return (.serverQueueLack, .serverError)
+    }
+    if entry.reusedPorts && entry.state < .established || entry.reusedPorts && entry.stateAtReset < .established
+      && entry.state == .reset
+    {
+      return (.clientSourcePortReuse, .clientError)
+    }
     switch entry.state {
     case .reset:
       if entry.resetBy == server {
@@ -40,7 +48,6 @@ enum CloseClassifier {
       if entry.reusedPorts { return (.clientSourcePortReuse, .clientError) }
       return (.serverSynAckRepeat, .clientError)
     case .established, .none:
-      if entry.handshakeRepeatsAfterAnswer > 3 && !serverSentData { return (.serverQueueLack, .serverError) }
       guard ended else { return (.inProgress, .ok) }
       return (.timeout, .serverError)
     }

@@ -22,6 +22,9 @@ struct SequenceTracker {
   var initialized = false
   /// One past the highest payload byte seen.
   var nextSequence: UInt32 = 0
+  /// The lowest sequence number seen: bytes below it were sent before the capture saw the flow,
+  /// so they are new to us, not retransmitted.
+  var lowestSequence: UInt32 = 0
   /// Gaps left by segments that arrived ahead of their predecessors; at most `maxGaps`.
   var gapStarts = SIMD4<UInt32>()
   var gapEnds = SIMD4<UInt32>()
@@ -41,6 +44,19 @@ struct SequenceTracker {
     guard initialized else {
       initialized = true
       nextSequence = end
+      lowestSequence = sequence
+      return .inOrder
+    }
+    if Self.before(sequence, lowestSequence) {
+      // Earlier data than anything seen (a capture that began mid-stream): new, not repeated.
+      let below = min(Int(lowestSequence &- sequence), length)
+      if Self.before(end, lowestSequence) { addGap(end, lowestSequence) }
+      newBytes = below + (below < length ? fillGaps(lowestSequence, end) : 0)
+      if Self.before(nextSequence, end) {
+        newBytes += Int(end &- nextSequence)
+        nextSequence = end
+      }
+      lowestSequence = sequence
       return .inOrder
     }
     if !Self.before(sequence, nextSequence) {
@@ -164,9 +180,10 @@ struct FlowEntry {
   var synAckCount: UInt32 = 0
   var synRetransmissions: UInt32 = 0
   var synAckRetransmissions: UInt32 = 0
-  /// SYN/ACKs repeated after the client's handshake ACK, and SYNs repeated after a SYN/ACK:
-  /// the signature of a full accept queue.
-  var handshakeRepeatsAfterAnswer: UInt32 = 0
+  /// SYN/ACKs repeated after the client's handshake ACK (the server never took the connection
+  /// off its queue) and SYNs repeated after a SYN/ACK: the signatures of a full accept queue.
+  var synAcksAfterHandshake: UInt32 = 0
+  var synsAfterSynAck: UInt32 = 0
   var srt = LatencyStats()
   var art = LatencyStats()
   var cit = LatencyStats()

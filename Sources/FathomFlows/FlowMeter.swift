@@ -95,8 +95,10 @@ public struct FlowMeter {
   }
 
   /// Flushes every flow (end of input): flows whose timeout has passed close as timed out, the
-  /// rest as `in_progress`.
-  public mutating func finishAll() {
+  /// rest as `in_progress`. `idleSeconds` tells that the capture went on that long after its last
+  /// packet with nothing on the wire, so timeouts within it have expired.
+  public mutating func finishAll(idleSeconds: Double = 0) {
+    if idleSeconds > 0 && now > .min { now += Int64(idleSeconds * nanosPerSecond) }
     for index in entries.indices where entries[index].inUse {
       finish(index, reason: timedOut(index) ? .timeout : .endOfCapture)
     }

@@ -23,8 +23,8 @@ enum TCPTracking {
       if ack && !syn { side.stats.acks &+= 1 }
       if fin { side.stats.fins &+= 1 }
       if rst { side.stats.rsts &+= 1 }
-      // A zero window on RST or SYN says nothing about the receiver's buffer.
-      if packet.window == 0 && !rst && !syn { side.stats.zeroWindows &+= 1 }
+      // An RST's window says nothing about the receiver's buffer; a SYN/ACK's does.
+      if packet.window == 0 && !rst { side.stats.zeroWindows &+= 1 }
     }
 
     if syn {
@@ -33,12 +33,21 @@ enum TCPTracking {
       let server = entry.side(1 - entry.clientSide)
       if !server.synSeen || packet.acknowledgement == server.initialSequence &+ 1 {
         entry.state = .established
+        // Client idle time starts at the handshake: the wait before the first request counts.
+        entry.lastDataSide = 1 - entry.clientSide
+        entry.withSide(1 - entry.clientSide) { $0.lastDataNanos = time }
         if entry.synAckNanos > 0 { entry.rttClient = capped(micros(entry.synAckNanos, time), rttCapMicros) }
         if entry.synNanos > 0 { entry.rtt = capped(micros(entry.synNanos, time), rttCapMicros) }
       }
     } else if entry.state == .none {
       entry.state = .established  // picked up mid-stream
-    } else if entry.state == .synSent || entry.state == .synReceived, !rst, payload > 0 || fin {
+    } else if entry.state == .synSent, sender != entry.clientSide, ack, !rst,
+      packet.acknowledgement != entry.side(entry.clientSide).initialSequence &+ 1
+    {
+      // The server answers the SYN with a segment of another connection (a challenge ACK): it
+      // still holds an old connection on these ports.
+      entry.reusedPorts = true
+    } else if entry.state == .synSent || entry.state == .synReceived, !rst, !entry.reusedPorts, payload > 0 || fin {
       entry.state = .established  // handshake ACK lost from the capture, but the connection works
     }
 
@@ -106,13 +115,14 @@ enum TCPTracking {
           // Data starts after the SYN's sequence number, so a lost first segment shows as a gap.
           side.sequence.initialized = true
           side.sequence.nextSequence = packet.sequence &+ 1
+          side.sequence.lowestSequence = packet.sequence &+ 1
         }
       }
     }
     if isSynAck {
       entry.synAckCount &+= 1
       if alreadySeen { entry.synAckRetransmissions &+= 1 }
-      if entry.state >= .established && entry.rttClient > 0 { entry.handshakeRepeatsAfterAnswer &+= 1 }
+      if entry.state >= .established && entry.rttClient > 0 { entry.synAcksAfterHandshake &+= 1 }
       // The SYN/ACK's receiver is the client, whatever the ports suggested.
       if entry.orientationGuessed || entry.synNanos == 0 {
         entry.clientSide = 1 - sender
@@ -126,7 +136,7 @@ enum TCPTracking {
     } else {
       entry.synCount &+= 1
       if alreadySeen { entry.synRetransmissions &+= 1 }
-      if alreadySeen && entry.synAckNanos > 0 { entry.handshakeRepeatsAfterAnswer &+= 1 }
+      if alreadySeen && entry.synAckNanos > 0 { entry.synsAfterSynAck &+= 1 }
       entry.clientSide = sender
       entry.orientationGuessed = false
       if entry.synNanos == 0 { entry.synNanos = time }

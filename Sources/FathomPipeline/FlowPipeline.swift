@@ -11,6 +11,9 @@ public struct FlowPipelineOptions: Sendable {
   public var decapsulateTunnels = true
   /// Stop after this many packets per source.
   public var packetLimit: UInt64 = .max
+  /// The capture went on this long after its last packet with no traffic: flows whose timeout
+  /// expires within it end as timed out rather than `in_progress`.
+  public var idleSecondsAtEnd: Double = 0
 
   public init() {}
 }
@@ -55,8 +58,10 @@ struct FlowStage: PacketSink {
   var filteredOut: UInt64 = 0
   var capturePointIDs: [UInt32] = []
   let handler: ([FlowLog]) -> Void
+  let idleSecondsAtEnd: Double
 
   init(options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void) throws {
+    idleSecondsAtEnd = options.idleSecondsAtEnd
     meter = FlowMeter(config: options.flowConfig)
     decoder.decapsulateTunnels = options.decapsulateTunnels
     filter = try options.filter.map { try PacketFilter(expression: $0) }
@@ -82,7 +87,7 @@ struct FlowStage: PacketSink {
 
   mutating func finish() -> (WireCounters, FlowCounters) {
     decoder.finish()
-    meter.finishAll()
+    meter.finishAll(idleSeconds: idleSecondsAtEnd)
     if !meter.output.isEmpty { handler(meter.drain()) }
     return (decoder.counters, meter.counters)
   }

@@ -122,10 +122,10 @@ extension OutputBuffer {
 /// Writes FlowLogs as an aligned human table, one line per flow.
 public enum FlowTable {
   public static let header =
-    "PROTO CLIENT                                  SERVER                                  PKTS c>s/s<c     BYTES c>s/s<c         CLOSE                     STATUS        RTT ms   ART ms  RETX  ZWIN\n"
+    "PROTO  CLIENT                                  SERVER                                  PKTS c>s/s<c     BYTES c>s/s<c         CLOSE                     STATUS        RTT ms   ART ms  RETX  ZWIN\n"
 
   public static func appendRow(_ flow: FlowLog, to out: inout OutputBuffer) {
-    out.appendPadded(flow.l4Protocol.description, width: 6)
+    out.appendPadded(flow.l4Protocol.description, width: 7)
     out.appendPadded(endpoint(flow.clientIP, flow.clientPort) + (flow.orientationGuessed ? "?" : ""), width: 40)
     out.appendPadded(endpoint(flow.serverIP, flow.serverPort), width: 40)
     out.appendPadded("\(flow.clientToServer.packets)/\(flow.serverToClient.packets)", width: 17)

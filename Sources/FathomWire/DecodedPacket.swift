@@ -139,9 +139,11 @@ public struct WireCounters: Sendable, Equatable {
   public var otherTransport: UInt64 = 0
   public var unsupportedLinkType: UInt64 = 0
   public var malformed = [UInt64](repeating: 0, count: MalformedReason.allCases.count)
-  /// IP length field larger than the frame (TSO/GSO super-frames, or a lying length): the frame's
-  /// own length was used.
+  /// IP length field 0 (BIG TCP / GSO super-frames, jumbograms): the frame's length was used.
   public var lengthFromFrame: UInt64 = 0
+  /// IP length field beyond the frame (snap-length cut without a record saying so, or a lying
+  /// field): the header's length was used for accounting, the captured bytes for parsing.
+  public var lengthBeyondFrame: UInt64 = 0
   public var fragments: UInt64 = 0
   public var datagramsReassembled: UInt64 = 0
   /// Fragments dropped because their datagram never completed in time or the table was full.

@@ -291,10 +291,14 @@ public struct PacketDecoder {
     let totalLength = Int(be16(base, offset + 2))
     let onWire = wireBytes(from: offset, cursor)
     var l3Length = totalLength
-    if totalLength == 0 || totalLength > onWire {
-      // TSO/GSO super-frames carry 0 or a length beyond the frame; trust the frame.
+    if totalLength == 0 {
+      // BIG TCP / GSO super-frames beyond 64 KiB carry 0: the frame says how long they are.
       l3Length = onWire
       counters.lengthFromFrame += 1
+    } else if totalLength > onWire {
+      // Cut by a snap length the record does not admit: the header, as tcpdump and DeepFlow
+      // read it, tells what was sent; only the captured part is visible.
+      counters.lengthBeyondFrame += 1
     } else if totalLength < headerLength {
       return .malformed(.ipLengthShorterThanHeader)
     }
@@ -326,10 +330,12 @@ public struct PacketDecoder {
     let payloadLength = Int(be16(base, offset + 4))
     let onWire = wireBytes(from: offset, cursor)
     var l3Length = 40 + payloadLength
-    if payloadLength == 0 || l3Length > onWire {
-      // Jumbograms and GSO super-frames carry 0 (or too much); trust the frame.
+    if payloadLength == 0 {
+      // Jumbograms and BIG TCP super-frames carry 0: the frame says how long they are.
       l3Length = onWire
       counters.lengthFromFrame += 1
+    } else if l3Length > onWire {
+      counters.lengthBeyondFrame += 1
     }
     packet.ipVersion = 6
     packet.source = IPAddress(high: be64(base, offset + 8), low: be64(base, offset + 16))
@@ -434,7 +440,7 @@ public struct PacketDecoder {
         return .malformed(.badUDPLength)
       } else if udpLength > length {
         udpLength = length
-        counters.lengthFromFrame += 1
+        counters.lengthBeyondFrame += 1
       }
       if decapsulateTunnels, let tunnel = tunnelKind(packet.destinationPort), captured >= 16 {
         let outer = packet

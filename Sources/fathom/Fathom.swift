@@ -92,6 +92,12 @@ struct FlowsCommand: ParsableCommand {
   @Option(help: "Seconds between records of a long-lived flow (0: only when the flow ends).")
   var reportInterval: Double = 60
 
+  @Option(
+    help: ArgumentHelp(
+      "Seconds the capture went on idle after its last packet.",
+      discussion: "Flows whose timeout expires within it close as timed out instead of in_progress."))
+  var endIdle: Double = 0
+
   @Flag(help: "Keep VXLAN/Geneve/GRE outer headers as the flow instead of decapsulating.")
   var noDecapsulate = false
 
@@ -109,6 +115,7 @@ struct FlowsCommand: ParsableCommand {
     options.flowConfig.reportIntervalSeconds = reportInterval > 0 ? reportInterval : nil
     options.filter = source.filter
     options.decapsulateTunnels = !noDecapsulate
+    options.idleSecondsAtEnd = endIdle
     if let count = source.count { options.packetLimit = count }
     let writer = RecordWriter(format: format)
     writer.begin()

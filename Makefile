@@ -1,0 +1,56 @@
+# Fathom: the two commands a user runs first (see README), plus bench and fuzz.
+SHELL := /bin/bash
+SWIFT ?= swift
+
+# Debian packages the build and the tests need; installed when missing.
+BUILD_PACKAGES := libpcap-dev zlib1g-dev
+TEST_PACKAGES := $(BUILD_PACKAGES) tcpdump iproute2 iptables ethtool nginx-light dnsmasq curl
+BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time
+
+.PHONY: demo test build bench fuzz deps-build deps-test deps-bench clean
+
+define install_missing
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+endef
+
+deps-build:
+	$(call install_missing,$(BUILD_PACKAGES))
+
+deps-test:
+	$(call install_missing,$(TEST_PACKAGES))
+
+deps-bench:
+	$(call install_missing,$(BENCH_PACKAGES))
+
+build: deps-build
+	$(SWIFT) build -c release --product fathom
+
+# The flow table of a capture recorded between network namespaces (scripts/netns-traffic.sh demo).
+demo: build
+	.build/release/fathom flows testdata/demo.pcap
+
+test: deps-test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Single-core comparison with tcpdump, ndpiReader and tshark on a recorded capture (README).
+bench: deps-bench build
+	scripts/bench.sh
+
+# libFuzzer on the decoder and flow table, bounded (FUZZ_SECONDS, default 120).
+FUZZ_SECONDS ?= 120
+fuzz: deps-build
+	$(SWIFT) build -c release --product FathomDecodeFuzz --scratch-path .build-fuzz \
+	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -parse-as-library
+	mkdir -p .build-fuzz/corpus
+	scripts/fuzz-seeds.sh .build-fuzz/corpus
+	.build-fuzz/release/FathomDecodeFuzz .build-fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -max_len=9000
+
+clean:
+	rm -rf .build .build-fuzz
