@@ -32,9 +32,11 @@ let package = Package(
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.
     .executableTarget(name: "FathomDecodeFuzz", dependencies: ["FathomWire", "FathomFlows"]),
-    .testTarget(name: "FathomWireTests", dependencies: ["FathomWire"]),
-    .testTarget(name: "FathomCaptureTests", dependencies: ["FathomCapture"]),
-    .testTarget(name: "FathomFlowsTests", dependencies: ["FathomFlows", "FathomWire"]),
+    // Frame and capture-file builders shared by the unit tests.
+    .target(name: "FathomTestSupport", dependencies: ["FathomRecords"], path: "Tests/FathomTestSupport"),
+    .testTarget(name: "FathomWireTests", dependencies: ["FathomWire", "FathomTestSupport"]),
+    .testTarget(name: "FathomCaptureTests", dependencies: ["FathomCapture", "FathomPipeline", "FathomTestSupport"]),
+    .testTarget(name: "FathomFlowsTests", dependencies: ["FathomFlows", "FathomWire", "FathomTestSupport"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),

@@ -50,7 +50,7 @@ public final class LiveCapture: @unchecked Sendable {
       pcap_close(pcap)
       handle = nil
     }
-    pcap_set_snaplen(pcap, Int32(options.snapLength))
+    _ = pcap_set_snaplen(pcap, Int32(options.snapLength))
     pcap_set_promisc(pcap, options.promiscuous ? 1 : 0)
     pcap_set_timeout(pcap, 100)
     pcap_set_immediate_mode(pcap, 1)
@@ -79,6 +79,12 @@ public final class LiveCapture: @unchecked Sendable {
         name: options.interface, linkType: linkType, snapLength: options.snapLength, netns: options.netns ?? "")
     ]
     let precisionNanos = pcap_get_tstamp_precision(pcap) == Int32(PCAP_TSTAMP_PRECISION_NANO)
+    // libpcap's own read timeout can block indefinitely on Linux when no packet arrives, so the
+    // loop polls the descriptor itself (100 ms) and drains it without blocking.
+    guard pcap_setnonblock(pcap, 1, &errorBuffer) == 0 else {
+      throw CaptureError.live("\(options.interface): cannot switch to non-blocking reads: \(String(cString: errorBuffer))")
+    }
+    let descriptor = pcap_get_selectable_fd(pcap)
     var started = timespec()
     clock_gettime(CLOCK_MONOTONIC, &started)
     var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
@@ -92,7 +98,11 @@ public final class LiveCapture: @unchecked Sendable {
         if elapsed >= duration { break }
       }
       let result = pcap_next_ex(pcap, &headerPointer, &dataPointer)
-      if result == 0 { continue }  // read timeout: check the limits again
+      if result == 0 {
+        var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        _ = poll(&poller, 1, 100)
+        continue
+      }
       if result == PCAP_ERROR_BREAK { break }
       if result < 0 { throw CaptureError.live("\(options.interface): \(String(cString: pcap_geterr(pcap)))") }
       guard let pcapHeader = headerPointer?.pointee, let data = dataPointer else { continue }
@@ -107,6 +117,15 @@ public final class LiveCapture: @unchecked Sendable {
     }
     var stats = pcap_stat()
     if pcap_stats(pcap, &stats) == 0 { counters.kernelDrops = UInt64(stats.ps_drop) + UInt64(stats.ps_ifdrop) }
+  }
+
+  /// Runs `run(into:)` on a new POSIX thread and waits for it, so that entering `--netns` moves
+  /// only that thread.
+  public func runOnDedicatedThread<Sink: PacketSink>(into sink: inout Sink) throws {
+    let task = CaptureThreadTask(capture: self, sink: sink)
+    try DedicatedThread.run(task)
+    sink = task.sink
+    if let error = task.error { throw error }
   }
 
   /// Ends `run` at its next read timeout (≤ 100 ms); safe to call from a signal-driven thread.
@@ -130,3 +149,47 @@ public final class LiveCapture: @unchecked Sendable {
   }
 }
 
+
+/// Work for a dedicated thread; non-generic so the thread entry point can be a plain C function.
+class ThreadTask: @unchecked Sendable {
+  func main() {}
+}
+
+/// Carries a sink to the capture thread and back.
+private final class CaptureThreadTask<Sink: PacketSink>: ThreadTask, @unchecked Sendable {
+  let capture: LiveCapture
+  var sink: Sink
+  var error: Error?
+
+  init(capture: LiveCapture, sink: Sink) {
+    self.capture = capture
+    self.sink = sink
+  }
+
+  override func main() {
+    do {
+      try capture.run(into: &sink)
+    } catch {
+      self.error = error
+    }
+  }
+}
+
+/// Starts a POSIX thread for a task and waits for it to end.
+enum DedicatedThread {
+  static func run(_ task: ThreadTask) throws {
+    var thread = pthread_t()
+    let unmanaged = Unmanaged.passRetained(task)
+    let created = pthread_create(
+      &thread, nil,
+      { raw in
+        Unmanaged<ThreadTask>.fromOpaque(raw!).takeRetainedValue().main()
+        return nil
+      }, unmanaged.toOpaque())
+    guard created == 0 else {
+      unmanaged.release()
+      throw CaptureError.live("cannot start the capture thread: \(String(cString: strerror(created)))")
+    }
+    pthread_join(thread, nil)
+  }
+}

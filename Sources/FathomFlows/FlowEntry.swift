@@ -171,8 +171,9 @@ struct FlowEntry {
   var stateAtReset = TCPState.none
   var resetBy = -1
   var firstFinBy = -1
-  var synNanos: Int64 = 0
-  var synAckNanos: Int64 = 0
+  /// Times of the first SYN and the first SYN/ACK, nil until seen.
+  var synNanos: Int64?
+  var synAckNanos: Int64?
   var rttClient: UInt32 = 0
   var rttServer: UInt32 = 0
   var rtt: UInt32 = 0

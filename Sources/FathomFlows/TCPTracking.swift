@@ -36,8 +36,8 @@ enum TCPTracking {
         // Client idle time starts at the handshake: the wait before the first request counts.
         entry.lastDataSide = 1 - entry.clientSide
         entry.withSide(1 - entry.clientSide) { $0.lastDataNanos = time }
-        if entry.synAckNanos > 0 { entry.rttClient = capped(micros(entry.synAckNanos, time), rttCapMicros) }
-        if entry.synNanos > 0 { entry.rtt = capped(micros(entry.synNanos, time), rttCapMicros) }
+        if let synAck = entry.synAckNanos { entry.rttClient = capped(micros(synAck, time), rttCapMicros) }
+        if let syn = entry.synNanos { entry.rtt = capped(micros(syn, time), rttCapMicros) }
       }
     } else if entry.state == .none {
       entry.state = .established  // picked up mid-stream
@@ -124,22 +124,22 @@ enum TCPTracking {
       if alreadySeen { entry.synAckRetransmissions &+= 1 }
       if entry.state >= .established && entry.rttClient > 0 { entry.synAcksAfterHandshake &+= 1 }
       // The SYN/ACK's receiver is the client, whatever the ports suggested.
-      if entry.orientationGuessed || entry.synNanos == 0 {
+      if entry.orientationGuessed || entry.synNanos == nil {
         entry.clientSide = 1 - sender
         entry.orientationGuessed = false
       }
-      if entry.synAckNanos == 0 {
+      if entry.synAckNanos == nil {
         entry.synAckNanos = time
-        if entry.synNanos > 0 { entry.rttServer = capped(micros(entry.synNanos, time), rttCapMicros) }
+        if let syn = entry.synNanos { entry.rttServer = capped(micros(syn, time), rttCapMicros) }
       }
       if entry.state < .synReceived { entry.state = .synReceived }
     } else {
       entry.synCount &+= 1
       if alreadySeen { entry.synRetransmissions &+= 1 }
-      if alreadySeen && entry.synAckNanos > 0 { entry.synsAfterSynAck &+= 1 }
+      if alreadySeen && entry.synAckNanos != nil { entry.synsAfterSynAck &+= 1 }
       entry.clientSide = sender
       entry.orientationGuessed = false
-      if entry.synNanos == 0 { entry.synNanos = time }
+      if entry.synNanos == nil { entry.synNanos = time }
       if entry.state < .synSent { entry.state = .synSent }
     }
   }

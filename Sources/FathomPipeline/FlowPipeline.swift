@@ -129,12 +129,19 @@ public enum FlowPipeline {
   ) throws -> SourceSummary {
     var pipelineOptions = options
     pipelineOptions.filter = nil  // the kernel applies it (LiveCaptureOptions.filter)
-    let box = LiveRunBox(stage: try FlowStage(options: pipelineOptions, handler: handler), live: live)
-    try box.runOnDedicatedThread()
+    var stage = try FlowStage(options: pipelineOptions, handler: handler)
+    var captureError: Error?
+    do {
+      try live.runOnDedicatedThread(into: &stage)
+    } catch {
+      captureError = error
+    }
+    let (wire, flows) = stage.finish()  // flows seen before an error are still reported
+    if let captureError { throw captureError }
     var summary = SourceSummary(source: live.options.interface)
     summary.capture = live.counters
-    summary.wire = box.counters.0
-    summary.flows = box.counters.1
+    summary.wire = wire
+    summary.flows = flows
     return summary
   }
 }

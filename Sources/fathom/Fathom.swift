@@ -210,9 +210,10 @@ struct CaptureCommand: ParsableCommand {
     options.snapLength = snaplen
     let live = LiveCapture(options: options)
     stopOnInterrupt(live)
-    let box = CaptureToFile(live: live, path: output, snapLength: snaplen)
+    var sink = PcapFileSink(path: output, snapLength: snaplen)
     do {
-      try box.run()
+      try live.runOnDedicatedThread(into: &sink)
+      try sink.finish(linkType: interface == "any" ? 276 : 1)
     } catch {
       printError("fathom: \(error)")
       throw ExitCode(1)
