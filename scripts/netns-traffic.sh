@@ -132,12 +132,15 @@ request = function()
 end
 LUA
   ip netns exec "$client" wrk -t1 -c8 -d6s "http://$server_ip/cart" >/dev/null &
+  load_pids=($!)
   ip netns exec "$client" wrk -t1 -c4 -d6s -s "$work/short.lua" "http://$server_ip/" >/dev/null &
+  load_pids+=($!)
   dns_load 30000 &
+  load_pids+=($!)
   for i in $(seq 1 20); do
     ip netns exec "$client" curl -s -o /dev/null --max-time 1 "http://$server_ip:81/" || true
   done
-  wait
+  wait "${load_pids[@]}"  # not the capture, which runs in the background too
 fi
 
 sleep 0.5

@@ -43,7 +43,7 @@ public final class LiveCapture: @unchecked Sendable {
     if let netns = options.netns { try LiveCapture.enterNetworkNamespace(netns) }
     var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
     guard let pcap = pcap_create(options.interface, &errorBuffer) else {
-      throw CaptureError.live("\(options.interface): \(String(cString: errorBuffer))")
+      throw CaptureError.live("\(options.interface): \(cString(errorBuffer))")
     }
     handle = pcap
     defer {
@@ -82,7 +82,7 @@ public final class LiveCapture: @unchecked Sendable {
     // libpcap's own read timeout can block indefinitely on Linux when no packet arrives, so the
     // loop polls the descriptor itself (100 ms) and drains it without blocking.
     guard pcap_setnonblock(pcap, 1, &errorBuffer) == 0 else {
-      throw CaptureError.live("\(options.interface): cannot switch to non-blocking reads: \(String(cString: errorBuffer))")
+      throw CaptureError.live("\(options.interface): cannot switch to non-blocking reads: \(cString(errorBuffer))")
     }
     let descriptor = pcap_get_selectable_fd(pcap)
     var started = timespec()
@@ -192,4 +192,9 @@ enum DedicatedThread {
     }
     pthread_join(thread, nil)
   }
+}
+
+/// The text of a NUL-terminated C character buffer.
+func cString(_ buffer: [CChar]) -> String {
+  String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

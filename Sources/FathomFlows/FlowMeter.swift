@@ -25,16 +25,20 @@ public struct FlowCounters: Sendable, Equatable {
 /// The flow table of one capture source: turns decoded packets into FlowLogs.
 ///
 /// Open addressing with linear probing over a power-of-two slot array holding indexes into a
-/// contiguous entry array; no allocation per packet. Timers run on packet time, once per second.
-public struct FlowMeter {
+/// contiguous entry array, both allocated once at their bound: no allocation and no copy-on-write
+/// check per packet. Timers run on packet time, once per second. Not thread-safe: one table per
+/// capture thread.
+public final class FlowMeter {
   public let config: FlowConfig
   public private(set) var counters = FlowCounters()
   /// Records ready for the next stage; the caller drains them (`drain`).
   public private(set) var output: [FlowLog] = []
 
-  private var entries: [FlowEntry] = []
+  /// Entries 0..<entryCount are initialised; free ones are on `freeList`.
+  private let entries: UnsafeMutablePointer<FlowEntry>
+  private var entryCount = 0
   private var freeList: [Int32] = []
-  private var slots: [Int32]
+  private let slots: UnsafeMutablePointer<Int32>
   private let slotMask: Int
   private var activeCount = 0
   private var capturePoints: [CapturePoint] = []
@@ -46,12 +50,21 @@ public struct FlowMeter {
     self.config = config
     var size = 1024
     while size < config.capacity * 2 { size <<= 1 }
-    slots = [Int32](repeating: -1, count: size)
+    slots = UnsafeMutablePointer<Int32>.allocate(capacity: size)
+    slots.initialize(repeating: -1, count: size)
     slotMask = size - 1
+    entries = UnsafeMutablePointer<FlowEntry>.allocate(capacity: config.capacity)
+    freeList.reserveCapacity(config.capacity)
+  }
+
+  deinit {
+    entries.deinitialize(count: entryCount)
+    entries.deallocate()
+    slots.deallocate()
   }
 
   /// Registers a capture point and returns its id for `process`.
-  public mutating func addCapturePoint(_ point: CapturePoint) -> UInt32 {
+  public func addCapturePoint(_ point: CapturePoint) -> UInt32 {
     if let index = capturePoints.firstIndex(of: point) { return UInt32(index) }
     capturePoints.append(point)
     return UInt32(capturePoints.count - 1)
@@ -60,7 +73,7 @@ public struct FlowMeter {
   public var activeFlows: Int { activeCount }
 
   /// Moves the emitted records out.
-  public mutating func drain() -> [FlowLog] {
+  public func drain() -> [FlowLog] {
     defer { output.removeAll(keepingCapacity: true) }
     return output
   }
@@ -68,7 +81,7 @@ public struct FlowMeter {
   // MARK: packets
 
   /// Accounts one decoded transport packet to its flow.
-  public mutating func process(_ packet: DecodedPacket, capturePoint: UInt32) {
+  public func process(_ packet: DecodedPacket, capturePoint: UInt32) {
     let time = packet.timestampNanos
     if time > now { now = time }
     if now >= nextTick { runTimers() }
@@ -97,9 +110,9 @@ public struct FlowMeter {
   /// Flushes every flow (end of input): flows whose timeout has passed close as timed out, the
   /// rest as `in_progress`. `idleSeconds` tells that the capture went on that long after its last
   /// packet with nothing on the wire, so timeouts within it have expired.
-  public mutating func finishAll(idleSeconds: Double = 0) {
+  public func finishAll(idleSeconds: Double = 0) {
     if idleSeconds > 0 && now > .min { now += Int64(idleSeconds * nanosPerSecond) }
-    for index in entries.indices where entries[index].inUse {
+    for index in 0..<entryCount where entries[index].inUse {
       finish(index, reason: timedOut(index) ? .timeout : .endOfCapture)
     }
   }
@@ -118,7 +131,7 @@ public struct FlowMeter {
     }
   }
 
-  private mutating func insert(_ key: FlowKey, packet: DecodedPacket, sender: Int) -> Int {
+  private func insert(_ key: FlowKey, packet: DecodedPacket, sender: Int) -> Int {
     if activeCount >= config.capacity { evictOldest() }
     let (clientSide, guessed) = Orientation.initialClient(packet, sender: sender)
     let entry = FlowEntry(key: key, now: now, clientSide: clientSide, guessed: guessed, tunnelID: packet.tunnelID)
@@ -127,8 +140,9 @@ public struct FlowMeter {
       index = Int(free)
       entries[index] = entry
     } else {
-      index = entries.count
-      entries.append(entry)
+      index = entryCount
+      (entries + index).initialize(to: entry)
+      entryCount += 1
     }
     var slot = Int(truncatingIfNeeded: key.hashValue64) & slotMask
     while slots[slot] >= 0 { slot = (slot + 1) & slotMask }
@@ -150,7 +164,7 @@ public struct FlowMeter {
   }
 
   /// Removes a flow's slot with backward-shift deletion (no tombstones, probes stay short).
-  private mutating func removeSlot(of index: Int) {
+  private func removeSlot(of index: Int) {
     let key = entries[index].key
     var slot = Int(truncatingIfNeeded: key.hashValue64) & slotMask
     while Int(slots[slot]) != index { slot = (slot + 1) & slotMask }
@@ -170,7 +184,7 @@ public struct FlowMeter {
     slots[hole] = -1
   }
 
-  private mutating func update(_ index: Int, _ packet: DecodedPacket, sender: Int) {
+  private func update(_ index: Int, _ packet: DecodedPacket, sender: Int) {
     let time = packet.timestampNanos
     entries[index].lastNanos = max(entries[index].lastNanos, time)
     let payload = packet.payloadLength
@@ -193,7 +207,7 @@ public struct FlowMeter {
   // MARK: ICMP errors
 
   /// Attaches an ICMP error to the TCP/UDP flow it quotes, when the table holds that flow.
-  private mutating func attachICMPError(_ packet: DecodedPacket, capturePoint: UInt32) {
+  private func attachICMPError(_ packet: DecodedPacket, capturePoint: UInt32) {
     let quoted = packet.quoted
     guard quoted.ipProtocol == 6 || quoted.ipProtocol == 17 else { return }
     let (key, _) = FlowKey.make(
@@ -212,10 +226,10 @@ public struct FlowMeter {
 
   // MARK: timers
 
-  private mutating func runTimers() {
+  private func runTimers() {
     nextTick = now + 1_000_000_000
     let interval = config.reportIntervalSeconds.map { Int64($0 * nanosPerSecond) }
-    for index in entries.indices where entries[index].inUse {
+    for index in 0..<entryCount where entries[index].inUse {
       if timedOut(index) {
         finish(index, reason: .timeout)
       } else if let interval, interval > 0, now - entries[index].intervalStartNanos >= interval {
@@ -252,15 +266,15 @@ public struct FlowMeter {
 
   /// Evicts the least recently active sixteenth of the table (at least one flow), so a full table
   /// costs one scan per many insertions rather than one per packet.
-  private mutating func evictOldest() {
+  private func evictOldest() {
     var oldest = Int64.max
     var newest = Int64.min
-    for entry in entries where entry.inUse {
-      oldest = min(oldest, entry.lastNanos)
-      newest = max(newest, entry.lastNanos)
+    for index in 0..<entryCount where entries[index].inUse {
+      oldest = min(oldest, entries[index].lastNanos)
+      newest = max(newest, entries[index].lastNanos)
     }
     let threshold = oldest + max(1, (newest - oldest) / 16)
-    for index in entries.indices where entries[index].inUse && entries[index].lastNanos < threshold {
+    for index in 0..<entryCount where entries[index].inUse && entries[index].lastNanos < threshold {
       counters.evicted += 1
       finish(index, reason: .evicted)
     }
@@ -270,7 +284,7 @@ public struct FlowMeter {
 
   enum EndReason { case timeout, endOfCapture, evicted, superseded }
 
-  private mutating func finish(_ index: Int, reason: EndReason) {
+  private func finish(_ index: Int, reason: EndReason) {
     let (closeType, status) = CloseClassifier.classify(entries[index], reason: reason)
     emit(index, closeType: closeType, status: status)
     removeSlot(of: index)
@@ -279,7 +293,7 @@ public struct FlowMeter {
     activeCount -= 1
   }
 
-  private mutating func resetInterval(_ index: Int) {
+  private func resetInterval(_ index: Int) {
     entries[index].intervalStartNanos = now
     entries[index].sides.0.stats = DirectionStats()
     entries[index].sides.1.stats = DirectionStats()
@@ -289,7 +303,7 @@ public struct FlowMeter {
     entries[index].reportIndex += 1
   }
 
-  private mutating func emit(_ index: Int, closeType: CloseType, status: FlowStatus) {
+  private func emit(_ index: Int, closeType: CloseType, status: FlowStatus) {
     let entry = entries[index]
     let clientIsA = entry.clientSide == 0
     let key = entry.key

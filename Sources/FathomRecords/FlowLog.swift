@@ -5,7 +5,8 @@ public enum L4Protocol: UInt8, Sendable, CustomStringConvertible {
   case icmp = 1
   case icmpv6 = 58
 
-  public var description: String {
+  /// The name as written in records, without a String allocation.
+  public var name: StaticString {
     switch self {
     case .tcp: "tcp"
     case .udp: "udp"
@@ -13,6 +14,8 @@ public enum L4Protocol: UInt8, Sendable, CustomStringConvertible {
     case .icmpv6: "icmpv6"
     }
   }
+
+  public var description: String { name.description }
 }
 
 /// How a flow ended, following DeepFlow's close types (REFERENCE.md, "Close types").
@@ -53,6 +56,30 @@ public enum CloseType: String, Sendable, CaseIterable {
   case idle
   /// A UDP flow answered by an ICMP destination-unreachable.
   case icmpUnreachable = "icmp_unreachable"
+
+  /// The raw value without a String allocation, for record writers.
+  public var name: StaticString {
+    switch self {
+    case .finish: "finish"
+    case .clientRst: "client_rst"
+    case .serverRst: "server_rst"
+    case .timeout: "timeout"
+    case .clientSynRepeat: "client_syn_repeat"
+    case .serverSynAckRepeat: "server_synack_repeat"
+    case .serverReset: "server_reset"
+    case .serverQueueLack: "server_queue_lack"
+    case .clientSourcePortReuse: "client_source_port_reuse"
+    case .clientHalfClose: "client_half_close"
+    case .serverHalfClose: "server_half_close"
+    case .clientEstablishReset: "client_establish_reset"
+    case .serverEstablishReset: "server_establish_reset"
+    case .forcedReport: "forced_report"
+    case .inProgress: "in_progress"
+    case .evicted: "evicted"
+    case .idle: "idle"
+    case .icmpUnreachable: "icmp_unreachable"
+    }
+  }
 }
 
 /// The health class of a flow, as DeepFlow's flow status.
@@ -61,6 +88,15 @@ public enum FlowStatus: String, Sendable {
   case clientError = "client_error"
   case serverError = "server_error"
   case timeout
+
+  public var name: StaticString {
+    switch self {
+    case .ok: "ok"
+    case .clientError: "client_error"
+    case .serverError: "server_error"
+    case .timeout: "timeout"
+    }
+  }
 }
 
 /// Sum, count and maximum of a latency in microseconds over a flow or report interval.

@@ -118,7 +118,7 @@ extension OutputBuffer {
       append(UInt64(value & 0xFF))
       return
     }
-    var groups = [UInt16](repeating: 0, count: 8)
+    var groups = SIMD8<UInt16>()
     for i in 0..<4 {
       groups[i] = UInt16(truncatingIfNeeded: address.high >> (48 - 16 * UInt64(i)))
       groups[i + 4] = UInt16(truncatingIfNeeded: address.low >> (48 - 16 * UInt64(i)))
@@ -153,12 +153,12 @@ extension OutputBuffer {
   }
 
   private mutating func appendHex(_ value: UInt16) {
-    let digits: [UInt8] = Array("0123456789abcdef".utf8)
+    let digits: StaticString = "0123456789abcdef"
     var started = false
     for shift in stride(from: 12, through: 0, by: -4) {
       let digit = Int((value >> UInt16(shift)) & 0xF)
       if digit != 0 || started || shift == 0 {
-        append(byte: digits[digit])
+        append(byte: digits.utf8Start[digit])
         started = true
       }
     }

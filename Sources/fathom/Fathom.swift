@@ -70,7 +70,7 @@ func stopOnInterrupt(_ live: LiveCapture) {
 
 func printError(_ message: String) {
   var buffer = OutputBuffer(capacity: message.utf8.count + 1)
-  buffer.append(message)
+  buffer.append(string: message)
   buffer.append(byte: 10)
   buffer.flush(to: 2)
 }
@@ -159,7 +159,7 @@ final class RecordWriter: @unchecked Sendable {
   init(format: OutputFormat) { self.format = format }
 
   func begin() {
-    if format == .table { buffer.append(FlowTable.header) }
+    if format == .table { buffer.append(string: FlowTable.header) }
   }
 
   func write(_ records: [FlowLog]) {
