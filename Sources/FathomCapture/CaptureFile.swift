@@ -40,7 +40,9 @@ public final class CaptureFile {
     guard fstat(fd, &info) == 0 else {
       throw CaptureError.cannotOpen(path: path, reason: String(cString: strerror(errno)))
     }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw CaptureError.cannotOpen(path: path, reason: "not a regular file") }
+    guard (info.st_mode & S_IFMT) == S_IFREG else {
+      throw CaptureError.cannotOpen(path: path, reason: "not a regular file")
+    }
     let fileSize = Int(info.st_size)
     guard fileSize > 0 else { throw CaptureError.emptyFile(path: path) }
     guard let mapped = mmap(nil, fileSize, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {

@@ -136,7 +136,9 @@ public final class LiveCapture: @unchecked Sendable {
 
   /// Moves the calling thread into the named network namespace (`/run/netns/NAME`).
   public static func enterNetworkNamespace(_ name: String) throws {
-    guard !name.contains("/"), !name.isEmpty else { throw CaptureError.live("invalid network namespace name \"\(name)\"") }
+    guard !name.contains("/"), !name.isEmpty else {
+      throw CaptureError.live("invalid network namespace name \"\(name)\"")
+    }
     let path = "/run/netns/\(name)"
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
@@ -148,7 +150,6 @@ public final class LiveCapture: @unchecked Sendable {
     }
   }
 }
-
 
 /// Work for a dedicated thread; non-generic so the thread entry point can be a plain C function.
 class ThreadTask: @unchecked Sendable {

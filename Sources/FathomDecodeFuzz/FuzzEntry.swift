@@ -21,7 +21,8 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   let linkType = linkTypes[Int(data[0]) % linkTypes.count]
   let frame = UnsafeRawBufferPointer(start: data + 1, count: size - 1)
   clock += 1_000_000
-  if decoder.decode(frame, linkType: linkType, wireLength: size - 1, timestampNanos: clock, into: &packet) == .transport {
+  if decoder.decode(frame, linkType: linkType, wireLength: size - 1, timestampNanos: clock, into: &packet) == .transport
+  {
     meter.process(packet, capturePoint: 0)
     _ = meter.drain()
   }
@@ -32,7 +33,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   // SwiftPM links executables with `main` aliased to `<module>_main`; hand control to libFuzzer's
   // driver from there.
   @_silgen_name("LLVMFuzzerRunDriver")
-  func LLVMFuzzerRunDriver(
+  func libFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<Int32>,
     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
     _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
@@ -44,7 +45,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   ) -> Int32 {
     var count = argc
     var arguments = argv
-    return LLVMFuzzerRunDriver(&count, &arguments) { data, size in fuzzOneInput(data, size) }
+    return libFuzzerRunDriver(&count, &arguments) { data, size in fuzzOneInput(data, size) }
   }
 #else
   @main

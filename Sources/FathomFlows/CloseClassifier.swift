@@ -18,8 +18,9 @@ enum CloseClassifier {
     if (entry.synAcksAfterHandshake > 0 || entry.synsAfterSynAck > 3) && !serverSentData {
       return (.serverQueueLack, .serverError)
     }
-    if entry.reusedPorts && entry.state < .established || entry.reusedPorts && entry.stateAtReset < .established
-      && entry.state == .reset
+    if entry.reusedPorts && entry.state < .established
+      || entry.reusedPorts && entry.stateAtReset < .established
+        && entry.state == .reset
     {
       return (.clientSourcePortReuse, .clientError)
     }

@@ -217,7 +217,8 @@ public final class FlowMeter {
     let index = lookup(key)
     guard index >= 0 else { return }
     counters.icmpErrorsAttached += 1
-    let isUnreachable = (packet.ipVersion == 4 && packet.icmpType == 3) || (packet.ipVersion == 6 && packet.icmpType == 1)
+    let isUnreachable =
+      (packet.ipVersion == 4 && packet.icmpType == 3) || (packet.ipVersion == 6 && packet.icmpType == 1)
     if isUnreachable {
       entries[index].icmpUnreachable = (packet.icmpType, packet.icmpCode)
       entries[index].lastNanos = max(entries[index].lastNanos, packet.timestampNanos)
@@ -314,7 +315,8 @@ public final class FlowMeter {
       clientIP: clientIsA ? key.addressA : key.addressB, clientPort: clientIsA ? key.portA : key.portB,
       serverIP: clientIsA ? key.addressB : key.addressA, serverPort: clientIsA ? key.portB : key.portA)
     log.orientationGuessed = entry.orientationGuessed
-    let point = Int(key.capturePoint) < capturePoints.count ? capturePoints[Int(key.capturePoint)] : CapturePoint(interface: "")
+    let point =
+      Int(key.capturePoint) < capturePoints.count ? capturePoints[Int(key.capturePoint)] : CapturePoint(interface: "")
     log.interface = point.interface
     log.netns = point.netns
     log.vlan = key.vlan

@@ -105,7 +105,9 @@ enum TCPTracking {
     }
   }
 
-  private static func handleSyn(_ entry: inout FlowEntry, _ packet: DecodedPacket, sender: Int, isSynAck: Bool, time: Int64) {
+  private static func handleSyn(
+    _ entry: inout FlowEntry, _ packet: DecodedPacket, sender: Int, isSynAck: Bool, time: Int64
+  ) {
     let alreadySeen = entry.side(sender).synSeen
     entry.withSide(sender) { side in
       if !side.synSeen {
@@ -182,8 +184,11 @@ enum Orientation {
       return packet.tcpFlags.contains(.ack) ? (receiver, false) : (sender, false)
     }
     if packet.ipProtocol == 1 || packet.ipProtocol == 58 {
-      // Requests (echo, timestamp, ...) come from the client.
-      return (ICMPPairing.isReply(type: packet.icmpType, v6: packet.ipProtocol == 58) ? receiver : sender, false)
+      // Requests (echo, timestamp, ...) come from the client; for unpaired messages (errors,
+      // reports) the sender is only a guess.
+      let v6 = packet.ipProtocol == 58
+      guard ICMPPairing.counterpart(of: packet.icmpType, v6: v6) != nil else { return (sender, true) }
+      return (ICMPPairing.isReply(type: packet.icmpType, v6: v6) ? receiver : sender, false)
     }
     let sourceIsService = isServicePort(packet.sourcePort)
     let destinationIsService = isServicePort(packet.destinationPort)

@@ -133,7 +133,8 @@ public enum FlowTable {
     out.appendPadded(flow.closeType.rawValue, width: 26)
     out.appendPadded(flow.status.rawValue, width: 13)
     out.appendPadded(millis(flow.rttMicros), width: 8, alignRight: true)
-    out.appendPadded(flow.art.count == 0 ? "-" : millis(UInt32(clamping: flow.art.meanMicros)), width: 9, alignRight: true)
+    out.appendPadded(
+      flow.art.count == 0 ? "-" : millis(UInt32(clamping: flow.art.meanMicros)), width: 9, alignRight: true)
     let retrans = flow.clientToServer.retransmissions + flow.serverToClient.retransmissions
     out.appendPadded("\(retrans)", width: 6, alignRight: true)
     let zeroWindows = flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows

@@ -53,7 +53,9 @@ final class FragmentReassembler {
       pending[key] = Datagram(bytes: [], firstSeen: now)
     }
     var datagram = pending.removeValue(forKey: key)!
-    if datagram.bytes.count < end { datagram.bytes.append(contentsOf: repeatElement(0, count: end - datagram.bytes.count)) }
+    if datagram.bytes.count < end {
+      datagram.bytes.append(contentsOf: repeatElement(0, count: end - datagram.bytes.count))
+    }
     datagram.bytes.withUnsafeMutableBytes { target in
       if data.count > 0 { (target.baseAddress! + offset).copyMemory(from: data.baseAddress!, byteCount: data.count) }
     }
@@ -66,7 +68,8 @@ final class FragmentReassembler {
       datagram.bytes.withUnsafeBytes { source in
         if total > 0 { output.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: total) }
       }
-      return .complete(length: total, l3Bytes: datagram.l3Bytes, frames: datagram.frames, frameBytes: datagram.frameBytes)
+      return .complete(
+        length: total, l3Bytes: datagram.l3Bytes, frames: datagram.frames, frameBytes: datagram.frameBytes)
     }
     pending[key] = datagram
     return .held

@@ -87,7 +87,8 @@ public struct PacketDecoder {
     case LinkType.null, LinkType.loop:
       guard length >= 4 else { return .malformed(.truncatedLinkHeader) }
       // NULL stores the family in the capturing host's byte order, LOOP in network order.
-      var family = linkType == LinkType.loop ? be32(base, offset) : base.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+      var family =
+        linkType == LinkType.loop ? be32(base, offset) : base.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
       if family > 0xFFFF { family = family.byteSwapped }
       switch family {
       case 2: return decodeIPv4(at: offset + 4, &cursor, &packet)
@@ -186,7 +187,8 @@ public struct PacketDecoder {
     }
   }
 
-  private mutating func decodePPP(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodePPP(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult
+  {
     let base = cursor.base
     var at = offset
     if cursor.end - at >= 2, byte(base, at) == 0xFF, byte(base, at + 1) == 0x03 { at += 2 }
@@ -207,7 +209,9 @@ public struct PacketDecoder {
     }
   }
 
-  private mutating func decodeNFLOG(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodeNFLOG(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket)
+    -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 4 else { return .malformed(.truncatedLinkHeader) }
     let family = byte(base, offset)
@@ -231,7 +235,9 @@ public struct PacketDecoder {
     return .notIP
   }
 
-  private mutating func decode80211(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decode80211(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket)
+    -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 24 else { return .malformed(.truncatedLinkHeader) }
     let control = byte(base, offset)
@@ -280,7 +286,9 @@ public struct PacketDecoder {
     cursor.end - offset + cursor.cut
   }
 
-  private mutating func decodeIPv4(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodeIPv4(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket)
+    -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 20 else { return .malformed(.truncatedIPHeader) }
     let versionAndLength = byte(base, offset)
@@ -316,14 +324,18 @@ public struct PacketDecoder {
       let key = FragmentReassembler.Key(
         source: packet.source, destination: packet.destination, identification: UInt32(be16(base, offset + 4)),
         ipProtocol: proto)
-      let data = UnsafeRawBufferPointer(start: base + offset + headerLength, count: max(0, capturedEnd - offset - headerLength))
-      return reassemble(key, fragmentOffset: fragmentOffset, more: moreFragments, data: data, l3Length: l3Length, &cursor, &packet)
+      let data = UnsafeRawBufferPointer(
+        start: base + offset + headerLength, count: max(0, capturedEnd - offset - headerLength))
+      return reassemble(
+        key, fragmentOffset: fragmentOffset, more: moreFragments, data: data, l3Length: l3Length, &cursor, &packet)
     }
     cursor.end = capturedEnd
     return decodeTransport(proto, at: offset + headerLength, length: l3Length - headerLength, &cursor, &packet)
   }
 
-  private mutating func decodeIPv6(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodeIPv6(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket)
+    -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 40 else { return .malformed(.truncatedIPHeader) }
     guard byte(base, offset) >> 4 == 6 else { return .malformed(.badIPVersion) }
@@ -400,7 +412,8 @@ public struct PacketDecoder {
       packet.frameBytes = allFrameBytes
       packet.frameCount = frames
       var inner = Cursor(
-        base: UnsafeRawPointer(reassembler.output.baseAddress!), end: length, cut: 0, now: cursor.now, depth: cursor.depth)
+        base: UnsafeRawPointer(reassembler.output.baseAddress!), end: length, cut: 0, now: cursor.now,
+        depth: cursor.depth)
       return decodeTransport(key.ipProtocol, at: 0, length: length, &inner, &packet)
     }
   }
@@ -464,7 +477,8 @@ public struct PacketDecoder {
       packet.icmpType = type
       packet.icmpCode = code
       let isV6 = proto == 58
-      packet.icmpIsError = isV6 ? (type >= 1 && type <= 4) : (type == 3 || type == 4 || type == 5 || type == 11 || type == 12)
+      packet.icmpIsError =
+        isV6 ? (type >= 1 && type <= 4) : (type == 3 || type == 4 || type == 5 || type == 11 || type == 12)
       // Flow "ports" as Zeek uses them: the request type and its answer's type (or the code).
       let (flowType, counterpart) = ICMPPairing.ports(type: type, code: code, v6: isV6)
       packet.sourcePort = flowType
@@ -627,7 +641,8 @@ public struct PacketDecoder {
   }
 
   /// Network Service Header (RFC 8300): length in 4-byte words, then the next protocol.
-  private mutating func decodeNSH(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodeNSH(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 8 else { return .malformed(.truncatedTunnelHeader) }
     let length = Int(be16(base, offset) & 0x3F) * 4
@@ -637,7 +652,8 @@ public struct PacketDecoder {
     return decodeNextProtocol(byte(base, offset + 3), at: offset + length, tunnelID: nil, &cursor, &packet)
   }
 
-  private mutating func decodeGRE(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult {
+  private mutating func decodeGRE(at offset: Int, _ cursor: inout Cursor, _ packet: inout DecodedPacket) -> DecodeResult
+  {
     let base = cursor.base
     guard cursor.end - offset >= 4 else { return .malformed(.truncatedTunnelHeader) }
     let flags = be16(base, offset)
@@ -677,7 +693,7 @@ public struct PacketDecoder {
 /// How ICMP messages map to flow "ports": a request and its reply share one flow.
 public enum ICMPPairing {
   /// The reply type of a request type (and the request of a reply), or nil for other messages.
-  @inline(__always) static func counterpart(of type: UInt8, v6: Bool) -> (request: UInt8, reply: UInt8)? {
+  @inlinable public static func counterpart(of type: UInt8, v6: Bool) -> (request: UInt8, reply: UInt8)? {
     if v6 {
       switch type {
       case 128, 129: return (128, 129)  // echo
@@ -699,11 +715,14 @@ public enum ICMPPairing {
 
   /// True for the answering half of a request/reply pair (echo reply, ...).
   @inlinable public static func isReply(type: UInt8, v6: Bool) -> Bool {
-    v6 ? (type == 129 || type == 131 || type == 134 || type == 136) : (type == 0 || type == 14 || type == 16 || type == 18 || type == 9)
+    v6
+      ? (type == 129 || type == 131 || type == 134 || type == 136)
+      : (type == 0 || type == 14 || type == 16 || type == 18 || type == 9)
   }
 
   @inline(__always) static func ports(type: UInt8, code: UInt8, v6: Bool) -> (UInt16, UInt16) {
     guard let pair = counterpart(of: type, v6: v6) else { return (UInt16(type), UInt16(code)) }
-    return type == pair.request ? (UInt16(pair.request), UInt16(pair.reply)) : (UInt16(pair.reply), UInt16(pair.request))
+    return type == pair.request
+      ? (UInt16(pair.request), UInt16(pair.reply)) : (UInt16(pair.reply), UInt16(pair.request))
   }
 }

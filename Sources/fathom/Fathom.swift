@@ -15,12 +15,9 @@ struct Fathom: ParsableCommand {
     subcommands: [FlowsCommand.self, CaptureCommand.self])
 }
 
-/// Options every command that reads packets shares.
-struct SourceOptions: ParsableArguments {
-  @Argument(help: "Capture files (pcap or pcapng, optionally gzip-compressed).")
-  var files: [String] = []
-
-  @Option(help: "Capture live on this interface (or 'any') instead of reading files.")
+/// Options of a live capture and of filtering, shared by `flows` and `capture`.
+struct CaptureOptions: ParsableArguments {
+  @Option(help: "Capture live on this interface (or 'any').")
   var interface: String?
 
   @Option(help: "Network namespace (ip netns name) to capture in.")
@@ -38,14 +35,8 @@ struct SourceOptions: ParsableArguments {
   @Option(help: "Snap length of a live capture.")
   var snaplen: Int = 262_144
 
-  func validateSources() throws {
-    if interface == nil && files.isEmpty { throw ValidationError("give capture files or --interface") }
-    if interface != nil && !files.isEmpty { throw ValidationError("give either capture files or --interface, not both") }
-    if netns != nil && interface == nil { throw ValidationError("--netns needs --interface") }
-  }
-
-  func liveOptions() -> LiveCaptureOptions {
-    var options = LiveCaptureOptions(interface: interface ?? "any")
+  func live(defaultInterface: String = "any") -> LiveCaptureOptions {
+    var options = LiveCaptureOptions(interface: interface ?? defaultInterface)
     options.netns = netns
     options.filter = filter
     options.duration = duration
@@ -81,7 +72,10 @@ struct FlowsCommand: ParsableCommand {
     abstract: "One record per TCP/UDP/ICMP flow with its health figures.",
     discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
 
-  @OptionGroup var source: SourceOptions
+  @Argument(help: "Capture files (pcap or pcapng, optionally gzip-compressed).")
+  var files: [String] = []
+
+  @OptionGroup var source: CaptureOptions
 
   @Option(help: "Output format: \(OutputFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
   var format: OutputFormat = .table
@@ -105,7 +99,11 @@ struct FlowsCommand: ParsableCommand {
   var verbose = false
 
   func validate() throws {
-    try source.validateSources()
+    if source.interface == nil && files.isEmpty { throw ValidationError("give capture files or --interface") }
+    if source.interface != nil && !files.isEmpty {
+      throw ValidationError("give either capture files or --interface, not both")
+    }
+    if source.netns != nil && source.interface == nil { throw ValidationError("--netns needs --interface") }
     if capacity < 1 { throw ValidationError("--capacity must be at least 1") }
   }
 
@@ -122,7 +120,7 @@ struct FlowsCommand: ParsableCommand {
     var failed = false
     var summaries: [SourceSummary] = []
     if source.interface != nil {
-      let live = LiveCapture(options: source.liveOptions())
+      let live = LiveCapture(options: source.live())
       stopOnInterrupt(live)
       do {
         summaries.append(try FlowPipeline.runLive(live, options: options) { writer.write($0) })
@@ -131,7 +129,7 @@ struct FlowsCommand: ParsableCommand {
         failed = true
       }
     } else {
-      for file in source.files {
+      for file in files {
         do {
           summaries.append(try FlowPipeline.run(file: file, options: options) { writer.write($0) })
         } catch {
@@ -180,40 +178,19 @@ struct CaptureCommand: ParsableCommand {
     commandName: "capture",
     abstract: "Capture live packets to a pcap file (optionally inside a network namespace).")
 
-  @Option(help: "Interface to capture on, or 'any'.")
-  var interface: String = "any"
-
-  @Option(help: "Network namespace (ip netns name) to capture in.")
-  var netns: String?
-
-  @Option(help: "BPF filter, tcpdump syntax.")
-  var filter: String?
-
-  @Option(help: "Stop after this many seconds.")
-  var duration: Double?
-
-  @Option(help: "Stop after this many packets.")
-  var count: UInt64?
-
-  @Option(help: "Snap length.")
-  var snaplen: Int = 262_144
+  @OptionGroup var capture: CaptureOptions
 
   @Option(name: .customShort("w"), help: "Write packets to this pcap file.")
   var output: String
 
   func run() throws {
-    var options = LiveCaptureOptions(interface: interface)
-    options.netns = netns
-    options.filter = filter
-    options.duration = duration
-    options.packetLimit = count
-    options.snapLength = snaplen
+    let options = capture.live()
     let live = LiveCapture(options: options)
     stopOnInterrupt(live)
-    var sink = PcapFileSink(path: output, snapLength: snaplen)
+    var sink = PcapFileSink(path: output, snapLength: options.snapLength)
     do {
       try live.runOnDedicatedThread(into: &sink)
-      try sink.finish(linkType: interface == "any" ? 276 : 1)
+      try sink.finish(linkType: options.interface == "any" ? 276 : 1)
     } catch {
       printError("fathom: \(error)")
       throw ExitCode(1)

@@ -13,7 +13,8 @@ import Testing
 @Suite(
   .serialized,
   .enabled(
-    if: getuid() == 0 && ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+    if: getuid() == 0
+      && ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].contains { FileManager.default.isExecutableFile(atPath: $0) }
       && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")))
 struct LiveCaptureTests {
   static let left = "fathom-test-left"
@@ -39,7 +40,8 @@ struct LiveCaptureTests {
       ["ip", "link", "set", "veth-ftest-l", "netns", left], ["ip", "link", "set", "veth-ftest-r", "netns", right],
       ["ip", "-n", left, "addr", "add", "10.199.0.1/24", "dev", "veth-ftest-l"],
       ["ip", "-n", right, "addr", "add", "10.199.0.2/24", "dev", "veth-ftest-r"],
-      ["ip", "-n", left, "link", "set", "veth-ftest-l", "up"], ["ip", "-n", right, "link", "set", "veth-ftest-r", "up"],
+      ["ip", "-n", left, "link", "set", "veth-ftest-l", "up"],
+      ["ip", "-n", right, "link", "set", "veth-ftest-r", "up"],
       ["ip", "-n", left, "link", "set", "lo", "up"], ["ip", "-n", right, "link", "set", "lo", "up"],
     ]
     return steps.allSatisfy { run($0) == 0 }

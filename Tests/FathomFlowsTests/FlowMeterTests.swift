@@ -32,7 +32,9 @@ struct Conversation {
   /// SYN, SYN/ACK, ACK at 0, 1 and 3 ms; client ISN 1000, server ISN 5000.
   mutating func handshake(port: UInt16 = 41_000) {
     send(client.tcp(sourcePort: port, destinationPort: 80, seq: 1000, flags: FrameBuilder.syn), at: 0)
-    send(server.tcp(sourcePort: 80, destinationPort: port, seq: 5000, ack: 1001, flags: FrameBuilder.syn | FrameBuilder.ack), at: 1)
+    send(
+      server.tcp(
+        sourcePort: 80, destinationPort: port, seq: 5000, ack: 1001, flags: FrameBuilder.syn | FrameBuilder.ack), at: 1)
     send(client.tcp(sourcePort: port, destinationPort: 80, seq: 1001, ack: 5001, flags: FrameBuilder.ack), at: 3)
   }
 }
@@ -44,11 +46,21 @@ struct Conversation {
   @Test func completeConnectionFigures() throws {
     var c = Conversation()
     c.handshake()
-    c.send(c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1001, ack: 5001, flags: ack | psh, payload: Array(repeating: 1, count: 100)), at: 10)
+    c.send(
+      c.client.tcp(
+        sourcePort: 41_000, destinationPort: 80, seq: 1001, ack: 5001, flags: ack | psh,
+        payload: Array(repeating: 1, count: 100)), at: 10)
     c.send(c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5001, ack: 1101, flags: ack), at: 10.5)
-    c.send(c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5001, ack: 1101, flags: ack | psh, payload: Array(repeating: 2, count: 300)), at: 30)
-    c.send(c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1101, ack: 5301, flags: ack | FrameBuilder.fin), at: 40)
-    c.send(c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5301, ack: 1102, flags: ack | FrameBuilder.fin), at: 41)
+    c.send(
+      c.server.tcp(
+        sourcePort: 80, destinationPort: 41_000, seq: 5001, ack: 1101, flags: ack | psh,
+        payload: Array(repeating: 2, count: 300)), at: 30)
+    c.send(
+      c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1101, ack: 5301, flags: ack | FrameBuilder.fin), at: 40
+    )
+    c.send(
+      c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5301, ack: 1102, flags: ack | FrameBuilder.fin), at: 41
+    )
     c.send(c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1102, ack: 5302, flags: ack), at: 42)
     let flow = try #require(c.finish(idleSeconds: 10).first)
     #expect(flow.closeType == .finish && flow.status == .ok && !flow.orientationGuessed)
@@ -77,14 +89,17 @@ struct Conversation {
   @Test func resetAnswerToSynIsRefused() throws {
     var c = Conversation()
     c.send(c.client.tcp(sourcePort: 41_002, destinationPort: 81, seq: 1000, flags: FrameBuilder.syn), at: 0)
-    c.send(c.server.tcp(sourcePort: 81, destinationPort: 41_002, seq: 0, ack: 1001, flags: FrameBuilder.rst | ack), at: 0.1)
+    c.send(
+      c.server.tcp(sourcePort: 81, destinationPort: 41_002, seq: 0, ack: 1001, flags: FrameBuilder.rst | ack), at: 0.1)
     #expect(c.finish().first?.closeType == .serverReset)
   }
 
   @Test func unansweredSynsTimeOutAsSynRepeat() throws {
     var c = Conversation()
     for attempt in 0..<3 {
-      c.send(c.client.tcp(sourcePort: 41_003, destinationPort: 80, seq: 1000, flags: FrameBuilder.syn), at: Double(attempt) * 1000)
+      c.send(
+        c.client.tcp(sourcePort: 41_003, destinationPort: 80, seq: 1000, flags: FrameBuilder.syn),
+        at: Double(attempt) * 1000)
     }
     c.send(c.client.udp(sourcePort: 9, destinationPort: 9, payload: [1]), at: 20_000)  // advances the clock
     let flow = try #require(c.records.first { $0.l4Protocol == .tcp })
@@ -96,7 +111,9 @@ struct Conversation {
     var c = Conversation()
     c.handshake()
     let data = { (seq: UInt32, length: Int) in
-      c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: seq, ack: 5001, flags: FrameBuilder.ack, payload: Array(repeating: 0, count: length))
+      c.client.tcp(
+        sourcePort: 41_000, destinationPort: 80, seq: seq, ack: 5001, flags: FrameBuilder.ack,
+        payload: Array(repeating: 0, count: length))
     }
     c.send(data(1001, 100), at: 10)
     c.send(data(1201, 100), at: 11)  // 1101..1201 missing
@@ -136,7 +153,10 @@ struct Conversation {
     var c = Conversation()
     c.handshake()
     for second in 1...150 {
-      c.send(c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1001 + UInt32(second - 1) * 10, ack: 5001, flags: ack | psh, payload: Array(repeating: 0, count: 10)), at: Double(second) * 1000)
+      c.send(
+        c.client.tcp(
+          sourcePort: 41_000, destinationPort: 80, seq: 1001 + UInt32(second - 1) * 10, ack: 5001, flags: ack | psh,
+          payload: Array(repeating: 0, count: 10)), at: Double(second) * 1000)
     }
     let flows = c.finish()
     #expect(flows.map(\.closeType) == [.forcedReport, .forcedReport, .inProgress])
@@ -174,8 +194,11 @@ struct Conversation {
   @Test func serverResetDuringTransferIsAServerError() throws {
     var c = Conversation()
     c.handshake()
-    c.send(c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1001, ack: 5001, flags: ack | psh, payload: [1]), at: 5)
-    c.send(c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5001, ack: 1002, flags: FrameBuilder.rst | ack), at: 6)
+    c.send(
+      c.client.tcp(sourcePort: 41_000, destinationPort: 80, seq: 1001, ack: 5001, flags: ack | psh, payload: [1]), at: 5
+    )
+    c.send(
+      c.server.tcp(sourcePort: 80, destinationPort: 41_000, seq: 5001, ack: 1002, flags: FrameBuilder.rst | ack), at: 6)
     let flow = try #require(c.finish().first)
     #expect(flow.closeType == .serverRst && flow.status == .serverError)
   }

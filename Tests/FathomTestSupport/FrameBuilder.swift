@@ -97,7 +97,8 @@ public struct TimedFrame {
 /// Writes classic pcap and pcapng files for tests.
 public enum CaptureFileBuilder {
   public static func pcap(_ frames: [TimedFrame], linkType: UInt32 = 1, nanos: Bool = false) -> [UInt8] {
-    var bytes = le32(nanos ? 0xA1B2_3C4D : 0xA1B2_C3D4) + le16(2) + le16(4) + le32(0) + le32(0) + le32(262_144)
+    var bytes =
+      le32(nanos ? 0xA1B2_3C4D : 0xA1B2_C3D4) + le16(2) + le16(4) + le32(0) + le32(0) + le32(262_144)
       + le32(linkType)
     for frame in frames {
       let seconds = UInt32(frame.micros / 1_000_000)

@@ -7,7 +7,9 @@ import Testing
   var decoder = PacketDecoder()
   var packet = DecodedPacket()
 
-  mutating func decode(_ frame: [UInt8], linkType: UInt32 = 1, wireLength: Int? = nil, at micros: Int64 = 1) -> DecodeResult {
+  mutating func decode(_ frame: [UInt8], linkType: UInt32 = 1, wireLength: Int? = nil, at micros: Int64 = 1)
+    -> DecodeResult
+  {
     frame.withUnsafeBytes { bytes in
       decoder.decode(
         bytes, linkType: linkType, wireLength: wireLength ?? frame.count, timestampNanos: micros * 1000, into: &packet)
@@ -16,7 +18,8 @@ import Testing
 
   @Test mutating func tcpWithOptions() {
     let options: [UInt8] = [2, 4, 0x05, 0xB4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0]
-    let frame = FrameBuilder().tcp(sourcePort: 40_000, destinationPort: 80, seq: 100, flags: FrameBuilder.syn, options: options)
+    let frame = FrameBuilder().tcp(
+      sourcePort: 40_000, destinationPort: 80, seq: 100, flags: FrameBuilder.syn, options: options)
     #expect(decode(frame) == .transport)
     #expect(packet.source == IPAddress("10.0.0.1") && packet.destination == IPAddress("10.0.0.2"))
     #expect(packet.sourcePort == 40_000 && packet.destinationPort == 80 && packet.sequence == 100)
@@ -46,7 +49,8 @@ import Testing
     var ip = builder.ip(protocol: 0, extensions + tcp)
     ip[6] = 0  // first next-header: hop-by-hop
     #expect(decode(builder.ethernet(ip)) == .transport)
-    #expect(packet.ipVersion == 6 && packet.ipProtocol == 6 && packet.destinationPort == 443 && packet.payloadLength == 2)
+    #expect(
+      packet.ipVersion == 6 && packet.ipProtocol == 6 && packet.destinationPort == 443 && packet.payloadLength == 2)
     #expect(packet.source.description == "2001:db8::1")
   }
 
@@ -54,7 +58,8 @@ import Testing
     let builder = FrameBuilder()
     let payload = (0..<40).map { UInt8($0) }
     let segment = builder.udpSegment(sourcePort: 53, destinationPort: 3333, payload: payload)
-    let first = builder.ethernet(builder.ip(protocol: 17, Array(segment[0..<24]), identification: 9, fragmentField: 0x2000))
+    let first = builder.ethernet(
+      builder.ip(protocol: 17, Array(segment[0..<24]), identification: 9, fragmentField: 0x2000))
     let second = builder.ethernet(builder.ip(protocol: 17, Array(segment[24...]), identification: 9, fragmentField: 3))
     #expect(decode(second) == .fragmentHeld)  // out of order on purpose
     #expect(decode(first) == .transport)
@@ -65,7 +70,8 @@ import Testing
   }
 
   @Test mutating func gsoSuperFrameUsesFrameLength() {
-    var frame = FrameBuilder().tcp(sourcePort: 1, destinationPort: 2, seq: 1, flags: FrameBuilder.ack, payload: [UInt8](repeating: 7, count: 100))
+    var frame = FrameBuilder().tcp(
+      sourcePort: 1, destinationPort: 2, seq: 1, flags: FrameBuilder.ack, payload: [UInt8](repeating: 7, count: 100))
     frame[16] = 0  // IPv4 total length 0
     frame[17] = 0
     #expect(decode(frame, wireLength: 70_054) == .transport)
@@ -79,7 +85,8 @@ import Testing
     let quoted = Array(syn[14..<(14 + 28)])
     #expect(decode(FrameBuilder().reversed().icmp(type: 3, code: 3, body: [0, 0, 0, 0] + quoted)) == .transport)
     #expect(packet.icmpIsError && packet.quoted.ipProtocol == 6)
-    #expect(packet.quoted.sourcePort == 40_000 && packet.quoted.destinationPort == 8080 && packet.quoted.tcpSequence == 77)
+    #expect(
+      packet.quoted.sourcePort == 40_000 && packet.quoted.destinationPort == 8080 && packet.quoted.tcpSequence == 77)
   }
 
   @Test mutating func vxlanIsDecapsulated() {
@@ -125,7 +132,11 @@ import Testing
       seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
       let length = Int(seed >> 54)
       var frame = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
-      if length > 14 && round % 2 == 0 { frame[12] = 0x08; frame[13] = 0; frame[14] = 0x45 }
+      if length > 14 && round % 2 == 0 {
+        frame[12] = 0x08
+        frame[13] = 0
+        frame[14] = 0x45
+      }
       let linkTypes: [UInt32] = [0, 1, 9, 101, 105, 108, 113, 127, 228, 229, 239, 276]
       _ = decode(frame, linkType: linkTypes[round % linkTypes.count])
     }

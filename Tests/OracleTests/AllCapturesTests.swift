@@ -16,7 +16,9 @@ import Testing
     for case let relative as String in walker {
       let path = TestData.root.appendingPathComponent(relative).path
       var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+      guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+        continue
+      }
       guard let handle = FileHandle(forReadingAtPath: path) else { continue }
       let head = handle.readData(ofLength: 4)
       try? handle.close()

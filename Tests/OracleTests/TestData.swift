@@ -1,6 +1,7 @@
 import FathomPipeline
 import FathomRecords
 import Foundation
+import Testing
 
 /// Locates ../shared/testdata (beside the checkout) and reads the oracles in it.
 enum TestData {
@@ -98,6 +99,18 @@ struct OracleReport {
   var fixedButListed: [String] = []
 
   var ratio: Double { compared == 0 ? 1 : Double(agreed) / Double(compared) }
+
+  /// Prints the agreement and fails on unexplained differences, on listed differences that are
+  /// gone (the list may only shrink), and below the 95% target.
+  func check(_ oracle: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    print("\(oracle): \(agreed)/\(compared) agree (\(Int(ratio * 1000)) per mille)")
+    #expect(
+      unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
+      sourceLocation: sourceLocation)
+    #expect(
+      fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
+    #expect(ratio >= 0.95, sourceLocation: sourceLocation)
+  }
 
   mutating func record(key: String, problems: [String], known: [String: String]) {
     compared += 1
