@@ -21,9 +21,10 @@ let package = Package(
     .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"]),
     .target(name: "FathomWire", dependencies: ["FathomRecords"]),
     .target(name: "FathomFlows", dependencies: ["FathomWire", "FathomRecords"]),
+    .target(name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"]),
     .target(
       name: "FathomPipeline",
-      dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomRecords"]),
+      dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
     .executableTarget(
       name: "fathom",
       dependencies: [

@@ -192,6 +192,8 @@ struct FlowEntry {
   var icmpUnreachable: (type: UInt8, code: UInt8)?
   var reusedPorts = false
   var reportIndex: UInt32 = 0
+  /// Unique per flow table, never reused; links later stages' state to this flow.
+  var flowID: UInt64 = 0
   var tunnelID: UInt32?
 
   init(key: FlowKey, now: Int64, clientSide: Int, guessed: Bool, tunnelID: UInt32?) {

@@ -11,6 +11,15 @@ public struct CapturePoint: Sendable, Equatable {
   }
 }
 
+/// Which flow a packet was accounted to, for the stages after the flow table.
+public struct FlowPacketContext: Sendable {
+  /// Slot of the flow in the table (reused after the flow ends; `flowID` is not).
+  public var slot: Int
+  public var flowID: UInt64
+  /// The packet was sent by the flow's client.
+  public var fromClient: Bool
+}
+
 /// Counters of the flow stage, reported with the summary.
 public struct FlowCounters: Sendable, Equatable {
   public var flowsCreated: UInt64 = 0
@@ -42,6 +51,7 @@ public final class FlowMeter {
   private let slotMask: Int
   private var activeCount = 0
   private var capturePoints: [CapturePoint] = []
+  private var nextFlowID: UInt64 = 1
   private var now: Int64 = .min
   private var nextTick: Int64 = .min
   private let nanosPerSecond = 1_000_000_000.0
@@ -80,8 +90,10 @@ public final class FlowMeter {
 
   // MARK: packets
 
-  /// Accounts one decoded transport packet to its flow.
-  public func process(_ packet: DecodedPacket, capturePoint: UInt32) {
+  /// Accounts one decoded transport packet to its flow and tells which flow that was. Flows that
+  /// ended because of this packet (timers, a new SYN on old ports) are in `output` already.
+  @discardableResult
+  public func process(_ packet: DecodedPacket, capturePoint: UInt32) -> FlowPacketContext {
     let time = packet.timestampNanos
     if time > now { now = time }
     if now >= nextTick { runTimers() }
@@ -105,6 +117,8 @@ public final class FlowMeter {
       index = insert(key, packet: packet, sender: sender)
     }
     update(index, packet, sender: sender)
+    return FlowPacketContext(
+      slot: index, flowID: entries[index].flowID, fromClient: sender == entries[index].clientSide)
   }
 
   /// Flushes every flow (end of input): flows whose timeout has passed close as timed out, the
@@ -134,7 +148,9 @@ public final class FlowMeter {
   private func insert(_ key: FlowKey, packet: DecodedPacket, sender: Int) -> Int {
     if activeCount >= config.capacity { evictOldest() }
     let (clientSide, guessed) = Orientation.initialClient(packet, sender: sender)
-    let entry = FlowEntry(key: key, now: now, clientSide: clientSide, guessed: guessed, tunnelID: packet.tunnelID)
+    var entry = FlowEntry(key: key, now: now, clientSide: clientSide, guessed: guessed, tunnelID: packet.tunnelID)
+    entry.flowID = nextFlowID
+    nextFlowID += 1
     let index: Int
     if let free = freeList.popLast() {
       index = Int(free)
@@ -339,6 +355,8 @@ public final class FlowMeter {
     log.cit = entry.cit
     log.icmpUnreachable = entry.icmpUnreachable
     log.reportIndex = entry.reportIndex
+    log.flowID = entry.flowID
+    log.flowSlot = index
     output.append(log)
     counters.recordsEmitted += 1
   }

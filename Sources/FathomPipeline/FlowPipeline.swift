@@ -1,5 +1,6 @@
 import FathomCapture
 import FathomFlows
+import FathomProtocols
 import FathomRecords
 import FathomWire
 
@@ -14,6 +15,9 @@ public struct FlowPipelineOptions: Sendable {
   /// The capture went on this long after its last packet with no traffic: flows whose timeout
   /// expires within it end as timed out rather than `in_progress`.
   public var idleSecondsAtEnd: Double = 0
+  /// Parse application protocols (requests, and request counts on flows).
+  public var parseApplications = true
+  public var requestConfig = RequestConfig()
 
   public init() {}
 }
@@ -24,6 +28,7 @@ public struct SourceSummary: Sendable {
   public var capture = CaptureCounters()
   public var wire = WireCounters()
   public var flows = FlowCounters()
+  public var requests = RequestCounters()
   /// Why reading stopped early, if it did.
   public var warning: String?
 
@@ -36,6 +41,10 @@ public struct SourceSummary: Sendable {
     if wire.fragmentsDropped > 0 { text += ", fragments-dropped \(wire.fragmentsDropped)" }
     if capture.truncatedRecords > 0 { text += ", truncated-records \(capture.truncatedRecords)" }
     if capture.kernelDrops > 0 { text += ", kernel-drops \(capture.kernelDrops)" }
+    if requests.requestsEmitted > 0 || requests.parseFailures > 0 {
+      text += ", requests \(requests.requestsEmitted), parse-failures \(requests.parseFailures)"
+    }
+    if requests.streamGaps > 0 { text += ", stream-gaps \(requests.streamGaps)" }
     if let warning { text += " (\(warning))" }
     return text
   }
@@ -57,11 +66,18 @@ struct FlowStage: PacketSink {
   let filter: PacketFilter?
   var filteredOut: UInt64 = 0
   var capturePointIDs: [UInt32] = []
+  let requests: RequestMeter?
   let handler: ([FlowLog]) -> Void
+  let requestHandler: ([RequestLog]) -> Void
   let idleSecondsAtEnd: Double
 
-  init(options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void) throws {
+  init(
+    options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void,
+    requestHandler: @escaping ([RequestLog]) -> Void = { _ in }
+  ) throws {
     idleSecondsAtEnd = options.idleSecondsAtEnd
+    requests = options.parseApplications ? RequestMeter(config: options.requestConfig) : nil
+    self.requestHandler = requestHandler
     meter = FlowMeter(config: options.flowConfig)
     decoder.decapsulateTunnels = options.decapsulateTunnels
     filter = try options.filter.map { try PacketFilter(expression: $0) }
@@ -75,21 +91,42 @@ struct FlowStage: PacketSink {
     }
     while capturePointIDs.count < interfaces.count {
       let interface = interfaces[capturePointIDs.count]
-      capturePointIDs.append(meter.addCapturePoint(CapturePoint(interface: interface.name, netns: interface.netns)))
+      let point = CapturePoint(interface: interface.name, netns: interface.netns)
+      capturePointIDs.append(meter.addCapturePoint(point))
+      _ = requests?.addCapturePoint(point)
     }
     let result = decoder.decode(
       bytes, linkType: header.linkType, wireLength: header.wireLength, timestampNanos: header.timestampNanos,
       into: &packet)
     guard result == .transport else { return }
-    meter.process(packet, capturePoint: capturePointIDs[header.interfaceIndex])
-    if !meter.output.isEmpty { handler(meter.drain()) }
+    let point = capturePointIDs[header.interfaceIndex]
+    let context = meter.process(packet, capturePoint: point)
+    // Flows that ended go first: their sessions must be closed before a new flow reuses the slot.
+    if !meter.output.isEmpty { deliverFlows() }
+    if let requests {
+      requests.process(packet, context: context, capturePoint: point)
+      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+    }
   }
 
-  mutating func finish() -> (WireCounters, FlowCounters) {
+  private func deliverFlows() {
+    var flows = meter.drain()
+    if let requests {
+      requests.annotate(&flows)
+      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+    }
+    handler(flows)
+  }
+
+  mutating func finish() -> (WireCounters, FlowCounters, RequestCounters) {
     decoder.finish()
     meter.finishAll(idleSeconds: idleSecondsAtEnd)
-    if !meter.output.isEmpty { handler(meter.drain()) }
-    return (decoder.counters, meter.counters)
+    if !meter.output.isEmpty { deliverFlows() }
+    if let requests {
+      requests.finishAll()
+      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+    }
+    return (decoder.counters, meter.counters, requests?.counters ?? RequestCounters())
   }
 }
 
@@ -98,17 +135,19 @@ public enum FlowPipeline {
   /// Reads one capture file to the end and reports every flow. Each file gets its own flow table:
   /// separate files are separate capture points with their own clocks.
   public static func run(
-    file path: String, options: FlowPipelineOptions = FlowPipelineOptions(), handler: @escaping ([FlowLog]) -> Void
+    file path: String, options: FlowPipelineOptions = FlowPipelineOptions(), handler: @escaping ([FlowLog]) -> Void,
+    requestHandler: @escaping ([RequestLog]) -> Void = { _ in }
   ) throws -> SourceSummary {
     let file = try CaptureFile(path: path)
-    var stage = try FlowStage(options: options, handler: handler)
+    var stage = try FlowStage(options: options, handler: handler, requestHandler: requestHandler)
     file.read(into: &stage, limit: options.packetLimit)
-    let (wire, flows) = stage.finish()
+    let (wire, flows, requests) = stage.finish()
     var summary = SourceSummary(source: path)
     summary.capture = file.counters
     summary.capture.filteredOut = stage.filteredOut
     summary.wire = wire
     summary.flows = flows
+    summary.requests = requests
     summary.warning = file.warning
     return summary
   }
@@ -125,27 +164,41 @@ public enum FlowPipeline {
   /// Captures live until the duration or packet limit, reporting flows as they end; the capture
   /// runs on its own thread so `--netns` affects only that thread.
   public static func runLive(
-    _ live: LiveCapture, options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void
+    _ live: LiveCapture, options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void,
+    requestHandler: @escaping ([RequestLog]) -> Void = { _ in }
   ) throws -> SourceSummary {
     var pipelineOptions = options
     pipelineOptions.filter = nil  // the kernel applies it (LiveCaptureOptions.filter)
-    var stage = try FlowStage(options: pipelineOptions, handler: handler)
+    var stage = try FlowStage(options: pipelineOptions, handler: handler, requestHandler: requestHandler)
     var captureError: Error?
     do {
       try live.runOnDedicatedThread(into: &stage)
     } catch {
       captureError = error
     }
-    let (wire, flows) = stage.finish()  // flows seen before an error are still reported
+    let (wire, flows, requests) = stage.finish()  // flows seen before an error are still reported
     if let captureError { throw captureError }
     var summary = SourceSummary(source: live.options.interface)
     summary.capture = live.counters
     summary.wire = wire
     summary.flows = flows
+    summary.requests = requests
     return summary
+  }
+
+  /// Convenience for tests: all requests (and flows) of a file.
+  public static func requests(file path: String, options: FlowPipelineOptions = FlowPipelineOptions()) throws -> (
+    [RequestLog], [FlowLog], SourceSummary
+  ) {
+    let collected = FlowCollector()
+    let summary = try run(
+      file: path, options: options, handler: { collected.records.append(contentsOf: $0) },
+      requestHandler: { collected.requests.append(contentsOf: $0) })
+    return (collected.requests, collected.records, summary)
   }
 }
 
 final class FlowCollector: @unchecked Sendable {
   var records: [FlowLog] = []
+  var requests: [RequestLog] = []
 }

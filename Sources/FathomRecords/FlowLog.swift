@@ -179,6 +179,17 @@ public struct FlowLog: Sendable {
   public var icmpUnreachable: (type: UInt8, code: UInt8)?
   /// Sequence number in the record stream of this flow (0 for the first record of a flow).
   public var reportIndex: UInt32
+  /// Identifies the flow within its source (unique, never reused).
+  public var flowID: UInt64 = 0
+  /// Slot the flow occupied in the flow table; lets the next stage free its state. Not written.
+  public var flowSlot: Int = -1
+  /// Application protocol recognised on the flow (nil: none).
+  public var applicationProtocol: ApplicationProtocol?
+  /// Requests and responses of the interval, and how the requests ended.
+  public var application = ApplicationCounts()
+
+  /// The flow's last record (not a periodic report).
+  public var isFinal: Bool { closeType != .forcedReport }
 
   public init(
     startMicros: Int64, endMicros: Int64, l4Protocol: L4Protocol, clientIP: IPAddress,

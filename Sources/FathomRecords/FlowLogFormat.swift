@@ -100,6 +100,29 @@ extension OutputBuffer {
     }
     append(",\"report_index\":")
     append(UInt64(flow.reportIndex))
+    append(",\"flow_id\":")
+    append(flow.flowID)
+    append(",\"l7_protocol\":")
+    if let l7 = flow.applicationProtocol {
+      append("\"")
+      append(l7.name)
+      append("\"")
+    } else {
+      append("null")
+    }
+    let app = flow.application
+    append(",\"l7_requests\":")
+    append(UInt64(app.requests))
+    append(",\"l7_responses\":")
+    append(UInt64(app.responses))
+    append(",\"l7_client_errors\":")
+    append(UInt64(app.clientErrors))
+    append(",\"l7_server_errors\":")
+    append(UInt64(app.serverErrors))
+    append(",\"l7_timeouts\":")
+    append(UInt64(app.timeouts))
+    append(",\"l7_unknown\":")
+    append(UInt64(app.unknown))
     append("}\n")
   }
 

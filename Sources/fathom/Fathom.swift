@@ -12,7 +12,7 @@ struct Fathom: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "fathom",
     abstract: "Finds why a Kubernetes service is failing, from what crosses the wire.",
-    subcommands: [FlowsCommand.self, CaptureCommand.self])
+    subcommands: [FlowsCommand.self, RequestsCommand.self, CaptureCommand.self])
 }
 
 /// Options of a live capture and of filtering, shared by `flows` and `capture`.
@@ -66,12 +66,8 @@ func printError(_ message: String) {
   buffer.flush(to: 2)
 }
 
-struct FlowsCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "flows",
-    abstract: "One record per TCP/UDP/ICMP flow with its health figures.",
-    discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
-
+/// Input and pipeline options shared by `flows` and `requests`.
+struct AnalysisOptions: ParsableArguments {
   @Argument(help: "Capture files (pcap or pcapng, optionally gzip-compressed).")
   var files: [String] = []
 
@@ -107,7 +103,7 @@ struct FlowsCommand: ParsableCommand {
     if capacity < 1 { throw ValidationError("--capacity must be at least 1") }
   }
 
-  func run() throws {
+  var pipeline: FlowPipelineOptions {
     var options = FlowPipelineOptions()
     options.flowConfig.capacity = capacity
     options.flowConfig.reportIntervalSeconds = reportInterval > 0 ? reportInterval : nil
@@ -115,15 +111,20 @@ struct FlowsCommand: ParsableCommand {
     options.decapsulateTunnels = !noDecapsulate
     options.idleSecondsAtEnd = endIdle
     if let count = source.count { options.packetLimit = count }
-    let writer = RecordWriter(format: format)
-    writer.begin()
+    return options
+  }
+
+  /// Runs every source through the pipeline, then prints the summaries; exits 1 if one failed.
+  func run(
+    flows: @escaping ([FlowLog]) -> Void, requests: @escaping ([RequestLog]) -> Void, writer: RecordWriter
+  ) throws {
     var failed = false
     var summaries: [SourceSummary] = []
     if source.interface != nil {
       let live = LiveCapture(options: source.live())
       stopOnInterrupt(live)
       do {
-        summaries.append(try FlowPipeline.runLive(live, options: options) { writer.write($0) })
+        summaries.append(try FlowPipeline.runLive(live, options: pipeline, handler: flows, requestHandler: requests))
       } catch {
         printError("fathom: \(error)")
         failed = true
@@ -131,14 +132,14 @@ struct FlowsCommand: ParsableCommand {
     } else {
       for file in files {
         do {
-          summaries.append(try FlowPipeline.run(file: file, options: options) { writer.write($0) })
+          summaries.append(try FlowPipeline.run(file: file, options: pipeline, handler: flows, requestHandler: requests))
         } catch {
           printError("fathom: \(error)")
           failed = true
         }
       }
     }
-    writer.end()
+    writer.end()  // records before the summary lines on a shared terminal
     for summary in summaries {
       printError(summary.line)
       if verbose {
@@ -149,15 +150,56 @@ struct FlowsCommand: ParsableCommand {
   }
 }
 
+struct FlowsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "flows",
+    abstract: "One record per TCP/UDP/ICMP flow with its health figures.",
+    discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
+
+  @OptionGroup var analysis: AnalysisOptions
+
+  func run() throws {
+    let writer = RecordWriter(format: analysis.format, header: FlowTable.header)
+    try analysis.run(flows: { writer.write($0) }, requests: { _ in }, writer: writer)
+  }
+}
+
+struct RequestsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "requests",
+    abstract: "One record per request/response: HTTP/1, DNS, Redis.",
+    discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
+
+  @OptionGroup var analysis: AnalysisOptions
+
+  @Option(help: "Only requests of this protocol (http, dns, redis).")
+  var `protocol`: String?
+
+  func validate() throws {
+    if let name = `protocol`, ApplicationProtocol(name: name) == nil {
+      throw ValidationError("unknown protocol \(name); one of http, http2, grpc, dns, redis")
+    }
+  }
+
+  func run() throws {
+    let wanted = `protocol`.flatMap { ApplicationProtocol(name: $0) }
+    let writer = RecordWriter(format: analysis.format, header: RequestTable.header)
+    try analysis.run(
+      flows: { _ in },
+      requests: { records in
+        writer.write(wanted.map { protocolName in records.filter { $0.applicationProtocol == protocolName } } ?? records)
+      }, writer: writer)
+  }
+}
+
 /// Buffers records and writes them to standard output in the chosen format.
 final class RecordWriter: @unchecked Sendable {
   let format: OutputFormat
   private var buffer = OutputBuffer(capacity: 1 << 20)
 
-  init(format: OutputFormat) { self.format = format }
-
-  func begin() {
-    if format == .table { buffer.append(string: FlowTable.header) }
+  init(format: OutputFormat, header: String) {
+    self.format = format
+    if format == .table { buffer.append(string: header) }
   }
 
   func write(_ records: [FlowLog]) {
@@ -165,6 +207,16 @@ final class RecordWriter: @unchecked Sendable {
       switch format {
       case .jsonl: buffer.appendJSONLine(record)
       case .table: FlowTable.appendRow(record, to: &buffer)
+      }
+    }
+    if buffer.count >= 1 << 19 { buffer.flush(to: 1) }
+  }
+
+  func write(_ records: [RequestLog]) {
+    for record in records {
+      switch format {
+      case .jsonl: buffer.appendJSONLine(record)
+      case .table: RequestTable.appendRow(record, to: &buffer)
       }
     }
     if buffer.count >= 1 << 19 { buffer.flush(to: 1) }

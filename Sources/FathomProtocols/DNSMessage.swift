@@ -1,0 +1,309 @@
+import FathomRecords
+
+/// One DNS message, decoded from wire bytes with bounds on names, pointers and records.
+struct DNSMessage {
+  var id: UInt16
+  var isResponse: Bool
+  var opcode: UInt8
+  var rcode: UInt8
+  var questionName = ""
+  var questionType: UInt16 = 0
+  var answers: [DNSAnswer] = []
+
+  static let maxNameBytes = 255
+  static let maxPointerJumps = 32
+  static let maxAnswers = 32
+
+  /// Decodes a message; nil when even the header or question is unreadable.
+  init?(_ bytes: UnsafeRawBufferPointer) {
+    guard bytes.count >= 12 else { return nil }
+    id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+    isResponse = bytes[2] & 0x80 != 0
+    opcode = (bytes[2] >> 3) & 0x0F
+    rcode = bytes[3] & 0x0F
+    let questions = Int(UInt16(bytes[4]) << 8 | UInt16(bytes[5]))
+    let answerCount = Int(UInt16(bytes[6]) << 8 | UInt16(bytes[7]))
+    var offset = 12
+    if questions > 0 {
+      guard let (name, next) = Self.name(bytes, at: offset), next + 4 <= bytes.count else { return nil }
+      questionName = name
+      questionType = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
+      offset = next + 4
+      // Further questions (rare) are skipped.
+      for _ in 1..<min(questions, 16) {
+        guard let (_, after) = Self.name(bytes, at: offset), after + 4 <= bytes.count else { return }
+        offset = after + 4
+      }
+    }
+    for _ in 0..<min(answerCount, Self.maxAnswers) {
+      guard let (_, next) = Self.name(bytes, at: offset), next + 10 <= bytes.count else { return }
+      let type = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
+      let ttl = UInt32(bytes[next + 4]) << 24 | UInt32(bytes[next + 5]) << 16 | UInt32(bytes[next + 6]) << 8
+        | UInt32(bytes[next + 7])
+      let length = Int(UInt16(bytes[next + 8]) << 8 | UInt16(bytes[next + 9]))
+      let data = next + 10
+      guard data + length <= bytes.count else { return }
+      if let value = Self.rdata(bytes, type: type, at: data, length: length) {
+        answers.append(DNSAnswer(type: Self.typeName(type), value: value, ttl: ttl))
+      }
+      offset = data + length
+    }
+  }
+
+  /// A (possibly compressed) name and the offset after it in the message.
+  static func name(_ bytes: UnsafeRawBufferPointer, at start: Int) -> (String, Int)? {
+    var labels: [UInt8] = []
+    var offset = start
+    var end: Int?
+    var jumps = 0
+    while true {
+      guard offset < bytes.count else { return nil }
+      let length = Int(bytes[offset])
+      if length == 0 {
+        if end == nil { end = offset + 1 }
+        break
+      }
+      if length & 0xC0 == 0xC0 {
+        guard offset + 1 < bytes.count else { return nil }
+        jumps += 1
+        guard jumps <= maxPointerJumps else { return nil }  // compression loop
+        if end == nil { end = offset + 2 }
+        let target = (length & 0x3F) << 8 | Int(bytes[offset + 1])
+        guard target < bytes.count else { return nil }
+        offset = target
+        continue
+      }
+      guard length < 64, offset + 1 + length <= bytes.count else { return nil }
+      guard labels.count + length + 1 <= maxNameBytes else { return nil }
+      if !labels.isEmpty { labels.append(UInt8(ascii: ".")) }
+      labels.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[(offset + 1)..<(offset + 1 + length)]))
+      offset += 1 + length
+    }
+    return (String(decoding: labels, as: UTF8.self), end!)
+  }
+
+  static func rdata(_ bytes: UnsafeRawBufferPointer, type: UInt16, at start: Int, length: Int) -> String? {
+    switch type {
+    case 1 where length == 4:
+      return "\(bytes[start]).\(bytes[start + 1]).\(bytes[start + 2]).\(bytes[start + 3])"
+    case 28 where length == 16:
+      var high: UInt64 = 0
+      var low: UInt64 = 0
+      for i in 0..<8 {
+        high = high << 8 | UInt64(bytes[start + i])
+        low = low << 8 | UInt64(bytes[start + 8 + i])
+      }
+      return IPAddress(high: high, low: low).description
+    case 2, 5, 12:  // NS, CNAME, PTR
+      return name(bytes, at: start)?.0
+    case 15 where length > 2:  // MX
+      return name(bytes, at: start + 2).map { "\(Int(bytes[start]) << 8 | Int(bytes[start + 1])) \($0.0)" }
+    case 33 where length > 6:  // SRV: priority weight port target
+      let word = { (i: Int) in Int(bytes[start + i]) << 8 | Int(bytes[start + i + 1]) }
+      return name(bytes, at: start + 6).map { "\(word(0)) \(word(2)) \(word(4)) \($0.0)" }
+    case 16:  // TXT: character strings
+      var parts: [String] = []
+      var offset = start
+      while offset < start + length {
+        let size = Int(bytes[offset])
+        guard offset + 1 + size <= start + length else { break }
+        parts.append(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(offset + 1)..<(offset + 1 + size)]), as: UTF8.self))
+        offset += 1 + size
+      }
+      return parts.joined(separator: " ")
+    case 6:  // SOA: primary name server
+      return name(bytes, at: start)?.0
+    case 41:  // OPT pseudo-record is not an answer
+      return nil
+    default:
+      return "\(length) bytes"
+    }
+  }
+
+  static func typeName(_ type: UInt16) -> String {
+    switch type {
+    case 1: "A"
+    case 2: "NS"
+    case 5: "CNAME"
+    case 6: "SOA"
+    case 12: "PTR"
+    case 13: "HINFO"
+    case 15: "MX"
+    case 16: "TXT"
+    case 28: "AAAA"
+    case 33: "SRV"
+    case 35: "NAPTR"
+    case 39: "DNAME"
+    case 41: "OPT"
+    case 43: "DS"
+    case 44: "SSHFP"
+    case 46: "RRSIG"
+    case 47: "NSEC"
+    case 48: "DNSKEY"
+    case 50: "NSEC3"
+    case 51: "NSEC3PARAM"
+    case 52: "TLSA"
+    case 64: "SVCB"
+    case 65: "HTTPS"
+    case 99: "SPF"
+    case 249: "TKEY"
+    case 250: "TSIG"
+    case 251: "IXFR"
+    case 252: "AXFR"
+    case 255: "ANY"
+    case 257: "CAA"
+    default: "TYPE\(type)"
+    }
+  }
+
+  /// REFERENCE.md: 0 ok; 1 (FORMERR) and 3 (NXDOMAIN) client errors; others server errors.
+  var status: RequestStatus {
+    switch rcode {
+    case 0: .ok
+    case 1, 3: .clientError
+    default: .serverError
+    }
+  }
+}
+
+/// DNS on one flow: queries paired with responses by transaction id; over TCP, messages framed by
+/// their 2-byte length, several per segment or split across segments.
+struct DNSSession {
+  var pending: [UInt16: PendingRequest] = [:]
+  /// Bytes of a TCP message split across segments.
+  var partial: [UInt8] = []
+  var partialStart: Int64 = 0
+  var partialSequence: UInt32?
+
+  mutating func message(
+    _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32?, nanos: Int64, identity: FlowIdentity,
+    config: RequestConfig, sink: inout RequestSink
+  ) {
+    guard let message = DNSMessage(bytes) else {
+      sink.parseFailures += 1
+      return
+    }
+    expire(now: nanos, identity: identity, config: config, sink: &sink)
+    if !message.isResponse {
+      var request = PendingRequest(startNanos: nanos, sequence: sequence)
+      request.method = DNSMessage.typeName(message.questionType)
+      request.domain = message.questionName
+      request.resource = message.questionName
+      request.bytes = UInt64(bytes.count)
+      request.transactionID = UInt32(message.id)
+      if let previous = pending.updateValue(request, forKey: message.id), previous.startNanos != nanos {
+        // A retry with the same id: the earlier query stays unanswered.
+        _ = previous
+      }
+      if pending.count > config.maxPendingPerFlow, let oldest = pending.min(by: { $0.value.startNanos < $1.value.startNanos }) {
+        sink.evicted += 1
+        pending[oldest.key] = nil
+        sink.emit(.dns, identity, request: oldest.value, response: nil, status: .unknown)
+      }
+      return
+    }
+    var response = ResponseInfo(
+      startNanos: nanos, endNanos: nanos, sequence: sequence, status: message.status, code: Int32(message.rcode))
+    response.bytes = UInt64(bytes.count)
+    response.answers = message.answers
+    if let request = pending.removeValue(forKey: message.id) {
+      sink.emit(.dns, identity, request: request, response: response)
+    } else {
+      // An answer whose query the capture did not see: report it with its own question.
+      var request = PendingRequest(startNanos: nanos, sequence: nil)
+      request.method = DNSMessage.typeName(message.questionType)
+      request.domain = message.questionName
+      request.resource = message.questionName
+      request.transactionID = UInt32(message.id)
+      var log = response
+      log.startNanos = nanos
+      sink.emit(.dns, identity, request: nil, response: log)
+      sink.records[sink.records.count - 1].method = request.method
+      sink.records[sink.records.count - 1].domain = request.domain
+      sink.records[sink.records.count - 1].resource = request.resource
+      sink.records[sink.records.count - 1].transactionID = request.transactionID
+    }
+  }
+
+  /// DNS over TCP: each message is preceded by its 16-bit length.
+  mutating func stream(
+    _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
+    config: RequestConfig, sink: inout RequestSink
+  ) {
+    var offset = 0
+    if !partial.isEmpty {
+      let need = partial.count >= 2 ? Int(partial[0]) << 8 | Int(partial[1]) + 2 - partial.count : 2 - partial.count
+      let take = min(need, data.count)
+      partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[0..<take]))
+      offset = take
+      if partial.count >= 2 {
+        let total = Int(partial[0]) << 8 | Int(partial[1])
+        if partial.count == total + 2 {
+          let bytes = partial
+          partial.removeAll(keepingCapacity: true)
+          bytes.withUnsafeBytes {
+            message(
+              UnsafeRawBufferPointer(rebasing: $0[2...]), fromClient: fromClient, sequence: partialSequence,
+              nanos: partialStart, identity: identity, config: config, sink: &sink)
+          }
+        } else if partial.count < total + 2 {
+          return
+        }
+      } else {
+        return
+      }
+    }
+    while offset < data.count {
+      guard data.count - offset >= 2 else {
+        startPartial(data, from: offset, sequence: sequence, nanos: nanos)
+        return
+      }
+      let length = Int(data[offset]) << 8 | Int(data[offset + 1])
+      guard length >= 12 else {
+        sink.parseFailures += 1
+        return
+      }
+      if offset + 2 + length > data.count {
+        startPartial(data, from: offset, sequence: sequence, nanos: nanos)
+        return
+      }
+      message(
+        UnsafeRawBufferPointer(rebasing: data[(offset + 2)..<(offset + 2 + length)]), fromClient: fromClient,
+        sequence: sequence &+ UInt32(truncatingIfNeeded: offset), nanos: nanos, identity: identity, config: config,
+        sink: &sink)
+      offset += 2 + length
+    }
+  }
+
+  private mutating func startPartial(_ data: UnsafeRawBufferPointer, from offset: Int, sequence: UInt32, nanos: Int64) {
+    partial = Array(UnsafeRawBufferPointer(rebasing: data[offset...]))
+    partialStart = nanos
+    partialSequence = sequence &+ UInt32(truncatingIfNeeded: offset)
+  }
+
+  mutating func gap() { partial.removeAll() }
+
+  mutating func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
+    guard !pending.isEmpty else { return }
+    let window = Int64(config.dnsResponseWindow * 1e9)
+    for (id, request) in pending where now - request.startNanos > window {
+      pending[id] = nil
+      sink.emit(.dns, identity, request: request, response: nil, status: .timeout)
+    }
+  }
+
+  mutating func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+    for request in pending.values.sorted(by: { $0.startNanos < $1.startNanos }) {
+      sink.emit(.dns, identity, request: request, response: nil, status: unanswered)
+    }
+    pending.removeAll()
+  }
+
+  /// True when bytes look like a DNS message (header counts and opcode plausible).
+  static func looksLikeDNS(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard bytes.count >= 12 else { return false }
+    let opcode = (bytes[2] >> 3) & 0x0F
+    let questions = Int(bytes[4]) << 8 | Int(bytes[5])
+    return opcode <= 5 && questions <= 1 && (questions == 1 || bytes[2] & 0x80 != 0)
+  }
+}

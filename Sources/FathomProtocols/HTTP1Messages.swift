@@ -1,0 +1,190 @@
+import FathomRecords
+
+/// Header blocks of HTTP/1 requests and responses, and pairing.
+extension HTTP1Parser {
+  /// Lines of a header block after the start line, as (lowercased name, value) byte slices.
+  static func headerFields(_ block: ArraySlice<UInt8>) -> (startLine: ArraySlice<UInt8>, fields: [(String, ArraySlice<UInt8>)]) {
+    var lines: [ArraySlice<UInt8>] = []
+    var lineStart = block.startIndex
+    for index in block.indices where block[index] == 0x0A {
+      var end = index
+      if end > lineStart, block[end - 1] == 0x0D { end -= 1 }
+      lines.append(block[lineStart..<end])
+      lineStart = index + 1
+    }
+    guard let first = lines.first else { return ([], []) }
+    var fields: [(String, ArraySlice<UInt8>)] = []
+    for line in lines.dropFirst() where !line.isEmpty {
+      guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+      let name = String(decoding: line[line.startIndex..<colon].map { $0 | (($0 >= 65 && $0 <= 90) ? 0x20 : 0) }, as: UTF8.self)
+      var value = line[(colon + 1)...]
+      while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
+      while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
+      fields.append((name, value))
+    }
+    return (first, fields)
+  }
+
+  static func version(_ token: ArraySlice<UInt8>) -> String {
+    token.starts(with: "HTTP/".utf8) ? String(decoding: token.dropFirst(5), as: UTF8.self) : ""
+  }
+
+  static func decimal(_ bytes: ArraySlice<UInt8>) -> Int? {
+    var value = 0
+    var digits = 0
+    for byte in bytes {
+      guard byte >= 48 && byte <= 57 else { return digits > 0 && (byte == 0x20 || byte == 0x09) ? value : nil }
+      digits += 1
+      guard digits <= 15 else { return nil }
+      value = value * 10 + Int(byte - 48)
+    }
+    return digits > 0 ? value : nil
+  }
+
+  static func containsToken(_ value: ArraySlice<UInt8>, _ token: String) -> Bool {
+    String(decoding: value, as: UTF8.self).lowercased().contains(token)
+  }
+
+  /// W3C traceparent "00-<trace>-<span>-<flags>", B3 single "<trace>-<span>[-...]", Jaeger
+  /// "<trace>:<span>:<parent>:<flags>".
+  static func traceIDs(_ value: ArraySlice<UInt8>, separator: Character, traceIndex: Int) -> (String, String)? {
+    let parts = String(decoding: value, as: UTF8.self).split(separator: separator)
+    guard parts.count > traceIndex + 1 else { return nil }
+    return (String(parts[traceIndex]), String(parts[traceIndex + 1]))
+  }
+
+  /// Parses a request header block; returns how its body is framed.
+  mutating func requestHeader(
+    _ block: ArraySlice<UInt8>, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
+    identity: FlowIdentity
+  ) -> State {
+    let (line, fields) = Self.headerFields(block)
+    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true)
+    guard tokens.count == 3, tokens[2].starts(with: "HTTP/".utf8) else {
+      sink.parseFailures += 1
+      return .resync
+    }
+    expire(now: start, identity: identity, config: config, sink: &sink)
+    var request = PendingRequest(startNanos: start, sequence: sequence)
+    request.method = String(decoding: tokens[0].prefix(16), as: UTF8.self)
+    request.resource = fieldText(tokens[1], limit: config.maxFieldBytes)
+    request.endpoint = String(request.resource.prefix { $0 != "?" })
+    request.version = Self.version(tokens[2])
+    var contentLength: Int?
+    var chunked = false
+    for (name, value) in fields {
+      switch name {
+      case "host": request.domain = fieldText(value, limit: config.maxFieldBytes)
+      case "content-length": contentLength = Self.decimal(value)
+      case "transfer-encoding": chunked = Self.containsToken(value, "chunked")
+      case "x-request-id": request.requestID = fieldText(value, limit: 256)
+      case "user-agent": request.userAgent = fieldText(value, limit: 256)
+      case "x-forwarded-for": request.forwardedFor = fieldText(value, limit: 256)
+      case "traceparent":
+        if let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) { (request.traceID, request.spanID) = (trace, span) }
+      case "b3":
+        if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
+          (request.traceID, request.spanID) = (trace, span)
+        }
+      case "x-b3-traceid": if request.traceID.isEmpty { request.traceID = fieldText(value, limit: 64) }
+      case "x-b3-spanid": if request.spanID.isEmpty { request.spanID = fieldText(value, limit: 64) }
+      case "uber-trace-id":
+        if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
+          (request.traceID, request.spanID) = (trace, span)
+        }
+      default: break
+      }
+    }
+    if pending.count >= config.maxPendingPerFlow {
+      sink.evicted += 1
+      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .unknown)
+    }
+    pending.append(request)
+    if chunked { return .chunkSize }
+    if let contentLength, contentLength > 0 { return .body(remaining: contentLength) }
+    return .idle
+  }
+
+  /// Parses a response header block; returns how its body is framed.
+  mutating func responseHeader(
+    _ block: ArraySlice<UInt8>, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
+    sink: inout RequestSink, identity: FlowIdentity
+  ) -> State {
+    let (line, fields) = Self.headerFields(block)
+    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true)
+    guard tokens.count >= 2, tokens[0].starts(with: "HTTP/".utf8), let code = Self.decimal(tokens[1]), code < 1000
+    else {
+      sink.parseFailures += 1
+      return .resync
+    }
+    if code >= 100 && code < 200 && code != 101 { return .idle }  // interim (100 Continue): the final one follows
+    var response = ResponseInfo(
+      startNanos: start, endNanos: end, sequence: sequence,
+      status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
+    response.version = Self.version(tokens[0])
+    if code >= 400, tokens.count == 3 { response.errorMessage = fieldText(tokens[2], limit: 256) }
+    var contentLength: Int?
+    var chunked = false
+    var upgradeToHTTP2 = false
+    for (name, value) in fields {
+      switch name {
+      case "content-length": contentLength = Self.decimal(value)
+      case "transfer-encoding": chunked = Self.containsToken(value, "chunked")
+      case "x-request-id": response.requestID = fieldText(value, limit: 256)
+      case "upgrade": upgradeToHTTP2 = Self.containsToken(value, "h2c")
+      default: break
+      }
+    }
+    currentResponse = response
+    let method = pending.first?.method ?? ""
+    if code == 101 || (method == "CONNECT" && code < 300) {
+      // The connection now carries another protocol: WebSocket, a tunnel, or h2c.
+      upgradedToHTTP2 = code == 101 && upgradeToHTTP2
+      request.state = .stopped
+      return .idle
+    }
+    if method == "HEAD" || code == 204 || code == 304 { return .idle }
+    if chunked { return .chunkSize }
+    if let contentLength { return contentLength > 0 ? .body(remaining: contentLength) : .idle }
+    return .untilClose
+  }
+
+  /// A whole message was read: a request's size is known; a response completes its pair.
+  mutating func finishMessage(fromClient: Bool, bytes: UInt64, nanos: Int64, identity: FlowIdentity, sink: inout RequestSink) {
+    if fromClient {
+      guard !pending.isEmpty else { return }
+      pending[pending.count - 1].bytes = bytes
+      pending[pending.count - 1].lastNanos = nanos
+      return
+    }
+    guard var response = currentResponse else { return }
+    response.bytes = bytes
+    response.endNanos = nanos
+    currentResponse = nil
+    let request = pending.isEmpty ? nil : pending.removeFirst()
+    sink.emit(.http, identity, request: request, response: response)
+    if self.request.state == .stopped { self.response.state = .stopped }
+  }
+
+  /// Requests waiting longer than the window time out.
+  mutating func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
+    let window = Int64(config.tcpResponseWindow * 1e9)
+    while let first = pending.first, now - first.lastNanos > window {
+      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .timeout)
+    }
+  }
+
+  /// The flow ended: a response read until close completes; unanswered requests time out (or are
+  /// `unknown` when the capture simply stopped).
+  mutating func finish(nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+    if var response = currentResponse {
+      response.bytes = self.response.messageBytes
+      response.endNanos = max(response.endNanos, nanos)
+      currentResponse = nil
+      sink.emit(.http, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: response)
+    }
+    while !pending.isEmpty {
+      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: unanswered)
+    }
+  }
+}

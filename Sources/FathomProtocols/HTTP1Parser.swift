@@ -1,0 +1,234 @@
+import FathomRecords
+
+/// HTTP/1.x on one TCP connection: requests and responses framed by their headers (Content-Length,
+/// chunked, HEAD, 1xx/204/304, read-until-close), pipelined requests paired with responses in order.
+struct HTTP1Parser {
+  /// Where one direction's message parsing stands.
+  enum State: Equatable {
+    case idle
+    case header
+    case body(remaining: Int)
+    case chunkSize
+    case chunkData(remaining: Int)
+    case trailer
+    case untilClose
+    /// After a gap: skip to something that looks like the start of a message.
+    case resync
+    /// Upgraded (WebSocket, h2c handed to HTTP/2) or given up: ignore the rest.
+    case stopped
+  }
+
+  struct Direction {
+    var state = State.idle
+    var buffer: [UInt8] = []
+    var messageStart: Int64 = 0
+    var messageSequence: UInt32?
+    var messageBytes: UInt64 = 0
+  }
+
+  var request = Direction()
+  var response = Direction()
+  var pending: [PendingRequest] = []
+  /// The response being read (header parsed, body in progress).
+  var currentResponse: ResponseInfo?
+  var currentResponseClosesConnection = false
+  /// Set when a 101 response switches the connection to h2c: the caller hands over.
+  var upgradedToHTTP2 = false
+
+  static let methods: [[UInt8]] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
+    .map { Array($0.utf8) }
+
+  /// True when `bytes` begins like an HTTP/1 request or response.
+  static func looksLikeHTTP(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    if bytes.starts(with: "HTTP/1.".utf8) { return true }
+    for method in methods where bytes.count > method.count {
+      if bytes.starts(with: method) && bytes[method.count] == UInt8(ascii: " ") { return true }
+    }
+    return false
+  }
+
+  // MARK: feeding
+
+  mutating func feed(
+    _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
+    config: RequestConfig, sink: inout RequestSink
+  ) {
+    var offset = 0
+    while offset < data.count {
+      let state = fromClient ? request.state : response.state
+      if state == .stopped { return }
+      guard
+        let consumed = step(
+          data, from: offset, fromClient: fromClient, sequence: sequence &+ UInt32(truncatingIfNeeded: offset),
+          nanos: nanos, identity: identity, config: config, sink: &sink)
+      else { return }  // everything left was buffered: waiting for more bytes
+      offset += consumed
+    }
+  }
+
+  mutating func gap(fromClient: Bool) {
+    if fromClient {
+      if request.state != .stopped { request = Direction(state: .resync) }
+    } else if response.state != .stopped {
+      response = Direction(state: .resync)
+      currentResponse = nil
+    }
+  }
+
+  /// Consumes bytes of one state and returns how many (0 after a state change that consumes
+  /// nothing), or nil when all remaining bytes were taken or buffered.
+  private mutating func step(
+    _ data: UnsafeRawBufferPointer, from offset: Int, fromClient: Bool, sequence: UInt32, nanos: Int64,
+    identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
+  ) -> Int? {
+    var direction = fromClient ? request : response
+    defer {
+      if fromClient { request = direction } else { response = direction }
+    }
+    let available = data.count - offset
+    let rest = UnsafeRawBufferPointer(rebasing: data[offset...])
+    switch direction.state {
+    case .stopped:
+      return nil
+    case .resync:
+      // A message starts at a line start with a method or "HTTP/1."; skip to the first one.
+      var index = 0
+      while index < available {
+        if index == 0 || rest[index - 1] == 0x0A {
+          let candidate = UnsafeRawBufferPointer(rebasing: rest[index...])
+          if fromClient ? Self.startsRequest(candidate) : candidate.starts(with: "HTTP/1.".utf8) {
+            direction.state = .idle
+            return index
+          }
+        }
+        index += 1
+      }
+      return nil
+    case .idle:
+      // Skip blank lines between messages, then start one.
+      if rest[0] == 0x0D || rest[0] == 0x0A { return 1 }
+      direction.state = .header
+      direction.buffer.removeAll(keepingCapacity: true)
+      direction.messageStart = nanos
+      direction.messageSequence = sequence
+      direction.messageBytes = 0
+      return 0
+    case .header:
+      // Copy at most what a header may still need; a body in the same segment stays in place.
+      let before = direction.buffer.count
+      direction.buffer.append(contentsOf: rest.prefix(max(0, config.maxHeaderBytes + 4 - before)))
+      guard let end = Self.headerEnd(direction.buffer, searchFrom: max(0, before - 3)) else {
+        if direction.buffer.count > config.maxHeaderBytes {
+          sink.parseFailures += 1
+          direction.state = .resync
+          direction.buffer.removeAll(keepingCapacity: true)
+        }
+        return nil
+      }
+      let used = end - before
+      direction.messageBytes += UInt64(end)
+      let header = direction.buffer[0..<end]
+      direction.buffer.removeAll(keepingCapacity: true)
+      if fromClient {
+        direction.state = requestHeader(header, start: direction.messageStart, sequence: direction.messageSequence,
+          config: config, sink: &sink, identity: identity)
+      } else {
+        direction.state = responseHeader(header, start: direction.messageStart, sequence: direction.messageSequence,
+          end: nanos, config: config, sink: &sink, identity: identity)
+      }
+      if direction.state == .idle {
+        finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+      }
+      return used
+    case .body(let remaining):
+      let take = min(remaining, available)
+      direction.messageBytes += UInt64(take)
+      if take == remaining {
+        direction.state = .idle
+        finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+      } else {
+        direction.state = .body(remaining: remaining - take)
+      }
+      return take
+    case .chunkSize, .trailer:
+      guard let newline = rest.firstIndex(of: 0x0A) else {
+        direction.buffer.append(contentsOf: rest)
+        direction.messageBytes += UInt64(available)
+        if direction.buffer.count > config.maxHeaderBytes {
+          sink.parseFailures += 1
+          direction.state = .resync
+        }
+        return nil
+      }
+      direction.buffer.append(contentsOf: rest[..<newline])
+      direction.messageBytes += UInt64(newline + 1)
+      let line = direction.buffer
+      direction.buffer.removeAll(keepingCapacity: true)
+      if direction.state == .trailer {
+        let blank = line.isEmpty || line == [0x0D]
+        if blank {
+          direction.state = .idle
+          finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+        }
+        return newline + 1
+      }
+      guard let size = Self.chunkSize(line) else {
+        sink.parseFailures += 1
+        direction.state = .resync
+        return newline + 1
+      }
+      direction.state = size == 0 ? .trailer : .chunkData(remaining: size + 2)
+      return newline + 1
+    case .chunkData(let remaining):
+      let take = min(remaining, available)
+      direction.messageBytes += UInt64(take)
+      direction.state = take == remaining ? .chunkSize : .chunkData(remaining: remaining - take)
+      return take
+    case .untilClose:
+      direction.messageBytes += UInt64(available)
+      return nil
+    }
+  }
+
+  /// Requests begin with a method and a space.
+  static func startsRequest(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    for method in methods where bytes.count > method.count {
+      if bytes.starts(with: method) && bytes[method.count] == UInt8(ascii: " ") { return true }
+    }
+    return false
+  }
+
+  /// Index just past "\r\n\r\n" (or "\n\n"), searching from `start`.
+  static func headerEnd(_ buffer: [UInt8], searchFrom start: Int) -> Int? {
+    var index = start
+    while index < buffer.count {
+      if buffer[index] == 0x0A {
+        if index + 1 < buffer.count, buffer[index + 1] == 0x0A { return index + 2 }
+        if index + 2 < buffer.count, buffer[index + 1] == 0x0D, buffer[index + 2] == 0x0A { return index + 3 }
+      }
+      index += 1
+    }
+    return nil
+  }
+
+  static func chunkSize(_ line: [UInt8]) -> Int? {
+    var value = 0
+    var digits = 0
+    for byte in line {
+      let digit: Int
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = Int(byte - UInt8(ascii: "0"))
+      case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = Int(byte - UInt8(ascii: "a")) + 10
+      case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = Int(byte - UInt8(ascii: "A")) + 10
+      case UInt8(ascii: " "), UInt8(ascii: "\t") where digits == 0: continue
+      default:
+        return digits > 0 ? value : nil  // chunk extensions (";...") and CR end the number
+      }
+      digits += 1
+      guard digits <= 15 else { return nil }  // beyond any real chunk: a smuggling attempt
+      value = value * 16 + digit
+    }
+    return digits > 0 ? value : nil
+  }
+}
+

@@ -1,0 +1,227 @@
+import FathomRecords
+
+/// Reads RESP2/RESP3 values from a byte stream one piece at a time, without buffering bulk
+/// payloads: only the first few strings of a value are kept (the command and its key, or a reply's
+/// text), bounded.
+struct RESPReader {
+  /// Elements still expected at each open aggregate level.
+  private var remaining: [Int] = []
+  private var line: [UInt8] = []
+  private var bulkLeft = 0
+  private var collectingBulk = false
+  private(set) var strings: [String] = []
+  private var bulkText: [UInt8] = []
+  /// Type byte of the top-level value.
+  private(set) var topType: UInt8 = 0
+  private(set) var bytes: UInt64 = 0
+  private var started = false
+
+  static let keptStrings = 2
+
+  enum Outcome { case needMore, complete, invalid }
+
+  mutating func reset() { self = RESPReader() }
+
+  /// Consumes bytes until one top-level value completes; `consumed` tells how many were used.
+  mutating func feed(_ data: UnsafeRawBufferPointer, consumed: inout Int, config: RequestConfig) -> Outcome {
+    var offset = 0
+    defer {
+      consumed = offset
+      bytes += UInt64(offset)
+    }
+    while offset < data.count {
+      if bulkLeft > 0 {
+        let take = min(bulkLeft, data.count - offset)
+        if collectingBulk && bulkLeft > 2 {
+          let content = min(take, bulkLeft - 2)
+          if bulkText.count < config.maxFieldBytes {
+            bulkText.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[offset..<(offset + content)]).prefix(config.maxFieldBytes - bulkText.count))
+          }
+        }
+        bulkLeft -= take
+        offset += take
+        if bulkLeft == 0 {
+          if collectingBulk { strings.append(String(decoding: bulkText, as: UTF8.self)) }
+          bulkText.removeAll(keepingCapacity: true)
+          collectingBulk = false
+          if elementDone() { return .complete }
+        }
+        continue
+      }
+      guard let newline = UnsafeRawBufferPointer(rebasing: data[offset...]).firstIndex(of: 0x0A) else {
+        line.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[offset...]))
+        offset = data.count
+        if line.count > config.maxHeaderBytes { return .invalid }
+        return .needMore
+      }
+      line.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[offset..<(offset + newline)]))
+      offset += newline + 1
+      if line.last == 0x0D { line.removeLast() }
+      let current = line
+      line.removeAll(keepingCapacity: true)
+      guard let type = current.first else { continue }
+      if !started {
+        started = true
+        topType = type
+      }
+      let text = current.dropFirst()
+      switch type {
+      case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"), UInt8(ascii: "%"), UInt8(ascii: "|"):
+        guard let count = Self.integer(text) else { return .invalid }
+        let elements = (type == UInt8(ascii: "%") || type == UInt8(ascii: "|")) ? count * 2 : count
+        if elements <= 0 {
+          if elementDone() { return .complete }
+        } else {
+          guard remaining.count < 32, elements < 1 << 24 else { return .invalid }
+          // An attribute precedes the value it annotates: one more element at this level.
+          if type == UInt8(ascii: "|"), !remaining.isEmpty { remaining[remaining.count - 1] += 1 }
+          remaining.append(elements)
+        }
+      case UInt8(ascii: "$"), UInt8(ascii: "="), UInt8(ascii: "!"):
+        guard let length = Self.integer(text) else { return .invalid }
+        if length < 0 {
+          if elementDone() { return .complete }
+        } else {
+          bulkLeft = length + 2
+          collectingBulk = strings.count < Self.keptStrings
+          if type == UInt8(ascii: "!") { collectingBulk = true }
+        }
+      case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "_"), UInt8(ascii: ","),
+        UInt8(ascii: "#"), UInt8(ascii: "("):
+        if strings.count < Self.keptStrings { strings.append(fieldText(text, limit: config.maxFieldBytes)) }
+        if elementDone() { return .complete }
+      default:
+        // Inline command ("PING", "SET k v"): only as a top-level request.
+        guard remaining.isEmpty else { return .invalid }
+        strings = current.split(separator: 0x20).prefix(Self.keptStrings).map { fieldText($0, limit: config.maxFieldBytes) }
+        return .complete
+      }
+    }
+    return .needMore
+  }
+
+  /// Marks one element complete; true when the top-level value is complete.
+  private mutating func elementDone() -> Bool {
+    while let last = remaining.last {
+      if last > 1 {
+        remaining[remaining.count - 1] = last - 1
+        return false
+      }
+      remaining.removeLast()
+    }
+    return true
+  }
+
+  static func integer(_ bytes: ArraySlice<UInt8>) -> Int? {
+    var value = 0
+    var negative = false
+    var digits = 0
+    for byte in bytes {
+      if byte == UInt8(ascii: "-") && digits == 0 && !negative {
+        negative = true
+        continue
+      }
+      guard byte >= 48 && byte <= 57, digits < 12 else { return nil }
+      value = value * 10 + Int(byte - 48)
+      digits += 1
+    }
+    guard digits > 0 else { return nil }
+    return negative ? -value : value
+  }
+}
+
+/// Redis on one connection: commands paired with replies in order (pipelining).
+struct RedisSession {
+  var request = RESPReader()
+  var response = RESPReader()
+  var requestStart: Int64 = 0
+  var requestSequence: UInt32?
+  var responseStart: Int64 = 0
+  var responseSequence: UInt32?
+  var pending: [PendingRequest] = []
+  var stopped = (false, false)
+
+  mutating func feed(
+    _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
+    config: RequestConfig, sink: inout RequestSink
+  ) {
+    var offset = 0
+    while offset < data.count {
+      if fromClient ? stopped.0 : stopped.1 { return }
+      let rest = UnsafeRawBufferPointer(rebasing: data[offset...])
+      var used = 0
+      let here = sequence &+ UInt32(truncatingIfNeeded: offset)
+      if fromClient {
+        if request.bytes == 0 {
+          requestStart = nanos
+          requestSequence = here
+        }
+        let outcome = request.feed(rest, consumed: &used, config: config)
+        offset += used
+        switch outcome {
+        case .needMore: return
+        case .invalid:
+          sink.parseFailures += 1
+          stopped.0 = true
+        case .complete:
+          var pendingRequest = PendingRequest(startNanos: requestStart, sequence: requestSequence)
+          pendingRequest.method = (request.strings.first ?? "").uppercased()
+          pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
+          pendingRequest.bytes = request.bytes
+          pendingRequest.lastNanos = nanos
+          request.reset()
+          if pending.count >= config.maxPendingPerFlow {
+            sink.evicted += 1
+            sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: .unknown)
+          }
+          pending.append(pendingRequest)
+        }
+      } else {
+        if response.bytes == 0 {
+          responseStart = nanos
+          responseSequence = here
+        }
+        let outcome = response.feed(rest, consumed: &used, config: config)
+        offset += used
+        switch outcome {
+        case .needMore: return
+        case .invalid:
+          sink.parseFailures += 1
+          stopped.1 = true
+        case .complete:
+          let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")
+          var info = ResponseInfo(
+            startNanos: responseStart, endNanos: nanos, sequence: responseSequence, status: isError ? .serverError : .ok,
+            code: nil)
+          if isError { info.errorMessage = response.strings.first ?? "" }
+          info.bytes = response.bytes
+          // Pushed messages (pub/sub) answer no request.
+          let isPush = response.topType == UInt8(ascii: ">")
+          response.reset()
+          if isPush { continue }
+          sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: info)
+        }
+      }
+    }
+  }
+
+  mutating func gap(fromClient: Bool) {
+    // RESP cannot be resynchronised reliably mid-value: stop that direction.
+    if fromClient { stopped.0 = true } else { stopped.1 = true }
+  }
+
+  mutating func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+    while !pending.isEmpty { sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: unanswered) }
+  }
+
+  /// A RESP array of bulk strings ("*2\r\n$3\r\nGET") or a reply type on port 6379.
+  static func looksLikeRESP(_ bytes: UnsafeRawBufferPointer, portHint: Bool) -> Bool {
+    guard let first = bytes.first else { return false }
+    if first == UInt8(ascii: "*"), bytes.count >= 4 {
+      var index = 1
+      while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 { index += 1 }
+      return index > 1 && index + 2 < bytes.count && bytes[index] == 0x0D && bytes[index + 2] == UInt8(ascii: "$")
+    }
+    return portHint && "+-:$*_,#(%~>|".utf8.contains(first)
+  }
+}

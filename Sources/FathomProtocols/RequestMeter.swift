@@ -1,0 +1,282 @@
+import FathomFlows
+import FathomRecords
+import FathomWire
+
+/// The protocol stage: recognises each flow's application protocol by content, reassembles TCP
+/// streams, parses and pairs requests and responses into RequestLogs, and adds per-flow request
+/// counts to the FlowLogs of the flow stage.
+public final class RequestMeter {
+  public let config: RequestConfig
+  public private(set) var counters = RequestCounters()
+  /// Records ready for the next stage (`drain`).
+  public private(set) var output: [RequestLog] = []
+
+  private var sessions: [Int: Session] = [:]
+  /// Protocol recognised per server endpoint, so later flows skip inference.
+  private var endpointProtocols: [EndpointKey: ApplicationProtocol] = [:]
+  private var capturePoints: [CapturePoint] = []
+
+  struct EndpointKey: Hashable {
+    var address: IPAddress
+    var port: UInt16
+    var transport: UInt8
+  }
+
+  enum Parser {
+    case undecided
+    case http(HTTP1Parser)
+    case dns(DNSSession)
+    case redis(RedisSession)
+    /// Not a protocol Fathom parses (or parsing stopped): payload is ignored.
+    case none
+  }
+
+  struct Session {
+    var identity: FlowIdentity
+    var parser = Parser.undecided
+    var applicationProtocol: ApplicationProtocol?
+    var attempts = 0
+    var client = TCPStream()
+    var server = TCPStream()
+    var sink = RequestSink()
+    var lastNanos: Int64 = 0
+  }
+
+  public init(config: RequestConfig = RequestConfig()) { self.config = config }
+
+  public func addCapturePoint(_ point: CapturePoint) -> UInt32 {
+    if let index = capturePoints.firstIndex(of: point) { return UInt32(index) }
+    capturePoints.append(point)
+    return UInt32(capturePoints.count - 1)
+  }
+
+  public func drain() -> [RequestLog] {
+    defer { output.removeAll(keepingCapacity: true) }
+    return output
+  }
+
+  // MARK: packets
+
+  /// Parses the payload of a packet the flow table accounted to `context`.
+  public func process(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) {
+    guard packet.payload.count > 0, packet.ipProtocol == 6 || packet.ipProtocol == 17 else { return }
+    var session: Session
+    if let existing = sessions.removeValue(forKey: context.slot), existing.identity.flowID == context.flowID {
+      session = existing
+    } else {
+      session = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
+    }
+    defer { sessions[context.slot] = session }
+    session.lastNanos = packet.timestampNanos
+    if case .none = session.parser { return }
+    if case .undecided = session.parser {
+      decide(&session, packet, fromClient: context.fromClient)
+      guard case .undecided = session.parser else {
+        if session.applicationProtocol != nil { counters.flowsWithProtocol += 1 }
+        return feed(&session, packet, fromClient: context.fromClient)
+      }
+      return
+    }
+    feed(&session, packet, fromClient: context.fromClient)
+  }
+
+  private func identity(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) -> FlowIdentity {
+    let point = Int(capturePoint) < capturePoints.count ? capturePoints[Int(capturePoint)] : CapturePoint(interface: "")
+    let fromClient = context.fromClient
+    return FlowIdentity(
+      flowID: context.flowID, clientIP: fromClient ? packet.source : packet.destination,
+      clientPort: fromClient ? packet.sourcePort : packet.destinationPort,
+      serverIP: fromClient ? packet.destination : packet.source,
+      serverPort: fromClient ? packet.destinationPort : packet.sourcePort, interface: point.interface,
+      netns: point.netns)
+  }
+
+  /// Inference by content, with the server port only as a hint; remembered per server endpoint.
+  private func decide(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
+    let identity = session.identity
+    let transport = packet.ipProtocol
+    let key = EndpointKey(address: identity.serverIP, port: identity.serverPort, transport: transport)
+    var found = endpointProtocols[key]
+    if found == nil {
+      let payload = packet.payload
+      if transport == 17 {
+        if DNSSession.looksLikeDNS(payload) && (identity.serverPort == 53 || identity.serverPort == 5353 || DNSMessage(payload) != nil) {
+          found = .dns
+        }
+      } else if HTTP1Parser.looksLikeHTTP(payload) {
+        found = .http
+      } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
+        found = .redis
+      } else if identity.serverPort == 53, payload.count >= 14,
+        DNSSession.looksLikeDNS(UnsafeRawBufferPointer(rebasing: payload[2...]))
+      {
+        found = .dns
+      }
+      if let found {
+        if endpointProtocols.count >= config.endpointCacheCapacity { endpointProtocols.removeAll(keepingCapacity: true) }
+        endpointProtocols[key] = found
+      }
+    }
+    switch found {
+    case .http: session.parser = .http(HTTP1Parser())
+    case .dns: session.parser = .dns(DNSSession())
+    case .redis: session.parser = .redis(RedisSession())
+    case .http2, .grpc, nil:
+      session.attempts += 1
+      if session.attempts >= config.inferenceAttempts { session.parser = .none }
+      return
+    }
+    session.applicationProtocol = found
+  }
+
+  private func feed(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
+    let nanos = packet.timestampNanos
+    let identity = session.identity
+    if packet.ipProtocol == 17 {
+      if case .dns(var dns) = session.parser {
+        session.parser = .none
+        dns.message(
+          packet.payload, fromClient: fromClient, sequence: nil, nanos: nanos, identity: identity, config: config,
+          sink: &session.sink)
+        session.parser = .dns(dns)
+      }
+      flush(&session)
+      return
+    }
+    var parser = session.parser
+    session.parser = .none  // moved out while parsing, so it is mutated in place
+    let config = self.config
+    var dropped: UInt64 = 0
+    var gaps: UInt64 = 0
+    var sink = session.sink
+    let deliver: (TCPStream.Event) -> Void = { event in
+      switch event {
+      case .gap:
+        gaps += 1
+        Self.gap(&parser, fromClient: fromClient)
+      case .data(let bytes, let sequence, let nanos):
+        Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
+          config: config, sink: &sink)
+      }
+    }
+    if fromClient {
+      session.client.push(
+        sequence: packet.sequence, payload: packet.payload, nanos: nanos, config: config, dropped: &dropped,
+        deliver: deliver)
+    } else {
+      session.server.push(
+        sequence: packet.sequence, payload: packet.payload, nanos: nanos, config: config, dropped: &dropped,
+        deliver: deliver)
+    }
+    session.sink = sink
+    session.parser = parser
+    counters.segmentsDropped += dropped
+    counters.streamGaps += gaps
+    flush(&session)
+  }
+
+  private static func parse(
+    _ parser: inout Parser, _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64,
+    identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
+  ) {
+    switch parser {
+    case .http(var http):
+      parser = .none
+      http.feed(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+      parser = .http(http)
+    case .dns(var dns):
+      parser = .none
+      dns.stream(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+      parser = .dns(dns)
+    case .redis(var redis):
+      parser = .none
+      redis.feed(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+      parser = .redis(redis)
+    case .undecided, .none:
+      break
+    }
+  }
+
+  private static func gap(_ parser: inout Parser, fromClient: Bool) {
+    switch parser {
+    case .http(var http):
+      http.gap(fromClient: fromClient)
+      parser = .http(http)
+    case .dns(var dns):
+      dns.gap()
+      parser = .dns(dns)
+    case .redis(var redis):
+      redis.gap(fromClient: fromClient)
+      parser = .redis(redis)
+    case .undecided, .none:
+      break
+    }
+  }
+
+  /// Moves a session's finished records to the output.
+  private func flush(_ session: inout Session) {
+    counters.parseFailures += session.sink.parseFailures
+    counters.pendingEvicted += session.sink.evicted
+    session.sink.parseFailures = 0
+    session.sink.evicted = 0
+    guard !session.sink.records.isEmpty else { return }
+    counters.requestsEmitted += UInt64(session.sink.records.count)
+    output.append(contentsOf: session.sink.records)
+    session.sink.records.removeAll(keepingCapacity: true)
+  }
+
+  // MARK: flow records
+
+  /// Adds each flow's request counts to its record; a flow's last record ends its session, and its
+  /// unanswered requests become timeouts (or `unknown` when only the capture ended).
+  public func annotate(_ flows: inout [FlowLog]) {
+    for index in flows.indices {
+      let flow = flows[index]
+      guard var session = sessions[flow.flowSlot], session.identity.flowID == flow.flowID else { continue }
+      if flow.isFinal {
+        sessions[flow.flowSlot] = nil
+        finish(&session, closeType: flow.closeType, endNanos: flow.endMicros * 1000)
+      }
+      flows[index].applicationProtocol = session.applicationProtocol
+      flows[index].application = session.sink.counts
+      session.sink.counts = ApplicationCounts()
+      if !flow.isFinal { sessions[flow.flowSlot] = session }
+    }
+  }
+
+  private func finish(_ session: inout Session, closeType: CloseType, endNanos: Int64) {
+    let unanswered: RequestStatus = closeType == .inProgress ? .unknown : .timeout
+    var parser = session.parser
+    let identity = session.identity
+    var sink = session.sink
+    let config = self.config
+    for stream in [true, false] {
+      var tcp = stream ? session.client : session.server
+      tcp.flush { event in
+        switch event {
+        case .gap: Self.gap(&parser, fromClient: stream)
+        case .data(let bytes, let sequence, let nanos):
+          Self.parse(&parser, bytes, fromClient: stream, sequence: sequence, nanos: nanos, identity: identity,
+            config: config, sink: &sink)
+        }
+      }
+    }
+    switch parser {
+    case .http(var http): http.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
+    case .dns(var dns): dns.finish(unanswered: unanswered, identity: identity, sink: &sink)
+    case .redis(var redis): redis.finish(unanswered: unanswered, identity: identity, sink: &sink)
+    case .undecided, .none: break
+    }
+    session.sink = sink
+    session.parser = .none
+    flush(&session)
+  }
+
+  /// Ends every session (end of input without flow records, e.g. tests).
+  public func finishAll() {
+    for (slot, var session) in sessions {
+      finish(&session, closeType: .inProgress, endNanos: session.lastNanos)
+      sessions[slot] = nil
+    }
+  }
+}

@@ -1,0 +1,215 @@
+/// Application protocols Fathom parses.
+public enum ApplicationProtocol: UInt8, Sendable, CaseIterable {
+  case http, http2, grpc, dns, redis
+
+  public var name: StaticString {
+    switch self {
+    case .http: "http"
+    case .http2: "http2"
+    case .grpc: "grpc"
+    case .dns: "dns"
+    case .redis: "redis"
+    }
+  }
+
+  public var description: String { name.description }
+
+  public init?(name: String) {
+    guard let match = Self.allCases.first(where: { $0.description == name }) else { return nil }
+    self = match
+  }
+}
+
+/// How a request ended (REFERENCE.md, "Application requests").
+public enum RequestStatus: UInt8, Sendable {
+  case ok, clientError, serverError, timeout, unknown, parseFailed
+
+  public var name: StaticString {
+    switch self {
+    case .ok: "ok"
+    case .clientError: "client_error"
+    case .serverError: "server_error"
+    case .timeout: "timeout"
+    case .unknown: "unknown"
+    case .parseFailed: "parse_failed"
+    }
+  }
+}
+
+/// One DNS resource record of an answer.
+public struct DNSAnswer: Sendable, Equatable {
+  /// Record type name (A, AAAA, CNAME, SRV, PTR, ...) or TYPEnnn.
+  public var type: String
+  /// Presentation form of the data: an address, a name, "prio weight port target", ...
+  public var value: String
+  public var ttl: UInt32
+
+  public init(type: String, value: String, ttl: UInt32) {
+    self.type = type
+    self.value = value
+    self.ttl = ttl
+  }
+}
+
+/// One request and its response (or a lone request that timed out, or a lone response): the
+/// contract between the protocol stage and everything after it. Fields in docs/records.md.
+public struct RequestLog: Sendable {
+  public var startMicros: Int64
+  public var endMicros: Int64
+  /// Response's first byte − request's first byte (DeepFlow's rrt); 0 when either is missing.
+  public var durationMicros: Int64
+  public var applicationProtocol: ApplicationProtocol
+  /// "1.0", "1.1", "2"; empty when the protocol has no version on the wire.
+  public var version: String = ""
+  public var clientIP: IPAddress
+  public var clientPort: UInt16
+  public var serverIP: IPAddress
+  public var serverPort: UInt16
+  public var interface: String = ""
+  public var netns: String = ""
+  public var flowID: UInt64
+  /// HTTP method, DNS query type, Redis command.
+  public var method: String = ""
+  /// HTTP Host / :authority, DNS question name.
+  public var domain: String = ""
+  /// HTTP path, DNS question name, Redis key.
+  public var resource: String = ""
+  /// gRPC service/method, HTTP path without query.
+  public var endpoint: String = ""
+  public var status: RequestStatus = .ok
+  /// HTTP status, DNS rcode, gRPC status (when present), Redis: nil.
+  public var code: Int32?
+  /// Redis error reply, HTTP reason of an error, ...
+  public var errorMessage: String = ""
+  /// TCP sequence numbers of the request's and the response's first payload byte.
+  public var requestTCPSequence: UInt32?
+  public var responseTCPSequence: UInt32?
+  public var requestID: String = ""
+  public var responseRequestID: String = ""
+  public var traceID: String = ""
+  public var spanID: String = ""
+  public var forwardedFor: String = ""
+  public var userAgent: String = ""
+  public var requestBytes: UInt64 = 0
+  public var responseBytes: UInt64 = 0
+  /// DNS transaction id, HTTP/2 stream id.
+  public var transactionID: UInt32?
+  public var answers: [DNSAnswer] = []
+
+  public init(
+    startMicros: Int64, endMicros: Int64, durationMicros: Int64, applicationProtocol: ApplicationProtocol,
+    clientIP: IPAddress, clientPort: UInt16, serverIP: IPAddress, serverPort: UInt16, flowID: UInt64
+  ) {
+    self.startMicros = startMicros
+    self.endMicros = endMicros
+    self.durationMicros = durationMicros
+    self.applicationProtocol = applicationProtocol
+    self.clientIP = clientIP
+    self.clientPort = clientPort
+    self.serverIP = serverIP
+    self.serverPort = serverPort
+    self.flowID = flowID
+  }
+}
+
+extension OutputBuffer {
+  /// Appends one RequestLog as a JSON object on one line.
+  public mutating func appendJSONLine(_ request: RequestLog) {
+    append("{\"start_us\":")
+    append(request.startMicros)
+    append(",\"end_us\":")
+    append(request.endMicros)
+    append(",\"duration_us\":")
+    append(request.durationMicros)
+    append(",\"protocol\":\"")
+    append(request.applicationProtocol.name)
+    append("\",\"version\":")
+    appendJSONString(request.version)
+    append(",\"client_ip\":\"")
+    append(request.clientIP)
+    append("\",\"client_port\":")
+    append(UInt64(request.clientPort))
+    append(",\"server_ip\":\"")
+    append(request.serverIP)
+    append("\",\"server_port\":")
+    append(UInt64(request.serverPort))
+    append(",\"interface\":")
+    appendJSONString(request.interface)
+    append(",\"netns\":")
+    appendJSONString(request.netns)
+    append(",\"flow_id\":")
+    append(request.flowID)
+    append(",\"method\":")
+    appendJSONString(request.method)
+    append(",\"domain\":")
+    appendJSONString(request.domain)
+    append(",\"resource\":")
+    appendJSONString(request.resource)
+    append(",\"endpoint\":")
+    appendJSONString(request.endpoint)
+    append(",\"status\":\"")
+    append(request.status.name)
+    append("\",\"code\":")
+    if let code = request.code { append(Int64(code)) } else { append("null") }
+    append(",\"error\":")
+    appendJSONString(request.errorMessage)
+    append(",\"req_tcp_seq\":")
+    if let seq = request.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
+    append(",\"resp_tcp_seq\":")
+    if let seq = request.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
+    append(",\"x_request_id_req\":")
+    appendJSONString(request.requestID)
+    append(",\"x_request_id_resp\":")
+    appendJSONString(request.responseRequestID)
+    append(",\"trace_id\":")
+    appendJSONString(request.traceID)
+    append(",\"span_id\":")
+    appendJSONString(request.spanID)
+    append(",\"x_forwarded_for\":")
+    appendJSONString(request.forwardedFor)
+    append(",\"user_agent\":")
+    appendJSONString(request.userAgent)
+    append(",\"req_bytes\":")
+    append(request.requestBytes)
+    append(",\"resp_bytes\":")
+    append(request.responseBytes)
+    append(",\"transaction_id\":")
+    if let id = request.transactionID { append(UInt64(id)) } else { append("null") }
+    append(",\"answers\":[")
+    for (index, answer) in request.answers.enumerated() {
+      if index > 0 { append(byte: UInt8(ascii: ",")) }
+      append("{\"type\":")
+      appendJSONString(answer.type)
+      append(",\"value\":")
+      appendJSONString(answer.value)
+      append(",\"ttl\":")
+      append(UInt64(answer.ttl))
+      append("}")
+    }
+    append("]}\n")
+  }
+}
+
+/// Writes RequestLogs as an aligned human table.
+public enum RequestTable {
+  public static let header =
+    "PROTO  CLIENT                 SERVER                 METHOD    DOMAIN                             RESOURCE                                  STATUS        CODE   DURATION ms\n"
+
+  public static func appendRow(_ request: RequestLog, to out: inout OutputBuffer) {
+    out.appendPadded(request.applicationProtocol.description, width: 7)
+    out.appendPadded(endpoint(request.clientIP, request.clientPort), width: 23)
+    out.appendPadded(endpoint(request.serverIP, request.serverPort), width: 23)
+    out.appendPadded(request.method, width: 10)
+    out.appendPadded(request.domain, width: 35)
+    out.appendPadded(request.resource, width: 42)
+    out.appendPadded(request.status.name.description, width: 14)
+    out.appendPadded(request.code.map { "\($0)" } ?? "-", width: 6)
+    let millis = Double(request.durationMicros) / 1000
+    out.appendPadded(request.durationMicros > 0 ? "\((millis * 100).rounded() / 100)" : "-", width: 12, alignRight: true)
+    out.append(byte: 10)
+  }
+
+  static func endpoint(_ ip: IPAddress, _ port: UInt16) -> String {
+    ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
+  }
+}
