@@ -32,13 +32,16 @@ extension HTTP1Parser {
   static func decimal(_ bytes: ArraySlice<UInt8>) -> Int? {
     var value = 0
     var digits = 0
+    var seen = false
     for byte in bytes {
-      guard byte >= 48 && byte <= 57 else { return digits > 0 && (byte == 0x20 || byte == 0x09) ? value : nil }
+      guard byte >= 48 && byte <= 57 else { return seen && (byte == 0x20 || byte == 0x09) ? value : nil }
+      seen = true
+      if byte == 48 && digits == 0 { continue }  // leading zeros do not count toward the bound
       digits += 1
       guard digits <= 15 else { return nil }
       value = value * 10 + Int(byte - 48)
     }
-    return digits > 0 ? value : nil
+    return seen ? value : nil
   }
 
   static func containsToken(_ value: ArraySlice<UInt8>, _ token: String) -> Bool {
@@ -59,17 +62,29 @@ extension HTTP1Parser {
     identity: FlowIdentity
   ) -> State {
     let (line, fields) = Self.headerFields(block)
-    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true)
-    guard tokens.count == 3, tokens[2].starts(with: "HTTP/".utf8) else {
+    // "METHOD SP target SP HTTP/x.y"; an empty target ("GET  HTTP/1.1") is kept as empty.
+    // Lenient like the servers it watches: "GET HTTP/1.1" has an empty target, "POST /HTTP/1.1"
+    // no version.
+    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: false)
+    guard tokens.count >= 2, Self.isMethod(tokens[0]) else {
       sink.parseFailures += 1
       return .resync
     }
+    let target: ArraySlice<UInt8>
+    let versionToken: ArraySlice<UInt8>
+    if tokens.count == 3 {
+      (target, versionToken) = (tokens[1], tokens[2])
+    } else if tokens[1].starts(with: "HTTP/".utf8) {
+      (target, versionToken) = ([], tokens[1])
+    } else {
+      (target, versionToken) = (tokens[1], [])
+    }
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
-    request.method = String(decoding: tokens[0].prefix(16), as: UTF8.self)
-    request.resource = fieldText(tokens[1], limit: config.maxFieldBytes)
+    request.method = String(decoding: tokens[0].prefix(24), as: UTF8.self)
+    request.resource = fieldText(target, limit: config.maxFieldBytes)
     request.endpoint = String(request.resource.prefix { $0 != "?" })
-    request.version = Self.version(tokens[2])
+    request.version = Self.version(versionToken)
     var contentLength: Int?
     var chunked = false
     for (name, value) in fields {
@@ -114,7 +129,9 @@ extension HTTP1Parser {
     let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true)
     guard tokens.count >= 2, tokens[0].starts(with: "HTTP/".utf8), let code = Self.decimal(tokens[1]), code < 1000
     else {
+      // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
       sink.parseFailures += 1
+      if !pending.isEmpty { sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .parseFailed) }
       return .resync
     }
     if code >= 100 && code < 200 && code != 101 { return .idle }  // interim (100 Continue): the final one follows

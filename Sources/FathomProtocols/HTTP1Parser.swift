@@ -44,7 +44,7 @@ struct HTTP1Parser {
     for method in methods where bytes.count > method.count {
       if bytes.starts(with: method) && bytes[method.count] == UInt8(ascii: " ") { return true }
     }
-    return false
+    return startsRequest(bytes)
   }
 
   // MARK: feeding
@@ -190,12 +190,24 @@ struct HTTP1Parser {
     }
   }
 
-  /// Requests begin with a method and a space.
+  /// Within an HTTP connection any method token counts (QUERY, PROPFIND, CCM_POST, ...): a
+  /// request line is a token, a space, and a line that ends with "HTTP/1.x".
   static func startsRequest(_ bytes: UnsafeRawBufferPointer) -> Bool {
-    for method in methods where bytes.count > method.count {
-      if bytes.starts(with: method) && bytes[method.count] == UInt8(ascii: " ") { return true }
+    guard let space = bytes.prefix(32).firstIndex(of: 0x20), space > 0,
+      isMethod(ArraySlice(bytes[0..<space]))
+    else { return false }
+    let lineEnd = bytes.prefix(8192).firstIndex(of: 0x0A) ?? min(bytes.count, 8192)
+    var end = lineEnd
+    if end > 0, bytes[end - 1] == 0x0D { end -= 1 }
+    return end >= 8 && UnsafeRawBufferPointer(rebasing: bytes[(end - 8)..<(end - 3)]).elementsEqual("HTTP/".utf8)
+  }
+
+  /// Method tokens: letters, digits, '_' and '-', up to 24 bytes.
+  static func isMethod(_ token: ArraySlice<UInt8>) -> Bool {
+    guard !token.isEmpty, token.count <= 24 else { return false }
+    return token.allSatisfy {
+      ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 || $0 == 45
     }
-    return false
   }
 
   /// Index just past "\r\n\r\n" (or "\n\n"), searching from `start`.

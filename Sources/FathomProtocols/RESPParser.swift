@@ -16,7 +16,8 @@ struct RESPReader {
   private(set) var bytes: UInt64 = 0
   private var started = false
 
-  static let keptStrings = 2
+  /// Command, key and one more argument (CLIENT REPLY OFF needs the third).
+  static let keptStrings = 3
 
   enum Outcome { case needMore, complete, invalid }
 
@@ -140,6 +141,9 @@ struct RedisSession {
   var responseSequence: UInt32?
   var pending: [PendingRequest] = []
   var stopped = (false, false)
+  /// CLIENT REPLY OFF / SKIP: the server sends no replies (SKIP: for one more command).
+  var repliesOff = false
+  var skipReplies = 0
 
   mutating func feed(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
@@ -169,7 +173,20 @@ struct RedisSession {
           pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
           pendingRequest.bytes = request.bytes
           pendingRequest.lastNanos = nanos
+          let mode = request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
+            ? request.strings[2].uppercased() : ""
           request.reset()
+          if pendingRequest.method == "CLIENT" && !mode.isEmpty {
+            if mode == "ON" { repliesOff = false }
+            if mode == "OFF" { repliesOff = true }
+            if mode == "SKIP" { skipReplies = 2 }  // this command and the next get no reply
+          }
+          if skipReplies > 0 || repliesOff {
+            // The server will not answer: the request is complete as it is.
+            skipReplies = max(0, skipReplies - 1)
+            sink.emit(.redis, identity, request: pendingRequest, response: nil, status: .ok)
+            continue
+          }
           if pending.count >= config.maxPendingPerFlow {
             sink.evicted += 1
             sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: .unknown)
@@ -195,8 +212,14 @@ struct RedisSession {
             code: nil)
           if isError { info.errorMessage = response.strings.first ?? "" }
           info.bytes = response.bytes
-          // Pushed messages (pub/sub) answer no request.
-          let isPush = response.topType == UInt8(ascii: ">")
+          // Pushed messages answer no request: RESP3 pushes, and RESP2 pub/sub deliveries; further
+          // subscription confirmations (one per channel) follow the first.
+          let kind = response.topType == UInt8(ascii: "*") ? (response.strings.first ?? "").lowercased() : ""
+          let subscription = kind.hasSuffix("subscribe")
+          let headSubscribes = pending.first.map { $0.method.hasSuffix("SUBSCRIBE") } ?? false
+          let isPush =
+            response.topType == UInt8(ascii: ">") || kind == "message" || kind == "pmessage" || kind == "smessage"
+            || (subscription && !headSubscribes)
           response.reset()
           if isPush { continue }
           sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: info)
@@ -222,6 +245,10 @@ struct RedisSession {
       while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 { index += 1 }
       return index > 1 && index + 2 < bytes.count && bytes[index] == 0x0D && bytes[index + 2] == UInt8(ascii: "$")
     }
-    return portHint && "+-:$*_,#(%~>|".utf8.contains(first)
+    if portHint && "+-:$*_,#(%~>|".utf8.contains(first) { return true }
+    // Inline commands ("PING\r\n", "SET k v\r\n") on the Redis port.
+    guard portHint, let end = bytes.prefix(64).firstIndex(where: { $0 == 0x20 || $0 == 0x0D || $0 == 0x0A }), end > 0
+    else { return false }
+    return bytes[0..<end].allSatisfy { ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) }
   }
 }

@@ -39,7 +39,39 @@ public final class RequestMeter {
     var client = TCPStream()
     var server = TCPStream()
     var sink = RequestSink()
+    var sniff = Sniff()
     var lastNanos: Int64 = 0
+  }
+
+  /// The first bytes of each direction while the protocol is undecided.
+  struct Sniff {
+    /// Bytes examined for inference; more are kept (up to `storage`) so none is lost to the parser.
+    static let capacity = 256
+    static let storage = 64 * 1024
+    /// Prefixes shorter than this do not count as a failed inference attempt.
+    static let decisionBytes = 16
+    var client: [UInt8] = []
+    var server: [UInt8] = []
+    var clientSequence: UInt32 = 0
+    var serverSequence: UInt32 = 0
+    var clientNanos: Int64 = 0
+    var serverNanos: Int64 = 0
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64) {
+      if fromClient {
+        if client.isEmpty {
+          clientSequence = sequence
+          clientNanos = nanos
+        }
+        client.append(contentsOf: bytes.prefix(Self.storage - client.count))
+      } else {
+        if server.isEmpty {
+          serverSequence = sequence
+          serverNanos = nanos
+        }
+        server.append(contentsOf: bytes.prefix(Self.storage - server.count))
+      }
+    }
   }
 
   public init(config: RequestConfig = RequestConfig()) { self.config = config }
@@ -69,11 +101,15 @@ public final class RequestMeter {
     defer { sessions[context.slot] = session }
     session.lastNanos = packet.timestampNanos
     if case .none = session.parser { return }
-    if case .undecided = session.parser {
-      decide(&session, packet, fromClient: context.fromClient)
-      guard case .undecided = session.parser else {
-        if session.applicationProtocol != nil { counters.flowsWithProtocol += 1 }
-        return feed(&session, packet, fromClient: context.fromClient)
+    if packet.ipProtocol == 17 {
+      if case .undecided = session.parser { decide(&session, packet.payload, transport: 17) }
+      if case .dns(var dns) = session.parser {
+        session.parser = .none
+        dns.message(
+          packet.payload, fromClient: context.fromClient, sequence: nil, nanos: packet.timestampNanos,
+          identity: session.identity, config: config, sink: &session.sink)
+        session.parser = .dns(dns)
+        flush(&session)
       }
       return
     }
@@ -92,17 +128,15 @@ public final class RequestMeter {
   }
 
   /// Inference by content, with the server port only as a hint; remembered per server endpoint.
-  private func decide(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
+  private func decide(_ session: inout Session, _ payload: UnsafeRawBufferPointer, transport: UInt8) {
     let identity = session.identity
-    let transport = packet.ipProtocol
     let key = EndpointKey(address: identity.serverIP, port: identity.serverPort, transport: transport)
     var found = endpointProtocols[key]
     if found == nil {
-      let payload = packet.payload
       if transport == 17 {
-        if DNSSession.looksLikeDNS(payload) && (identity.serverPort == 53 || identity.serverPort == 5353 || DNSMessage(payload) != nil) {
-          found = .dns
-        }
+        // NetBIOS name service shares DNS's wire format but is not DNS.
+        let netbios = identity.serverPort == 137 || identity.clientPort == 137
+        if !netbios, DNSSession.looksLikeDNS(payload), DNSMessage(payload) != nil { found = .dns }
       } else if HTTP1Parser.looksLikeHTTP(payload) {
         found = .http
       } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
@@ -127,34 +161,33 @@ public final class RequestMeter {
       return
     }
     session.applicationProtocol = found
+    counters.flowsWithProtocol += 1
   }
 
   private func feed(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
     let nanos = packet.timestampNanos
-    let identity = session.identity
-    if packet.ipProtocol == 17 {
-      if case .dns(var dns) = session.parser {
-        session.parser = .none
-        dns.message(
-          packet.payload, fromClient: fromClient, sequence: nil, nanos: nanos, identity: identity, config: config,
-          sink: &session.sink)
-        session.parser = .dns(dns)
-      }
-      flush(&session)
-      return
-    }
-    var parser = session.parser
-    session.parser = .none  // moved out while parsing, so it is mutated in place
     let config = self.config
     var dropped: UInt64 = 0
     var gaps: UInt64 = 0
+    // The parser and sink move out of the session while the stream delivers, so that they are
+    // mutated in place. (Separate variables: overlapping accesses to two properties of one captured
+    // variable would trip the runtime exclusivity check.)
+    var parser = session.parser
     var sink = session.sink
+    var sniff = session.sniff
+    session.parser = .none
+    let identity = session.identity
     let deliver: (TCPStream.Event) -> Void = { event in
       switch event {
       case .gap:
         gaps += 1
+        sniff = Sniff()
         Self.gap(&parser, fromClient: fromClient)
       case .data(let bytes, let sequence, let nanos):
+        if case .undecided = parser {
+          sniff.append(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos)
+          return
+        }
         Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
           config: config, sink: &sink)
       }
@@ -168,11 +201,40 @@ public final class RequestMeter {
         sequence: packet.sequence, payload: packet.payload, nanos: nanos, config: config, dropped: &dropped,
         deliver: deliver)
     }
-    session.sink = sink
     session.parser = parser
+    session.sink = sink
+    session.sniff = sniff
+    if case .undecided = session.parser { decideFromSniff(&session, fromClient: fromClient) }
     counters.segmentsDropped += dropped
     counters.streamGaps += gaps
     flush(&session)
+  }
+
+  /// Tries inference on the stream's first bytes (a request may arrive a byte per segment); once
+  /// decided, the parser reads those bytes first.
+  private func decideFromSniff(_ session: inout Session, fromClient: Bool) {
+    let bytes = fromClient ? session.sniff.client : session.sniff.server
+    guard !bytes.isEmpty else { return }
+    let attemptsBefore = session.attempts
+    bytes.withUnsafeBytes { decide(&session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6) }
+    if case .undecided = session.parser {
+      // Short prefixes get more chances: only full-sized ones count as failed attempts.
+      if bytes.count < Sniff.decisionBytes && bytes.count < Sniff.capacity { session.attempts = attemptsBefore }
+      if bytes.count >= Sniff.capacity { session.parser = .none }
+      return
+    }
+    let sniff = session.sniff
+    session.sniff = Sniff()
+    for client in [true, false] {
+      let buffered = client ? sniff.client : sniff.server
+      guard !buffered.isEmpty else { continue }
+      buffered.withUnsafeBytes { raw in
+        Self.parse(
+          &session.parser, raw, fromClient: client, sequence: client ? sniff.clientSequence : sniff.serverSequence,
+          nanos: client ? sniff.clientNanos : sniff.serverNanos, identity: session.identity, config: config,
+          sink: &session.sink)
+      }
+    }
   }
 
   private static func parse(

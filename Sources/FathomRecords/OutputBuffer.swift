@@ -125,8 +125,9 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   }
 
   /// Pads with spaces (or truncates) `text` to exactly `width` columns, for tables.
+  /// Left-aligned text keeps one space free so columns never run together.
   public mutating func appendPadded(_ text: String, width: Int, alignRight: Bool = false) {
-    let utf8 = Array(text.utf8.prefix(width))
+    let utf8 = Array(text.utf8.prefix(alignRight ? width : max(0, width - 1)))
     let padding = width - utf8.count
     if alignRight { for _ in 0..<padding { append(byte: 32) } }
     utf8.withUnsafeBytes { append(bytes: $0) }

@@ -122,3 +122,87 @@ struct OracleReport {
     }
   }
 }
+
+/// Rows of a Zeek log baseline (ASCII TSV with #fields, or zeek-cut output with a plain header).
+enum ZeekLog {
+  static func rows(_ relative: String) -> [[String: String]] {
+    var fields: [String] = []
+    var result: [[String: String]] = []
+    for line in TestData.lines(relative) {
+      if line.hasPrefix("#fields") {
+        fields = line.split(separator: "\t").dropFirst().map(String.init)
+        continue
+      }
+      if line.hasPrefix("#") { continue }
+      if fields.isEmpty {
+        fields = line.split(separator: "\t").map(String.init)
+        continue
+      }
+      let values = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+      var row: [String: String] = [:]
+      for (name, value) in zip(fields, values) { row[name] = value }
+      result.append(row)
+    }
+    return result
+  }
+
+  /// (baseline file, traces) for every Zeek test whose baselines include a file named `log`.
+  static func cases(log: String) -> [(baseline: String, traces: [String])] {
+    var byTest: [String: [String]] = [:]
+    var order: [String] = []
+    for line in TestData.lines("zeek/index.tsv").dropFirst() {
+      let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+      guard fields.count >= 4, fields[3].split(separator: ",").contains(Substring(log)) else { continue }
+      var test = fields[1]
+      if let dot = test.lastIndex(of: ".") { test = String(test[..<dot]) }
+      let baseline = test.replacingOccurrences(of: "/", with: ".") + "/" + log
+      if byTest[baseline] == nil { order.append(baseline) }
+      if !(byTest[baseline] ?? []).contains(fields[0]) { byTest[baseline, default: []].append(fields[0]) }
+    }
+    return order.map { ($0, byTest[$0]!) }
+  }
+}
+
+/// Compares two multisets of keys per source: agreement is the matched count over the larger side.
+struct MultisetReport {
+  var matched = 0
+  var total = 0
+  var unexplained: [String] = []
+  var fixedButListed: [String] = []
+
+  mutating func compare(source: String, ours: [String], theirs: [String], known: [String: String]) {
+    var remaining: [String: Int] = [:]
+    for key in theirs { remaining[key, default: 0] += 1 }
+    var matchedHere = 0
+    var extra: [String] = []
+    for key in ours {
+      if let count = remaining[key], count > 0 {
+        remaining[key] = count - 1
+        matchedHere += 1
+      } else {
+        extra.append(key)
+      }
+    }
+    let missing = remaining.flatMap { key, count in Array(repeating: key, count: count) }
+    matched += matchedHere
+    total += max(ours.count, theirs.count)
+    let agrees = extra.isEmpty && missing.isEmpty
+    if agrees {
+      if known[source] != nil { fixedButListed.append(source) }
+    } else if known[source] == nil {
+      unexplained.append(
+        "\(source)\tours-only \(extra.prefix(5)) (\(extra.count)); theirs-only \(missing.prefix(5)) (\(missing.count))")
+    }
+  }
+
+  var ratio: Double { total == 0 ? 1 : Double(matched) / Double(total) }
+
+  func check(_ oracle: String, target: Double = 0.98, sourceLocation: SourceLocation = #_sourceLocation) {
+    print("\(oracle): \(matched)/\(total) agree (\(Int(ratio * 1000)) per mille)")
+    #expect(
+      unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
+      sourceLocation: sourceLocation)
+    #expect(fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
+    #expect(ratio >= target, sourceLocation: sourceLocation)
+  }
+}
