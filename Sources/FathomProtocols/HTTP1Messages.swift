@@ -140,6 +140,7 @@ extension HTTP1Parser {
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
     response.version = Self.version(tokens[0])
     if code >= 400, tokens.count == 3 { response.errorMessage = fieldText(tokens[2], limit: 256) }
+    if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
     var contentLength: Int?
     var chunked = false
     var upgradeToHTTP2 = false
@@ -191,9 +192,32 @@ extension HTTP1Parser {
     }
   }
 
+  /// A response arrived while the request's header was still incomplete (its end was not
+  /// captured): read what there is rather than lose the request.
+  mutating func completePartialRequest(config: RequestConfig, sink: inout RequestSink, identity: FlowIdentity) {
+    guard request.state == .header, !request.buffer.isEmpty else { return }
+    let partial = request.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
+    let state = requestHeader(
+      partial[...], start: request.messageStart, sequence: request.messageSequence, config: config, sink: &sink,
+      identity: identity)
+    if state != .resync { pending[pending.count - 1].bytes = UInt64(request.buffer.count) }
+    request = Direction(state: .resync)
+  }
+
   /// The flow ended: a response read until close completes; unanswered requests time out (or are
   /// `unknown` when the capture simply stopped).
-  mutating func finish(nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+  mutating func finish(
+    nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
+  ) {
+    completePartialRequest(config: config, sink: &sink, identity: identity)
+    if currentResponse == nil, response.state == .header, !response.buffer.isEmpty, !pending.isEmpty {
+      // Only the start of the answer was captured: its status line still tells the outcome.
+      let partial = response.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
+      _ = responseHeader(
+        partial[...], start: response.messageStart, sequence: response.messageSequence, end: nanos, config: config,
+        sink: &sink, identity: identity)
+      if currentResponse != nil { response.messageBytes = UInt64(response.buffer.count) }
+    }
     if var response = currentResponse {
       response.bytes = self.response.messageBytes
       response.endNanos = max(response.endNanos, nanos)

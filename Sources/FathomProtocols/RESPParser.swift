@@ -233,7 +233,16 @@ struct RedisSession {
     if fromClient { stopped.0 = true } else { stopped.1 = true }
   }
 
-  mutating func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+  mutating func finish(nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+    if response.bytes > 0, !pending.isEmpty {
+      // The reply had begun when the flow ended (a large value cut by the capture): it answered.
+      let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")
+      var info = ResponseInfo(
+        startNanos: responseStart, endNanos: nanos, sequence: responseSequence, status: isError ? .serverError : .ok,
+        code: nil)
+      info.bytes = response.bytes
+      sink.emit(.redis, identity, request: pending.removeFirst(), response: info)
+    }
     while !pending.isEmpty { sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: unanswered) }
   }
 

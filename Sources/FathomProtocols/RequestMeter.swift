@@ -324,9 +324,10 @@ public final class RequestMeter {
       }
     }
     switch parser {
-    case .http(var http): http.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
+    case .http(var http):
+      http.finish(nanos: endNanos, unanswered: unanswered, identity: identity, config: config, sink: &sink)
     case .dns(var dns): dns.finish(unanswered: unanswered, identity: identity, sink: &sink)
-    case .redis(var redis): redis.finish(unanswered: unanswered, identity: identity, sink: &sink)
+    case .redis(var redis): redis.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
     case .undecided, .none: break
     }
     session.sink = sink
