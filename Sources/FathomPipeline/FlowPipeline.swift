@@ -76,7 +76,9 @@ struct FlowStage: PacketSink {
     requestHandler: @escaping ([RequestLog]) -> Void = { _ in }
   ) throws {
     idleSecondsAtEnd = options.idleSecondsAtEnd
-    requests = options.parseApplications ? RequestMeter(config: options.requestConfig) : nil
+    requests =
+      options.parseApplications
+      ? RequestMeter(config: options.requestConfig, capacity: options.flowConfig.capacity) : nil
     self.requestHandler = requestHandler
     meter = FlowMeter(config: options.flowConfig)
     decoder.decapsulateTunnels = options.decapsulateTunnels

@@ -2,27 +2,74 @@ import FathomRecords
 
 /// Header blocks of HTTP/1 requests and responses, and pairing.
 extension HTTP1Parser {
-  /// Lines of a header block after the start line, as (lowercased name, value) byte slices.
-  static func headerFields(_ block: ArraySlice<UInt8>) -> (startLine: ArraySlice<UInt8>, fields: [(String, ArraySlice<UInt8>)]) {
-    var lines: [ArraySlice<UInt8>] = []
+  /// Headers Fathom reads; every other header is skipped without building a String.
+  enum HeaderName: CaseIterable {
+    case host, contentLength, transferEncoding, requestID, userAgent, forwardedFor, traceparent, b3, b3TraceID,
+      b3SpanID, uberTraceID, upgrade
+
+    var lowercased: [UInt8] {
+      switch self {
+      case .host: Array("host".utf8)
+      case .contentLength: Array("content-length".utf8)
+      case .transferEncoding: Array("transfer-encoding".utf8)
+      case .requestID: Array("x-request-id".utf8)
+      case .userAgent: Array("user-agent".utf8)
+      case .forwardedFor: Array("x-forwarded-for".utf8)
+      case .traceparent: Array("traceparent".utf8)
+      case .b3: Array("b3".utf8)
+      case .b3TraceID: Array("x-b3-traceid".utf8)
+      case .b3SpanID: Array("x-b3-spanid".utf8)
+      case .uberTraceID: Array("uber-trace-id".utf8)
+      case .upgrade: Array("upgrade".utf8)
+      }
+    }
+
+    static let table: [(HeaderName, [UInt8])] = allCases.map { ($0, $0.lowercased) }
+
+    static func match(_ name: ArraySlice<UInt8>) -> HeaderName? {
+      for (header, bytes) in table where bytes.count == name.count {
+        var equal = true
+        var index = name.startIndex
+        for byte in bytes {
+          let lowered = name[index] | ((name[index] >= 65 && name[index] <= 90) ? 0x20 : 0)
+          if lowered != byte {
+            equal = false
+            break
+          }
+          index += 1
+        }
+        if equal { return header }
+      }
+      return nil
+    }
+  }
+
+  /// The start line of a header block, and the headers Fathom reads with their trimmed values.
+  static func headerFields(_ block: ArraySlice<UInt8>) -> (
+    startLine: ArraySlice<UInt8>, fields: [(HeaderName, ArraySlice<UInt8>)]
+  ) {
+    var startLine: ArraySlice<UInt8>?
+    var fields: [(HeaderName, ArraySlice<UInt8>)] = []
     var lineStart = block.startIndex
-    for index in block.indices where block[index] == 0x0A {
-      var end = index
-      if end > lineStart, block[end - 1] == 0x0D { end -= 1 }
-      lines.append(block[lineStart..<end])
-      lineStart = index + 1
+    var index = block.startIndex
+    while index < block.endIndex {
+      if block[index] == 0x0A {
+        var end = index
+        if end > lineStart, block[end - 1] == 0x0D { end -= 1 }
+        let line = block[lineStart..<end]
+        if startLine == nil {
+          startLine = line
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")), let name = HeaderName.match(line[line.startIndex..<colon]) {
+          var value = line[(colon + 1)...]
+          while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
+          while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
+          fields.append((name, value))
+        }
+        lineStart = index + 1
+      }
+      index += 1
     }
-    guard let first = lines.first else { return ([], []) }
-    var fields: [(String, ArraySlice<UInt8>)] = []
-    for line in lines.dropFirst() where !line.isEmpty {
-      guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
-      let name = String(decoding: line[line.startIndex..<colon].map { $0 | (($0 >= 65 && $0 <= 90) ? 0x20 : 0) }, as: UTF8.self)
-      var value = line[(colon + 1)...]
-      while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
-      while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
-      fields.append((name, value))
-    }
-    return (first, fields)
+    return (startLine ?? [], fields)
   }
 
   static func version(_ token: ArraySlice<UInt8>) -> String {
@@ -89,21 +136,21 @@ extension HTTP1Parser {
     var chunked = false
     for (name, value) in fields {
       switch name {
-      case "host": request.domain = fieldText(value, limit: config.maxFieldBytes)
-      case "content-length": contentLength = Self.decimal(value)
-      case "transfer-encoding": chunked = Self.containsToken(value, "chunked")
-      case "x-request-id": request.requestID = fieldText(value, limit: 256)
-      case "user-agent": request.userAgent = fieldText(value, limit: 256)
-      case "x-forwarded-for": request.forwardedFor = fieldText(value, limit: 256)
-      case "traceparent":
+      case .host: request.domain = fieldText(value, limit: config.maxFieldBytes)
+      case .contentLength: contentLength = Self.decimal(value)
+      case .transferEncoding: chunked = Self.containsToken(value, "chunked")
+      case .requestID: request.requestID = fieldText(value, limit: 256)
+      case .userAgent: request.userAgent = fieldText(value, limit: 256)
+      case .forwardedFor: request.forwardedFor = fieldText(value, limit: 256)
+      case .traceparent:
         if let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) { (request.traceID, request.spanID) = (trace, span) }
-      case "b3":
+      case .b3:
         if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
           (request.traceID, request.spanID) = (trace, span)
         }
-      case "x-b3-traceid": if request.traceID.isEmpty { request.traceID = fieldText(value, limit: 64) }
-      case "x-b3-spanid": if request.spanID.isEmpty { request.spanID = fieldText(value, limit: 64) }
-      case "uber-trace-id":
+      case .b3TraceID: if request.traceID.isEmpty { request.traceID = fieldText(value, limit: 64) }
+      case .b3SpanID: if request.spanID.isEmpty { request.spanID = fieldText(value, limit: 64) }
+      case .uberTraceID:
         if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
           (request.traceID, request.spanID) = (trace, span)
         }
@@ -146,10 +193,10 @@ extension HTTP1Parser {
     var upgradeToHTTP2 = false
     for (name, value) in fields {
       switch name {
-      case "content-length": contentLength = Self.decimal(value)
-      case "transfer-encoding": chunked = Self.containsToken(value, "chunked")
-      case "x-request-id": response.requestID = fieldText(value, limit: 256)
-      case "upgrade": upgradeToHTTP2 = Self.containsToken(value, "h2c")
+      case .contentLength: contentLength = Self.decimal(value)
+      case .transferEncoding: chunked = Self.containsToken(value, "chunked")
+      case .requestID: response.requestID = fieldText(value, limit: 256)
+      case .upgrade: upgradeToHTTP2 = Self.containsToken(value, "h2c")
       default: break
       }
     }
@@ -181,7 +228,6 @@ extension HTTP1Parser {
     currentResponse = nil
     let request = pending.isEmpty ? nil : pending.removeFirst()
     sink.emit(.http, identity, request: request, response: response)
-    if self.request.state == .stopped { self.response.state = .stopped }
   }
 
   /// Requests waiting longer than the window time out.

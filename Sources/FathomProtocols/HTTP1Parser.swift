@@ -81,9 +81,23 @@ struct HTTP1Parser {
     _ data: UnsafeRawBufferPointer, from offset: Int, fromClient: Bool, sequence: UInt32, nanos: Int64,
     identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) -> Int? {
-    var direction = fromClient ? request : response
+    // Move the direction out (leaving an empty one) so its buffer is uniquely referenced and
+    // appends do not copy it; it goes back when the step ends.
+    var direction: Direction
+    if fromClient {
+      direction = request
+      request = Direction()
+    } else {
+      direction = response
+      response = Direction()
+    }
     defer {
-      if fromClient { request = direction } else { response = direction }
+      if fromClient {
+        request = direction
+      } else {
+        if request.state == .stopped && direction.state == .idle { direction.state = .stopped }
+        response = direction
+      }
     }
     let available = data.count - offset
     let rest = UnsafeRawBufferPointer(rebasing: data[offset...])

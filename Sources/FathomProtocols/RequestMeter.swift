@@ -11,7 +11,9 @@ public final class RequestMeter {
   /// Records ready for the next stage (`drain`).
   public private(set) var output: [RequestLog] = []
 
-  private var sessions: [Int: Session] = [:]
+  /// One optional session per flow-table slot, allocated once: sessions are mutated in place.
+  private let sessions: UnsafeMutablePointer<Session?>
+  private let capacity: Int
   /// Protocol recognised per server endpoint, so later flows skip inference.
   private var endpointProtocols: [EndpointKey: ApplicationProtocol] = [:]
   private var capturePoints: [CapturePoint] = []
@@ -22,18 +24,22 @@ public final class RequestMeter {
     var transport: UInt8
   }
 
-  enum Parser {
-    case undecided
-    case http(HTTP1Parser)
-    case dns(DNSSession)
-    case redis(RedisSession)
+  /// The flow's parser: a kind and the one parser it uses. Parsers are optionals rather than enum
+  /// payloads so they are mutated in place (enum payloads are copied in and out).
+  struct Parser {
+    enum Kind { case undecided, http, dns, redis, none }
+    var kind = Kind.undecided
+    var http: HTTP1Parser?
+    var dns: DNSSession?
+    var redis: RedisSession?
+
     /// Not a protocol Fathom parses (or parsing stopped): payload is ignored.
-    case none
+    mutating func stop() { self = Parser(kind: .none) }
   }
 
   struct Session {
     var identity: FlowIdentity
-    var parser = Parser.undecided
+    var parser = Parser()
     var applicationProtocol: ApplicationProtocol?
     var attempts = 0
     var client = TCPStream()
@@ -74,7 +80,18 @@ public final class RequestMeter {
     }
   }
 
-  public init(config: RequestConfig = RequestConfig()) { self.config = config }
+  /// `capacity` is the flow table's: one session slot per flow slot.
+  public init(config: RequestConfig = RequestConfig(), capacity: Int = 65_535) {
+    self.config = config
+    self.capacity = capacity
+    sessions = .allocate(capacity: capacity)
+    sessions.initialize(repeating: nil, count: capacity)
+  }
+
+  deinit {
+    sessions.deinitialize(count: capacity)
+    sessions.deallocate()
+  }
 
   public func addCapturePoint(_ point: CapturePoint) -> UInt32 {
     if let index = capturePoints.firstIndex(of: point) { return UInt32(index) }
@@ -91,29 +108,30 @@ public final class RequestMeter {
 
   /// Parses the payload of a packet the flow table accounted to `context`.
   public func process(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) {
-    guard packet.payload.count > 0, packet.ipProtocol == 6 || packet.ipProtocol == 17 else { return }
-    var session: Session
-    if let existing = sessions.removeValue(forKey: context.slot), existing.identity.flowID == context.flowID {
-      session = existing
-    } else {
-      session = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
+    guard packet.payload.count > 0, packet.ipProtocol == 6 || packet.ipProtocol == 17,
+      context.slot >= 0, context.slot < capacity
+    else { return }
+    let slot = sessions + context.slot
+    if slot.pointee?.identity.flowID != context.flowID {
+      slot.pointee = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
     }
-    defer { sessions[context.slot] = session }
+    process(packet, fromClient: context.fromClient, session: &slot.pointee!)
+  }
+
+  private func process(_ packet: DecodedPacket, fromClient: Bool, session: inout Session) {
     session.lastNanos = packet.timestampNanos
-    if case .none = session.parser { return }
+    if session.parser.kind == .none { return }
     if packet.ipProtocol == 17 {
-      if case .undecided = session.parser { decide(&session, packet.payload, transport: 17) }
-      if case .dns(var dns) = session.parser {
-        session.parser = .none
-        dns.message(
-          packet.payload, fromClient: context.fromClient, sequence: nil, nanos: packet.timestampNanos,
+      if session.parser.kind == .undecided { decide(&session, packet.payload, transport: 17) }
+      if session.parser.kind == .dns {
+        session.parser.dns!.message(
+          packet.payload, fromClient: fromClient, sequence: nil, nanos: packet.timestampNanos,
           identity: session.identity, config: config, sink: &session.sink)
-        session.parser = .dns(dns)
         flush(&session)
       }
       return
     }
-    feed(&session, packet, fromClient: context.fromClient)
+    feed(&session, packet, fromClient: fromClient)
   }
 
   private func identity(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) -> FlowIdentity {
@@ -152,12 +170,12 @@ public final class RequestMeter {
       }
     }
     switch found {
-    case .http: session.parser = .http(HTTP1Parser())
-    case .dns: session.parser = .dns(DNSSession())
-    case .redis: session.parser = .redis(RedisSession())
+    case .http: session.parser = Parser(kind: .http, http: HTTP1Parser())
+    case .dns: session.parser = Parser(kind: .dns, dns: DNSSession())
+    case .redis: session.parser = Parser(kind: .redis, redis: RedisSession())
     case .http2, .grpc, nil:
       session.attempts += 1
-      if session.attempts >= config.inferenceAttempts { session.parser = .none }
+      if session.attempts >= config.inferenceAttempts { session.parser.stop() }
       return
     }
     session.applicationProtocol = found
@@ -172,10 +190,12 @@ public final class RequestMeter {
     // The parser and sink move out of the session while the stream delivers, so that they are
     // mutated in place. (Separate variables: overlapping accesses to two properties of one captured
     // variable would trip the runtime exclusivity check.)
-    var parser = session.parser
-    var sink = session.sink
-    var sniff = session.sniff
-    session.parser = .none
+    var parser = Parser()
+    var sink = RequestSink()
+    var sniff = Sniff()
+    swap(&parser, &session.parser)
+    swap(&sink, &session.sink)
+    swap(&sniff, &session.sniff)
     let identity = session.identity
     let deliver: (TCPStream.Event) -> Void = { event in
       switch event {
@@ -184,7 +204,7 @@ public final class RequestMeter {
         sniff = Sniff()
         Self.gap(&parser, fromClient: fromClient)
       case .data(let bytes, let sequence, let nanos):
-        if case .undecided = parser {
+        if parser.kind == .undecided {
           sniff.append(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos)
           return
         }
@@ -201,10 +221,10 @@ public final class RequestMeter {
         sequence: packet.sequence, payload: packet.payload, nanos: nanos, config: config, dropped: &dropped,
         deliver: deliver)
     }
-    session.parser = parser
-    session.sink = sink
-    session.sniff = sniff
-    if case .undecided = session.parser { decideFromSniff(&session, fromClient: fromClient) }
+    swap(&parser, &session.parser)
+    swap(&sink, &session.sink)
+    swap(&sniff, &session.sniff)
+    if session.parser.kind == .undecided { decideFromSniff(&session, fromClient: fromClient) }
     counters.segmentsDropped += dropped
     counters.streamGaps += gaps
     flush(&session)
@@ -217,10 +237,10 @@ public final class RequestMeter {
     guard !bytes.isEmpty else { return }
     let attemptsBefore = session.attempts
     bytes.withUnsafeBytes { decide(&session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6) }
-    if case .undecided = session.parser {
+    if session.parser.kind == .undecided {
       // Short prefixes get more chances: only full-sized ones count as failed attempts.
       if bytes.count < Sniff.decisionBytes && bytes.count < Sniff.capacity { session.attempts = attemptsBefore }
-      if bytes.count >= Sniff.capacity { session.parser = .none }
+      if bytes.count >= Sniff.capacity { session.parser.stop() }
       return
     }
     let sniff = session.sniff
@@ -241,37 +261,27 @@ public final class RequestMeter {
     _ parser: inout Parser, _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64,
     identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) {
-    switch parser {
-    case .http(var http):
-      parser = .none
-      http.feed(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
-      parser = .http(http)
-    case .dns(var dns):
-      parser = .none
-      dns.stream(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
-      parser = .dns(dns)
-    case .redis(var redis):
-      parser = .none
-      redis.feed(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
-      parser = .redis(redis)
+    switch parser.kind {
+    case .http:
+      parser.http!.feed(
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+    case .dns:
+      parser.dns!.stream(
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+    case .redis:
+      parser.redis!.feed(
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
     case .undecided, .none:
       break
     }
   }
 
   private static func gap(_ parser: inout Parser, fromClient: Bool) {
-    switch parser {
-    case .http(var http):
-      http.gap(fromClient: fromClient)
-      parser = .http(http)
-    case .dns(var dns):
-      dns.gap()
-      parser = .dns(dns)
-    case .redis(var redis):
-      redis.gap(fromClient: fromClient)
-      parser = .redis(redis)
-    case .undecided, .none:
-      break
+    switch parser.kind {
+    case .http: parser.http!.gap(fromClient: fromClient)
+    case .dns: parser.dns!.gap()
+    case .redis: parser.redis!.gap(fromClient: fromClient)
+    case .undecided, .none: break
     }
   }
 
@@ -294,52 +304,53 @@ public final class RequestMeter {
   public func annotate(_ flows: inout [FlowLog]) {
     for index in flows.indices {
       let flow = flows[index]
-      guard var session = sessions[flow.flowSlot], session.identity.flowID == flow.flowID else { continue }
-      if flow.isFinal {
-        sessions[flow.flowSlot] = nil
-        finish(&session, closeType: flow.closeType, endNanos: flow.endMicros * 1000)
-      }
-      flows[index].applicationProtocol = session.applicationProtocol
-      flows[index].application = session.sink.counts
-      session.sink.counts = ApplicationCounts()
-      if !flow.isFinal { sessions[flow.flowSlot] = session }
+      guard flow.flowSlot >= 0, flow.flowSlot < capacity else { continue }
+      let slot = sessions + flow.flowSlot
+      guard slot.pointee?.identity.flowID == flow.flowID else { continue }
+      if flow.isFinal { finish(&slot.pointee!, closeType: flow.closeType, endNanos: flow.endMicros * 1000) }
+      flows[index].applicationProtocol = slot.pointee!.applicationProtocol
+      flows[index].application = slot.pointee!.sink.counts
+      slot.pointee!.sink.counts = ApplicationCounts()
+      if flow.isFinal { slot.pointee = nil }
     }
   }
 
   private func finish(_ session: inout Session, closeType: CloseType, endNanos: Int64) {
     let unanswered: RequestStatus = closeType == .inProgress ? .unknown : .timeout
-    var parser = session.parser
     let identity = session.identity
-    var sink = session.sink
     let config = self.config
-    for stream in [true, false] {
-      var tcp = stream ? session.client : session.server
-      tcp.flush { event in
+    var parser = Parser()
+    var sink = RequestSink()
+    swap(&parser, &session.parser)
+    swap(&sink, &session.sink)
+    for fromClient in [true, false] {
+      let deliver: (TCPStream.Event) -> Void = { event in
         switch event {
-        case .gap: Self.gap(&parser, fromClient: stream)
+        case .gap: Self.gap(&parser, fromClient: fromClient)
         case .data(let bytes, let sequence, let nanos):
-          Self.parse(&parser, bytes, fromClient: stream, sequence: sequence, nanos: nanos, identity: identity,
+          Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
             config: config, sink: &sink)
         }
       }
+      if fromClient { session.client.flush(deliver: deliver) } else { session.server.flush(deliver: deliver) }
     }
-    switch parser {
-    case .http(var http):
-      http.finish(nanos: endNanos, unanswered: unanswered, identity: identity, config: config, sink: &sink)
-    case .dns(var dns): dns.finish(unanswered: unanswered, identity: identity, sink: &sink)
-    case .redis(var redis): redis.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
+    switch parser.kind {
+    case .http:
+      parser.http!.finish(nanos: endNanos, unanswered: unanswered, identity: identity, config: config, sink: &sink)
+    case .dns: parser.dns!.finish(unanswered: unanswered, identity: identity, sink: &sink)
+    case .redis: parser.redis!.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
     case .undecided, .none: break
     }
-    session.sink = sink
-    session.parser = .none
+    swap(&sink, &session.sink)
+    session.parser.stop()
     flush(&session)
   }
 
   /// Ends every session (end of input without flow records, e.g. tests).
   public func finishAll() {
-    for (slot, var session) in sessions {
-      finish(&session, closeType: .inProgress, endNanos: session.lastNanos)
-      sessions[slot] = nil
+    for index in 0..<capacity where sessions[index] != nil {
+      finish(&sessions[index]!, closeType: .inProgress, endNanos: sessions[index]!.lastNanos)
+      sessions[index] = nil
     }
   }
 }
