@@ -3,6 +3,10 @@ import PackageDescription
 
 // One module per pipeline stage (see docs/architecture.md); data flows one way:
 // FathomCapture → FathomWire → FathomFlows → FathomRecords, wired by FathomPipeline.
+// Hot-path modules skip the run-time exclusivity check in release builds (debug builds and the
+// tests keep it): each stage is single-threaded, and the check costs a few percent per packet.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
   name: "Fathom",
   platforms: [.macOS(.v15)],
@@ -17,11 +21,11 @@ let package = Package(
     .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
     .target(name: "CNetns"),
-    .target(name: "FathomRecords"),
-    .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"]),
-    .target(name: "FathomWire", dependencies: ["FathomRecords"]),
-    .target(name: "FathomFlows", dependencies: ["FathomWire", "FathomRecords"]),
-    .target(name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"]),
+    .target(name: "FathomRecords", swiftSettings: hotPath),
+    .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"], swiftSettings: hotPath),
+    .target(name: "FathomWire", dependencies: ["FathomRecords"], swiftSettings: hotPath),
+    .target(name: "FathomFlows", dependencies: ["FathomWire", "FathomRecords"], swiftSettings: hotPath),
+    .target(name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"], swiftSettings: hotPath),
     .target(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),

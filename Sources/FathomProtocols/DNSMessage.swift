@@ -170,14 +170,14 @@ struct DNSMessage {
 
 /// DNS on one flow: queries paired with responses by transaction id; over TCP, messages framed by
 /// their 2-byte length, several per segment or split across segments.
-struct DNSSession {
+final class DNSSession {
   var pending: [UInt16: PendingRequest] = [:]
   /// Bytes of a TCP message split across segments.
   var partial: [UInt8] = []
   var partialStart: Int64 = 0
   var partialSequence: UInt32?
 
-  mutating func message(
+  func message(
     _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32?, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
@@ -228,7 +228,7 @@ struct DNSSession {
   }
 
   /// DNS over TCP: each message is preceded by its 16-bit length.
-  mutating func stream(
+  func stream(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
@@ -277,15 +277,15 @@ struct DNSSession {
     }
   }
 
-  private mutating func startPartial(_ data: UnsafeRawBufferPointer, from offset: Int, sequence: UInt32, nanos: Int64) {
+  private func startPartial(_ data: UnsafeRawBufferPointer, from offset: Int, sequence: UInt32, nanos: Int64) {
     partial = Array(UnsafeRawBufferPointer(rebasing: data[offset...]))
     partialStart = nanos
     partialSequence = sequence &+ UInt32(truncatingIfNeeded: offset)
   }
 
-  mutating func gap() { partial.removeAll() }
+  func gap() { partial.removeAll() }
 
-  mutating func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
+  func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     guard !pending.isEmpty else { return }
     let window = Int64(config.dnsResponseWindow * 1e9)
     for (id, request) in pending where now - request.startNanos > window {
@@ -294,7 +294,7 @@ struct DNSSession {
     }
   }
 
-  mutating func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+  func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
     for request in pending.values.sorted(by: { $0.startNanos < $1.startNanos }) {
       sink.emit(.dns, identity, request: request, response: nil, status: unanswered)
     }

@@ -1,5 +1,9 @@
 import FathomRecords
 
+/// A view of header bytes: in the capture buffer when a header fits one segment, else in the
+/// direction's own buffer. No reference counting, unlike ArraySlice.
+typealias Bytes = Slice<UnsafeRawBufferPointer>
+
 /// Header blocks of HTTP/1 requests and responses, and pairing.
 extension HTTP1Parser {
   /// Headers Fathom reads; every other header is skipped without building a String.
@@ -26,7 +30,7 @@ extension HTTP1Parser {
 
     static let table: [(HeaderName, [UInt8])] = allCases.map { ($0, $0.lowercased) }
 
-    static func match(_ name: ArraySlice<UInt8>) -> HeaderName? {
+    static func match(_ name: Bytes) -> HeaderName? {
       for (header, bytes) in table where bytes.count == name.count {
         var equal = true
         var index = name.startIndex
@@ -45,11 +49,11 @@ extension HTTP1Parser {
   }
 
   /// The start line of a header block, and the headers Fathom reads with their trimmed values.
-  static func headerFields(_ block: ArraySlice<UInt8>) -> (
-    startLine: ArraySlice<UInt8>, fields: [(HeaderName, ArraySlice<UInt8>)]
+  static func headerFields(_ block: Bytes) -> (
+    startLine: Bytes, fields: [(HeaderName, Bytes)]
   ) {
-    var startLine: ArraySlice<UInt8>?
-    var fields: [(HeaderName, ArraySlice<UInt8>)] = []
+    var startLine: Bytes?
+    var fields: [(HeaderName, Bytes)] = []
     var lineStart = block.startIndex
     var index = block.startIndex
     while index < block.endIndex {
@@ -69,14 +73,14 @@ extension HTTP1Parser {
       }
       index += 1
     }
-    return (startLine ?? [], fields)
+    return (startLine ?? block[block.startIndex..<block.startIndex], fields)
   }
 
-  static func version(_ token: ArraySlice<UInt8>) -> String {
+  static func version(_ token: Bytes) -> String {
     token.starts(with: "HTTP/".utf8) ? String(decoding: token.dropFirst(5), as: UTF8.self) : ""
   }
 
-  static func decimal(_ bytes: ArraySlice<UInt8>) -> Int? {
+  static func decimal(_ bytes: Bytes) -> Int? {
     var value = 0
     var digits = 0
     var seen = false
@@ -91,21 +95,37 @@ extension HTTP1Parser {
     return seen ? value : nil
   }
 
-  static func containsToken(_ value: ArraySlice<UInt8>, _ token: String) -> Bool {
-    String(decoding: value, as: UTF8.self).lowercased().contains(token)
+  /// Case-insensitive search for a lowercase ASCII token.
+  static func containsToken(_ value: Bytes, _ token: StaticString) -> Bool {
+    let needle = UnsafeRawBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
+    guard needle.count <= value.count else { return false }
+    var start = value.startIndex
+    while start + needle.count <= value.endIndex {
+      var match = true
+      for offset in 0..<needle.count {
+        let byte = value[start + offset]
+        if (byte | ((byte >= 65 && byte <= 90) ? 0x20 : 0)) != needle[offset] {
+          match = false
+          break
+        }
+      }
+      if match { return true }
+      start += 1
+    }
+    return false
   }
 
   /// W3C traceparent "00-<trace>-<span>-<flags>", B3 single "<trace>-<span>[-...]", Jaeger
   /// "<trace>:<span>:<parent>:<flags>".
-  static func traceIDs(_ value: ArraySlice<UInt8>, separator: Character, traceIndex: Int) -> (String, String)? {
+  static func traceIDs(_ value: Bytes, separator: Character, traceIndex: Int) -> (String, String)? {
     let parts = String(decoding: value, as: UTF8.self).split(separator: separator)
     guard parts.count > traceIndex + 1 else { return nil }
     return (String(parts[traceIndex]), String(parts[traceIndex + 1]))
   }
 
   /// Parses a request header block; returns how its body is framed.
-  mutating func requestHeader(
-    _ block: ArraySlice<UInt8>, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
+  func requestHeader(
+    _ block: Bytes, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
     identity: FlowIdentity
   ) -> State {
     let (line, fields) = Self.headerFields(block)
@@ -117,14 +137,15 @@ extension HTTP1Parser {
       sink.parseFailures += 1
       return .resync
     }
-    let target: ArraySlice<UInt8>
-    let versionToken: ArraySlice<UInt8>
+    let target: Bytes
+    let versionToken: Bytes
+    let empty = tokens[0][tokens[0].startIndex..<tokens[0].startIndex]
     if tokens.count == 3 {
       (target, versionToken) = (tokens[1], tokens[2])
     } else if tokens[1].starts(with: "HTTP/".utf8) {
-      (target, versionToken) = ([], tokens[1])
+      (target, versionToken) = (empty, tokens[1])
     } else {
-      (target, versionToken) = (tokens[1], [])
+      (target, versionToken) = (tokens[1], empty)
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
@@ -168,8 +189,8 @@ extension HTTP1Parser {
   }
 
   /// Parses a response header block; returns how its body is framed.
-  mutating func responseHeader(
-    _ block: ArraySlice<UInt8>, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
+  func responseHeader(
+    _ block: Bytes, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
     sink: inout RequestSink, identity: FlowIdentity
   ) -> State {
     let (line, fields) = Self.headerFields(block)
@@ -215,7 +236,7 @@ extension HTTP1Parser {
   }
 
   /// A whole message was read: a request's size is known; a response completes its pair.
-  mutating func finishMessage(fromClient: Bool, bytes: UInt64, nanos: Int64, identity: FlowIdentity, sink: inout RequestSink) {
+  func finishMessage(fromClient: Bool, bytes: UInt64, nanos: Int64, identity: FlowIdentity, sink: inout RequestSink) {
     if fromClient {
       guard !pending.isEmpty else { return }
       pending[pending.count - 1].bytes = bytes
@@ -231,7 +252,7 @@ extension HTTP1Parser {
   }
 
   /// Requests waiting longer than the window time out.
-  mutating func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
+  func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     let window = Int64(config.tcpResponseWindow * 1e9)
     while let first = pending.first, now - first.lastNanos > window {
       sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .timeout)
@@ -240,28 +261,30 @@ extension HTTP1Parser {
 
   /// A response arrived while the request's header was still incomplete (its end was not
   /// captured): read what there is rather than lose the request.
-  mutating func completePartialRequest(config: RequestConfig, sink: inout RequestSink, identity: FlowIdentity) {
+  func completePartialRequest(config: RequestConfig, sink: inout RequestSink, identity: FlowIdentity) {
     guard request.state == .header, !request.buffer.isEmpty else { return }
     let partial = request.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
-    let state = requestHeader(
-      partial[...], start: request.messageStart, sequence: request.messageSequence, config: config, sink: &sink,
-      identity: identity)
+    let (start, sequence) = (request.messageStart, request.messageSequence)
+    let state = partial.withUnsafeBytes {
+      requestHeader($0[...], start: start, sequence: sequence, config: config, sink: &sink, identity: identity)
+    }
     if state != .resync { pending[pending.count - 1].bytes = UInt64(request.buffer.count) }
     request = Direction(state: .resync)
   }
 
   /// The flow ended: a response read until close completes; unanswered requests time out (or are
   /// `unknown` when the capture simply stopped).
-  mutating func finish(
+  func finish(
     nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) {
     completePartialRequest(config: config, sink: &sink, identity: identity)
     if currentResponse == nil, response.state == .header, !response.buffer.isEmpty, !pending.isEmpty {
       // Only the start of the answer was captured: its status line still tells the outcome.
       let partial = response.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
-      _ = responseHeader(
-        partial[...], start: response.messageStart, sequence: response.messageSequence, end: nanos, config: config,
-        sink: &sink, identity: identity)
+      let (start, sequence) = (response.messageStart, response.messageSequence)
+      _ = partial.withUnsafeBytes {
+        responseHeader($0[...], start: start, sequence: sequence, end: nanos, config: config, sink: &sink, identity: identity)
+      }
       if currentResponse != nil { response.messageBytes = UInt64(response.buffer.count) }
     }
     if var response = currentResponse {

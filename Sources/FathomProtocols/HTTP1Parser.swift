@@ -2,7 +2,7 @@ import FathomRecords
 
 /// HTTP/1.x on one TCP connection: requests and responses framed by their headers (Content-Length,
 /// chunked, HEAD, 1xx/204/304, read-until-close), pipelined requests paired with responses in order.
-struct HTTP1Parser {
+final class HTTP1Parser {
   /// Where one direction's message parsing stands.
   enum State: Equatable {
     case idle
@@ -49,7 +49,7 @@ struct HTTP1Parser {
 
   // MARK: feeding
 
-  mutating func feed(
+  func feed(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
@@ -66,7 +66,7 @@ struct HTTP1Parser {
     }
   }
 
-  mutating func gap(fromClient: Bool) {
+  func gap(fromClient: Bool) {
     if fromClient {
       if request.state != .stopped { request = Direction(state: .resync) }
     } else if response.state != .stopped {
@@ -77,7 +77,7 @@ struct HTTP1Parser {
 
   /// Consumes bytes of one state and returns how many (0 after a state change that consumes
   /// nothing), or nil when all remaining bytes were taken or buffered.
-  private mutating func step(
+  private func step(
     _ data: UnsafeRawBufferPointer, from offset: Int, fromClient: Bool, sequence: UInt32, nanos: Int64,
     identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) -> Int? {
@@ -128,10 +128,17 @@ struct HTTP1Parser {
       direction.messageBytes = 0
       return 0
     case .header:
+      // Fast path: the whole header is in this segment and nothing is buffered: parse in place.
+      if direction.buffer.isEmpty, let end = Self.headerEnd(rest, searchFrom: 0), end <= config.maxHeaderBytes {
+        direction.messageBytes += UInt64(end)
+        headerComplete(rest[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
+          config: config, sink: &sink)
+        return end
+      }
       // Copy at most what a header may still need; a body in the same segment stays in place.
       let before = direction.buffer.count
       direction.buffer.append(contentsOf: rest.prefix(max(0, config.maxHeaderBytes + 4 - before)))
-      guard let end = Self.headerEnd(direction.buffer, searchFrom: max(0, before - 3)) else {
+      guard let end = direction.buffer.withUnsafeBytes({ Self.headerEnd($0, searchFrom: max(0, before - 3)) }) else {
         if direction.buffer.count > config.maxHeaderBytes {
           sink.parseFailures += 1
           direction.state = .resync
@@ -139,21 +146,16 @@ struct HTTP1Parser {
         }
         return nil
       }
-      let used = end - before
       direction.messageBytes += UInt64(end)
-      let header = direction.buffer[0..<end]
-      direction.buffer.removeAll(keepingCapacity: true)
-      if fromClient {
-        direction.state = requestHeader(header, start: direction.messageStart, sequence: direction.messageSequence,
-          config: config, sink: &sink, identity: identity)
-      } else {
-        direction.state = responseHeader(header, start: direction.messageStart, sequence: direction.messageSequence,
-          end: nanos, config: config, sink: &sink, identity: identity)
+      var header: [UInt8] = []
+      swap(&header, &direction.buffer)
+      header.withUnsafeBytes {
+        headerComplete($0[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
+          config: config, sink: &sink)
       }
-      if direction.state == .idle {
-        finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
-      }
-      return used
+      header.removeAll(keepingCapacity: true)
+      swap(&header, &direction.buffer)
+      return end - before
     case .body(let remaining):
       let take = min(remaining, available)
       direction.messageBytes += UInt64(take)
@@ -208,7 +210,7 @@ struct HTTP1Parser {
   /// request line is a token, a space, and a line that ends with "HTTP/1.x".
   static func startsRequest(_ bytes: UnsafeRawBufferPointer) -> Bool {
     guard let space = bytes.prefix(32).firstIndex(of: 0x20), space > 0,
-      isMethod(ArraySlice(bytes[0..<space]))
+      isMethod(bytes[0..<space])
     else { return false }
     let lineEnd = bytes.prefix(8192).firstIndex(of: 0x0A) ?? min(bytes.count, 8192)
     var end = lineEnd
@@ -217,15 +219,34 @@ struct HTTP1Parser {
   }
 
   /// Method tokens: letters, digits, '_' and '-', up to 24 bytes.
-  static func isMethod(_ token: ArraySlice<UInt8>) -> Bool {
+  static func isMethod<Token: Collection<UInt8>>(_ token: Token) -> Bool {
     guard !token.isEmpty, token.count <= 24 else { return false }
     return token.allSatisfy {
       ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 || $0 == 45
     }
   }
 
+  /// A header block is complete: parse it and set how the body is framed.
+  private func headerComplete(
+    _ header: Bytes, direction: inout Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
+    config: RequestConfig, sink: inout RequestSink
+  ) {
+    if fromClient {
+      direction.state = requestHeader(
+        header, start: direction.messageStart, sequence: direction.messageSequence, config: config, sink: &sink,
+        identity: identity)
+    } else {
+      direction.state = responseHeader(
+        header, start: direction.messageStart, sequence: direction.messageSequence, end: nanos, config: config,
+        sink: &sink, identity: identity)
+    }
+    if direction.state == .idle {
+      finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+    }
+  }
+
   /// Index just past "\r\n\r\n" (or "\n\n"), searching from `start`.
-  static func headerEnd(_ buffer: [UInt8], searchFrom start: Int) -> Int? {
+  static func headerEnd(_ buffer: UnsafeRawBufferPointer, searchFrom start: Int) -> Int? {
     var index = start
     while index < buffer.count {
       if buffer[index] == 0x0A {

@@ -132,7 +132,7 @@ struct RESPReader {
 }
 
 /// Redis on one connection: commands paired with replies in order (pipelining).
-struct RedisSession {
+final class RedisSession {
   var request = RESPReader()
   var response = RESPReader()
   var requestStart: Int64 = 0
@@ -145,7 +145,7 @@ struct RedisSession {
   var repliesOff = false
   var skipReplies = 0
 
-  mutating func feed(
+  func feed(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
@@ -228,12 +228,12 @@ struct RedisSession {
     }
   }
 
-  mutating func gap(fromClient: Bool) {
+  func gap(fromClient: Bool) {
     // RESP cannot be resynchronised reliably mid-value: stop that direction.
     if fromClient { stopped.0 = true } else { stopped.1 = true }
   }
 
-  mutating func finish(nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
+  func finish(nanos: Int64, unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
     if response.bytes > 0, !pending.isEmpty {
       // The reply had begun when the flow ended (a large value cut by the capture): it answered.
       let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")

@@ -11,8 +11,9 @@ public final class RequestMeter {
   /// Records ready for the next stage (`drain`).
   public private(set) var output: [RequestLog] = []
 
-  /// One optional session per flow-table slot, allocated once: sessions are mutated in place.
-  private let sessions: UnsafeMutablePointer<Session?>
+  /// One session per flow-table slot, allocated once and mutated in place; flow id 0 marks a free
+  /// slot (flow ids start at 1).
+  private let sessions: UnsafeMutablePointer<Session>
   private let capacity: Int
   /// Protocol recognised per server endpoint, so later flows skip inference.
   private var endpointProtocols: [EndpointKey: ApplicationProtocol] = [:]
@@ -47,6 +48,13 @@ public final class RequestMeter {
     var sink = RequestSink()
     var sniff = Sniff()
     var lastNanos: Int64 = 0
+
+    /// An unused slot.
+    static var free: Session {
+      Session(
+        identity: FlowIdentity(
+          flowID: 0, clientIP: .zero, clientPort: 0, serverIP: .zero, serverPort: 0, interface: "", netns: ""))
+    }
   }
 
   /// The first bytes of each direction while the protocol is undecided.
@@ -85,7 +93,7 @@ public final class RequestMeter {
     self.config = config
     self.capacity = capacity
     sessions = .allocate(capacity: capacity)
-    sessions.initialize(repeating: nil, count: capacity)
+    sessions.initialize(repeating: Session.free, count: capacity)
   }
 
   deinit {
@@ -111,11 +119,10 @@ public final class RequestMeter {
     guard packet.payload.count > 0, packet.ipProtocol == 6 || packet.ipProtocol == 17,
       context.slot >= 0, context.slot < capacity
     else { return }
-    let slot = sessions + context.slot
-    if slot.pointee?.identity.flowID != context.flowID {
-      slot.pointee = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
+    if sessions[context.slot].identity.flowID != context.flowID {
+      sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
     }
-    process(packet, fromClient: context.fromClient, session: &slot.pointee!)
+    process(packet, fromClient: context.fromClient, session: &sessions[context.slot])
   }
 
   private func process(_ packet: DecodedPacket, fromClient: Bool, session: inout Session) {
@@ -305,13 +312,12 @@ public final class RequestMeter {
     for index in flows.indices {
       let flow = flows[index]
       guard flow.flowSlot >= 0, flow.flowSlot < capacity else { continue }
-      let slot = sessions + flow.flowSlot
-      guard slot.pointee?.identity.flowID == flow.flowID else { continue }
-      if flow.isFinal { finish(&slot.pointee!, closeType: flow.closeType, endNanos: flow.endMicros * 1000) }
-      flows[index].applicationProtocol = slot.pointee!.applicationProtocol
-      flows[index].application = slot.pointee!.sink.counts
-      slot.pointee!.sink.counts = ApplicationCounts()
-      if flow.isFinal { slot.pointee = nil }
+      guard sessions[flow.flowSlot].identity.flowID == flow.flowID else { continue }
+      if flow.isFinal { finish(&sessions[flow.flowSlot], closeType: flow.closeType, endNanos: flow.endMicros * 1000) }
+      flows[index].applicationProtocol = sessions[flow.flowSlot].applicationProtocol
+      flows[index].application = sessions[flow.flowSlot].sink.counts
+      sessions[flow.flowSlot].sink.counts = ApplicationCounts()
+      if flow.isFinal { sessions[flow.flowSlot] = Session.free }
     }
   }
 
@@ -348,9 +354,9 @@ public final class RequestMeter {
 
   /// Ends every session (end of input without flow records, e.g. tests).
   public func finishAll() {
-    for index in 0..<capacity where sessions[index] != nil {
-      finish(&sessions[index]!, closeType: .inProgress, endNanos: sessions[index]!.lastNanos)
-      sessions[index] = nil
+    for index in 0..<capacity where sessions[index].identity.flowID != 0 {
+      finish(&sessions[index], closeType: .inProgress, endNanos: sessions[index].lastNanos)
+      sessions[index] = Session.free
     }
   }
 }

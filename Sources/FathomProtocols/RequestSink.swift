@@ -120,3 +120,7 @@ struct RequestSink {
 @inline(__always) func fieldText(_ bytes: ArraySlice<UInt8>, limit: Int) -> String {
   String(decoding: bytes.prefix(limit), as: UTF8.self)
 }
+
+@inline(__always) func fieldText(_ bytes: Slice<UnsafeRawBufferPointer>, limit: Int) -> String {
+  String(decoding: UnsafeRawBufferPointer(rebasing: bytes.prefix(limit)), as: UTF8.self)
+}
