@@ -6,54 +6,39 @@ typealias Bytes = Slice<UnsafeRawBufferPointer>
 
 /// Header blocks of HTTP/1 requests and responses, and pairing.
 extension HTTP1Parser {
-  /// Headers Fathom reads; every other header is skipped without building a String.
-  enum HeaderName: CaseIterable {
-    case host, contentLength, transferEncoding, requestID, userAgent, forwardedFor, traceparent, b3, b3TraceID,
-      b3SpanID, uberTraceID, upgrade
-
-    var lowercased: [UInt8] {
-      switch self {
-      case .host: Array("host".utf8)
-      case .contentLength: Array("content-length".utf8)
-      case .transferEncoding: Array("transfer-encoding".utf8)
-      case .requestID: Array("x-request-id".utf8)
-      case .userAgent: Array("user-agent".utf8)
-      case .forwardedFor: Array("x-forwarded-for".utf8)
-      case .traceparent: Array("traceparent".utf8)
-      case .b3: Array("b3".utf8)
-      case .b3TraceID: Array("x-b3-traceid".utf8)
-      case .b3SpanID: Array("x-b3-spanid".utf8)
-      case .uberTraceID: Array("uber-trace-id".utf8)
-      case .upgrade: Array("upgrade".utf8)
-      }
-    }
-
-    static let table: [(HeaderName, [UInt8])] = allCases.map { ($0, $0.lowercased) }
-
-    static func match(_ name: Bytes) -> HeaderName? {
-      for (header, bytes) in table where bytes.count == name.count {
-        var equal = true
-        var index = name.startIndex
-        for byte in bytes {
-          let lowered = name[index] | ((name[index] >= 65 && name[index] <= 90) ? 0x20 : 0)
-          if lowered != byte {
-            equal = false
-            break
-          }
-          index += 1
-        }
-        if equal { return header }
-      }
-      return nil
-    }
+  /// The headers Fathom reads, as views of their trimmed values; every other header is skipped
+  /// without building a String or an array.
+  struct KnownHeaders {
+    var host: Bytes?
+    var contentLength: Bytes?
+    var transferEncoding: Bytes?
+    var requestID: Bytes?
+    var userAgent: Bytes?
+    var forwardedFor: Bytes?
+    var traceparent: Bytes?
+    var b3: Bytes?
+    var b3TraceID: Bytes?
+    var b3SpanID: Bytes?
+    var uberTraceID: Bytes?
+    var upgrade: Bytes?
   }
 
-  /// The start line of a header block, and the headers Fathom reads with their trimmed values.
-  static func headerFields(_ block: Bytes) -> (
-    startLine: Bytes, fields: [(HeaderName, Bytes)]
-  ) {
+  /// Case-insensitive comparison of a header name with a lowercase ASCII name.
+  @inline(__always) static func named(_ name: Bytes, _ expected: StaticString) -> Bool {
+    guard name.count == expected.utf8CodeUnitCount else { return false }
+    var index = name.startIndex
+    for offset in 0..<expected.utf8CodeUnitCount {
+      let byte = name[index]
+      if (byte | ((byte >= 65 && byte <= 90) ? 0x20 : 0)) != expected.utf8Start[offset] { return false }
+      index += 1
+    }
+    return true
+  }
+
+  /// The start line of a header block and the known headers in it.
+  static func headerFields(_ block: Bytes) -> (startLine: Bytes, headers: KnownHeaders) {
     var startLine: Bytes?
-    var fields: [(HeaderName, Bytes)] = []
+    var headers = KnownHeaders()
     var lineStart = block.startIndex
     var index = block.startIndex
     while index < block.endIndex {
@@ -63,17 +48,49 @@ extension HTTP1Parser {
         let line = block[lineStart..<end]
         if startLine == nil {
           startLine = line
-        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")), let name = HeaderName.match(line[line.startIndex..<colon]) {
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+          let name = line[line.startIndex..<colon]
           var value = line[(colon + 1)...]
           while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
           while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
-          fields.append((name, value))
+          switch name.count {
+          case 2: if named(name, "b3") { headers.b3 = value }
+          case 4: if named(name, "host") { headers.host = value }
+          case 7: if named(name, "upgrade") { headers.upgrade = value }
+          case 10: if named(name, "user-agent") { headers.userAgent = value }
+          case 11:
+            if named(name, "traceparent") {
+              headers.traceparent = value
+            } else if named(name, "x-b3-spanid") {
+              headers.b3SpanID = value
+            }
+          case 12:
+            if named(name, "x-request-id") {
+              headers.requestID = value
+            } else if named(name, "x-b3-traceid") {
+              headers.b3TraceID = value
+            }
+          case 13: if named(name, "uber-trace-id") { headers.uberTraceID = value }
+          case 14: if named(name, "content-length") { headers.contentLength = value }
+          case 15: if named(name, "x-forwarded-for") { headers.forwardedFor = value }
+          case 17: if named(name, "transfer-encoding") { headers.transferEncoding = value }
+          default: break
+          }
         }
         lineStart = index + 1
       }
       index += 1
     }
-    return (startLine ?? block[block.startIndex..<block.startIndex], fields)
+    return (startLine ?? block[block.startIndex..<block.startIndex], headers)
+  }
+
+  /// Splits "a SP b SP c" at its first and (when `three`) last space; empty middle kept.
+  static func startLineTokens(_ line: Bytes) -> (Bytes, Bytes, Bytes?)? {
+    guard let first = line.firstIndex(of: 0x20) else { return nil }
+    let rest = line[(first + 1)...]
+    let head = line[line.startIndex..<first]
+    guard let second = rest.firstIndex(of: 0x20) else { return (head, rest, nil) }
+    return (head, rest[rest.startIndex..<second], rest[(second + 1)...])
   }
 
   static func version(_ token: Bytes) -> String {
@@ -128,55 +145,45 @@ extension HTTP1Parser {
     _ block: Bytes, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
     identity: FlowIdentity
   ) -> State {
-    let (line, fields) = Self.headerFields(block)
-    // "METHOD SP target SP HTTP/x.y"; an empty target ("GET  HTTP/1.1") is kept as empty.
-    // Lenient like the servers it watches: "GET HTTP/1.1" has an empty target, "POST /HTTP/1.1"
-    // no version.
-    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: false)
-    guard tokens.count >= 2, Self.isMethod(tokens[0]) else {
+    let (line, headers) = Self.headerFields(block)
+    // "METHOD SP target SP HTTP/x.y". Lenient like the servers it watches: "GET  HTTP/1.1" and
+    // "GET HTTP/1.1" have an empty target, "POST /HTTP/1.1" no version.
+    guard let (method, second, third) = Self.startLineTokens(line), Self.isMethod(method) else {
       sink.parseFailures += 1
       return .resync
     }
+    let empty = method[method.startIndex..<method.startIndex]
     let target: Bytes
     let versionToken: Bytes
-    let empty = tokens[0][tokens[0].startIndex..<tokens[0].startIndex]
-    if tokens.count == 3 {
-      (target, versionToken) = (tokens[1], tokens[2])
-    } else if tokens[1].starts(with: "HTTP/".utf8) {
-      (target, versionToken) = (empty, tokens[1])
+    if let third {
+      (target, versionToken) = (second, third)
+    } else if second.starts(with: "HTTP/".utf8) {
+      (target, versionToken) = (empty, second)
     } else {
-      (target, versionToken) = (tokens[1], empty)
+      (target, versionToken) = (second, empty)
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
-    request.method = String(decoding: tokens[0].prefix(24), as: UTF8.self)
+    request.method = String(decoding: UnsafeRawBufferPointer(rebasing: method), as: UTF8.self)
     request.resource = fieldText(target, limit: config.maxFieldBytes)
-    request.endpoint = String(request.resource.prefix { $0 != "?" })
+    let path = target.firstIndex(of: UInt8(ascii: "?")).map { target[target.startIndex..<$0] } ?? target
+    request.endpoint = path.count == target.count ? request.resource : fieldText(path, limit: config.maxFieldBytes)
     request.version = Self.version(versionToken)
-    var contentLength: Int?
-    var chunked = false
-    for (name, value) in fields {
-      switch name {
-      case .host: request.domain = fieldText(value, limit: config.maxFieldBytes)
-      case .contentLength: contentLength = Self.decimal(value)
-      case .transferEncoding: chunked = Self.containsToken(value, "chunked")
-      case .requestID: request.requestID = fieldText(value, limit: 256)
-      case .userAgent: request.userAgent = fieldText(value, limit: 256)
-      case .forwardedFor: request.forwardedFor = fieldText(value, limit: 256)
-      case .traceparent:
-        if let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) { (request.traceID, request.spanID) = (trace, span) }
-      case .b3:
-        if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
-          (request.traceID, request.spanID) = (trace, span)
-        }
-      case .b3TraceID: if request.traceID.isEmpty { request.traceID = fieldText(value, limit: 64) }
-      case .b3SpanID: if request.spanID.isEmpty { request.spanID = fieldText(value, limit: 64) }
-      case .uberTraceID:
-        if request.traceID.isEmpty, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
-          (request.traceID, request.spanID) = (trace, span)
-        }
-      default: break
-      }
+    if let host = headers.host { request.domain = fieldText(host, limit: config.maxFieldBytes) }
+    let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
+    let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
+    if let value = headers.requestID { request.requestID = fieldText(value, limit: 256) }
+    if let value = headers.userAgent { request.userAgent = fieldText(value, limit: 256) }
+    if let value = headers.forwardedFor { request.forwardedFor = fieldText(value, limit: 256) }
+    if let value = headers.traceparent, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) {
+      (request.traceID, request.spanID) = (trace, span)
+    } else if let value = headers.b3, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
+      (request.traceID, request.spanID) = (trace, span)
+    } else if let value = headers.b3TraceID {
+      request.traceID = fieldText(value, limit: 64)
+      if let span = headers.b3SpanID { request.spanID = fieldText(span, limit: 64) }
+    } else if let value = headers.uberTraceID, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
+      (request.traceID, request.spanID) = (trace, span)
     }
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
@@ -193,9 +200,9 @@ extension HTTP1Parser {
     _ block: Bytes, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
     sink: inout RequestSink, identity: FlowIdentity
   ) -> State {
-    let (line, fields) = Self.headerFields(block)
-    let tokens = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true)
-    guard tokens.count >= 2, tokens[0].starts(with: "HTTP/".utf8), let code = Self.decimal(tokens[1]), code < 1000
+    let (line, headers) = Self.headerFields(block)
+    guard let (versionToken, codeToken, reason) = Self.startLineTokens(line), versionToken.starts(with: "HTTP/".utf8),
+      let code = Self.decimal(codeToken), code < 1000
     else {
       // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
       sink.parseFailures += 1
@@ -206,21 +213,13 @@ extension HTTP1Parser {
     var response = ResponseInfo(
       startNanos: start, endNanos: end, sequence: sequence,
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
-    response.version = Self.version(tokens[0])
-    if code >= 400, tokens.count == 3 { response.errorMessage = fieldText(tokens[2], limit: 256) }
+    response.version = Self.version(versionToken)
+    if code >= 400, let reason { response.errorMessage = fieldText(reason, limit: 256) }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
-    var contentLength: Int?
-    var chunked = false
-    var upgradeToHTTP2 = false
-    for (name, value) in fields {
-      switch name {
-      case .contentLength: contentLength = Self.decimal(value)
-      case .transferEncoding: chunked = Self.containsToken(value, "chunked")
-      case .requestID: response.requestID = fieldText(value, limit: 256)
-      case .upgrade: upgradeToHTTP2 = Self.containsToken(value, "h2c")
-      default: break
-      }
-    }
+    let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
+    let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
+    let upgradeToHTTP2 = headers.upgrade.map { Self.containsToken($0, "h2c") } ?? false
+    if let value = headers.requestID { response.requestID = fieldText(value, limit: 256) }
     currentResponse = response
     let method = pending.first?.method ?? ""
     if code == 101 || (method == "CONNECT" && code < 300) {
