@@ -88,6 +88,12 @@ public final class FlowMeter {
     return output
   }
 
+  /// Lends the records to `body` to change and pass on, then empties the buffer keeping its storage.
+  public func drain(into body: (inout [FlowLog]) -> Void) {
+    body(&output)
+    output.removeAll(keepingCapacity: true)
+  }
+
   // MARK: packets
 
   /// Accounts one decoded transport packet to its flow and tells which flow that was. Flows that

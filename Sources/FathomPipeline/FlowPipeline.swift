@@ -107,17 +107,18 @@ struct FlowStage: PacketSink {
     if !meter.output.isEmpty { deliverFlows() }
     if let requests {
       requests.process(packet, context: context, capturePoint: point)
-      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+      if !requests.output.isEmpty { requests.drain(into: requestHandler) }
     }
   }
 
   private func deliverFlows() {
-    var flows = meter.drain()
-    if let requests {
-      requests.annotate(&flows)
-      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+    meter.drain { flows in
+      if let requests {
+        requests.annotate(&flows)
+        if !requests.output.isEmpty { requests.drain(into: requestHandler) }
+      }
+      handler(flows)
     }
-    handler(flows)
   }
 
   mutating func finish() -> (WireCounters, FlowCounters, RequestCounters) {
@@ -126,7 +127,7 @@ struct FlowStage: PacketSink {
     if !meter.output.isEmpty { deliverFlows() }
     if let requests {
       requests.finishAll()
-      if !requests.output.isEmpty { requestHandler(requests.drain()) }
+      if !requests.output.isEmpty { requests.drain(into: requestHandler) }
     }
     return (decoder.counters, meter.counters, requests?.counters ?? RequestCounters())
   }

@@ -220,10 +220,13 @@ final class DNSSession {
       var log = response
       log.startNanos = nanos
       sink.emit(.dns, identity, request: nil, response: log)
-      sink.records[sink.records.count - 1].method = request.method
-      sink.records[sink.records.count - 1].domain = request.domain
-      sink.records[sink.records.count - 1].resource = request.resource
-      sink.records[sink.records.count - 1].transactionID = request.transactionID
+      if let buffer = sink.buffer, !buffer.records.isEmpty {
+        let last = buffer.records.count - 1
+        buffer.records[last].method = request.method
+        buffer.records[last].domain = request.domain
+        buffer.records[last].resource = request.resource
+        buffer.records[last].transactionID = request.transactionID
+      }
     }
   }
 

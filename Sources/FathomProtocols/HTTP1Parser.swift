@@ -1,5 +1,9 @@
 import FathomRecords
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// HTTP/1.x on one TCP connection: requests and responses framed by their headers (Content-Length,
 /// chunked, HEAD, 1xx/204/304, read-until-close), pipelined requests paired with responses in order.
 final class HTTP1Parser {
@@ -247,13 +251,14 @@ final class HTTP1Parser {
 
   /// Index just past "\r\n\r\n" (or "\n\n"), searching from `start`.
   static func headerEnd(_ buffer: UnsafeRawBufferPointer, searchFrom start: Int) -> Int? {
+    guard let base = buffer.baseAddress else { return nil }
     var index = start
     while index < buffer.count {
-      if buffer[index] == 0x0A {
-        if index + 1 < buffer.count, buffer[index + 1] == 0x0A { return index + 2 }
-        if index + 2 < buffer.count, buffer[index + 1] == 0x0D, buffer[index + 2] == 0x0A { return index + 3 }
-      }
-      index += 1
+      guard let found = memchr(base + index, 0x0A, buffer.count - index) else { return nil }
+      let newline = UnsafeRawPointer(found) - base
+      if newline + 1 < buffer.count, buffer[newline + 1] == 0x0A { return newline + 2 }
+      if newline + 2 < buffer.count, buffer[newline + 1] == 0x0D, buffer[newline + 2] == 0x0A { return newline + 3 }
+      index = newline + 1
     }
     return nil
   }

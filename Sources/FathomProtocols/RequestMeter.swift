@@ -9,7 +9,8 @@ public final class RequestMeter {
   public let config: RequestConfig
   public private(set) var counters = RequestCounters()
   /// Records ready for the next stage (`drain`).
-  public private(set) var output: [RequestLog] = []
+  public var output: [RequestLog] { buffer.records }
+  private let buffer = RequestBuffer()
 
   /// One session per flow-table slot, allocated once and mutated in place; flow id 0 marks a free
   /// slot (flow ids start at 1).
@@ -108,8 +109,15 @@ public final class RequestMeter {
   }
 
   public func drain() -> [RequestLog] {
-    defer { output.removeAll(keepingCapacity: true) }
-    return output
+    defer { buffer.records.removeAll(keepingCapacity: true) }
+    return buffer.records
+  }
+
+  /// Lends the records to `body`, then empties the buffer keeping its storage (no allocation per
+  /// call, unlike `drain` whose caller keeps the array).
+  public func drain(into body: ([RequestLog]) -> Void) {
+    body(buffer.records)
+    buffer.records.removeAll(keepingCapacity: true)
   }
 
   // MARK: packets
@@ -121,6 +129,7 @@ public final class RequestMeter {
     else { return }
     if sessions[context.slot].identity.flowID != context.flowID {
       sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
+      sessions[context.slot].sink.buffer = buffer
     }
     process(packet, fromClient: context.fromClient, session: &sessions[context.slot])
   }
@@ -298,10 +307,8 @@ public final class RequestMeter {
     counters.pendingEvicted += session.sink.evicted
     session.sink.parseFailures = 0
     session.sink.evicted = 0
-    guard !session.sink.records.isEmpty else { return }
-    counters.requestsEmitted += UInt64(session.sink.records.count)
-    output.append(contentsOf: session.sink.records)
-    session.sink.records.removeAll(keepingCapacity: true)
+    counters.requestsEmitted += session.sink.emitted
+    session.sink.emitted = 0
   }
 
   // MARK: flow records

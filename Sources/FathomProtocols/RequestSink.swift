@@ -50,9 +50,15 @@ struct ResponseInfo {
   var answers: [DNSAnswer] = []
 }
 
-/// Collects a flow's records and counts, shared by every parser.
-struct RequestSink {
+/// The protocol stage's finished records, shared by every flow's sink so a record is stored once.
+final class RequestBuffer {
   var records: [RequestLog] = []
+}
+
+/// Collects a flow's records (into the shared buffer) and counts, used by every parser.
+struct RequestSink {
+  var buffer: RequestBuffer?
+  var emitted: UInt64 = 0
   var counts = ApplicationCounts()
   var parseFailures: UInt64 = 0
   /// Requests pushed out of a full pending table.
@@ -108,7 +114,8 @@ struct RequestSink {
     case .unknown, .parseFailed: counts.unknown &+= 1
     case .ok: break
     }
-    records.append(log)
+    buffer?.records.append(log)
+    emitted += 1
   }
 }
 
