@@ -76,19 +76,18 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
       count += 1
       return
     }
-    var digits = 0
+    // One pass of divisions writing backwards at the end of the reserved space, then one move.
+    let scratchEnd = base + count + 20
+    var cursor = scratchEnd
     var rest = value
     while rest > 0 {
-      digits += 1
-      rest /= 10
+      let (quotient, digit) = rest.quotientAndRemainder(dividingBy: 10)
+      cursor -= 1
+      cursor.pointee = UInt8(truncatingIfNeeded: digit) &+ 48
+      rest = quotient
     }
-    rest = value
-    var index = count + digits - 1
-    while rest > 0 {
-      base[index] = UInt8(truncatingIfNeeded: rest % 10) &+ 48
-      rest /= 10
-      index -= 1
-    }
+    let digits = scratchEnd - cursor
+    (base + count).update(from: cursor, count: digits)
     count += digits
   }
 
@@ -104,27 +103,43 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   public mutating func append(_ value: Int) { append(Int64(value)) }
 
   /// Appends `text` as a JSON string literal, escaping quotes, backslashes and control bytes.
+  /// Runs of plain bytes are copied at once.
   public mutating func appendJSONString(_ text: String) {
+    if text.isEmpty {
+      append("\"\"")
+      return
+    }
     append(byte: UInt8(ascii: "\""))
-    let hex: StaticString = "0123456789abcdef"
-    for byte in text.utf8 {
-      switch byte {
-      case UInt8(ascii: "\""): append("\\\"")
-      case UInt8(ascii: "\\"): append("\\\\")
-      case 0x0A: append("\\n")
-      case 0x0D: append("\\r")
-      case 0x09: append("\\t")
-      case 0..<0x20:
-        append("\\u00")
-        append(byte: hex.utf8Start[Int(byte >> 4)])
-        append(byte: hex.utf8Start[Int(byte & 0xF)])
-      default: append(byte: byte)
+    var copy = text
+    copy.withUTF8 { utf8 in
+      var runStart = 0
+      for index in 0..<utf8.count {
+        let byte = utf8[index]
+        guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+        append(bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart..<index]))
+        appendEscaped(byte)
+        runStart = index + 1
       }
+      append(bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart...]))
     }
     append(byte: UInt8(ascii: "\""))
   }
 
-  /// Pads with spaces (or truncates) `text` to exactly `width` columns, for tables.
+  private mutating func appendEscaped(_ byte: UInt8) {
+    let hex: StaticString = "0123456789abcdef"
+    switch byte {
+    case UInt8(ascii: "\""): append("\\\"")
+    case UInt8(ascii: "\\"): append("\\\\")
+    case 0x0A: append("\\n")
+    case 0x0D: append("\\r")
+    case 0x09: append("\\t")
+    default:
+      append("\\u00")
+      append(byte: hex.utf8Start[Int(byte >> 4)])
+      append(byte: hex.utf8Start[Int(byte & 0xF)])
+    }
+  }
+
   /// Left-aligned text keeps one space free so columns never run together.
   public mutating func appendPadded(_ text: String, width: Int, alignRight: Bool = false) {
     let utf8 = Array(text.utf8.prefix(alignRight ? width : max(0, width - 1)))
