@@ -36,12 +36,16 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.
-    .executableTarget(name: "FathomDecodeFuzz", dependencies: ["FathomWire", "FathomFlows"]),
+    .executableTarget(name: "FathomDecodeFuzz", dependencies: ["FathomWire", "FathomFlows", "FathomProtocols"]),
     // Frame and capture-file builders shared by the unit tests.
     .target(name: "FathomTestSupport", dependencies: ["FathomRecords"], path: "Tests/FathomTestSupport"),
     .testTarget(name: "FathomWireTests", dependencies: ["FathomWire", "FathomTestSupport"]),
     .testTarget(name: "FathomCaptureTests", dependencies: ["FathomCapture", "FathomPipeline", "FathomTestSupport"]),
     .testTarget(name: "FathomFlowsTests", dependencies: ["FathomFlows", "FathomWire", "FathomTestSupport"]),
+    .testTarget(
+      name: "FathomProtocolsTests",
+      dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
+    .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),

@@ -124,9 +124,22 @@ public final class RequestMeter {
 
   /// Parses the payload of a packet the flow table accounted to `context`.
   public func process(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) {
-    guard packet.payload.count > 0, packet.ipProtocol == 6 || packet.ipProtocol == 17,
-      context.slot >= 0, context.slot < capacity
-    else { return }
+    guard packet.ipProtocol == 6 || packet.ipProtocol == 17, context.slot >= 0, context.slot < capacity else { return }
+    if packet.payload.count == 0 {
+      // A SYN or SYN/ACK tells where the stream's data begins.
+      if packet.tcpFlags.contains(.syn) {
+        if sessions[context.slot].identity.flowID != context.flowID {
+          sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
+          sessions[context.slot].sink.buffer = buffer
+        }
+        if context.fromClient {
+          sessions[context.slot].client.start(at: packet.sequence &+ 1)
+        } else {
+          sessions[context.slot].server.start(at: packet.sequence &+ 1)
+        }
+      }
+      return
+    }
     if sessions[context.slot].identity.flowID != context.flowID {
       sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
       sessions[context.slot].sink.buffer = buffer
@@ -336,10 +349,13 @@ public final class RequestMeter {
     var sink = RequestSink()
     swap(&parser, &session.parser)
     swap(&sink, &session.sink)
+    var gaps: UInt64 = 0
     for fromClient in [true, false] {
       let deliver: (TCPStream.Event) -> Void = { event in
         switch event {
-        case .gap: Self.gap(&parser, fromClient: fromClient)
+        case .gap:
+          gaps += 1
+          Self.gap(&parser, fromClient: fromClient)
         case .data(let bytes, let sequence, let nanos):
           Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
             config: config, sink: &sink)
@@ -356,6 +372,7 @@ public final class RequestMeter {
     }
     swap(&sink, &session.sink)
     session.parser.stop()
+    counters.streamGaps += gaps
     flush(&session)
   }
 

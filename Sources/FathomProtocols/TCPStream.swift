@@ -10,6 +10,13 @@ struct TCPStream {
 
   @inline(__always) static func before(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
 
+  /// The handshake tells where data starts, so a first segment that arrives early is held.
+  mutating func start(at sequence: UInt32) {
+    guard !initialized else { return }
+    initialized = true
+    nextSequence = sequence
+  }
+
   enum Event {
     /// Bytes in order, with the sequence number of the first and the capture time.
     case data(UnsafeRawBufferPointer, sequence: UInt32, nanos: Int64)

@@ -48,6 +48,14 @@ public struct IPAddress: Hashable, Sendable, Comparable {
   }
 
   private static func parseIPv6(_ bytes: [UInt8]) -> IPAddress? {
+    // A dotted IPv4 tail ("::ffff:10.0.0.1") stands for the last two groups.
+    if let lastColon = bytes.lastIndex(of: UInt8(ascii: ":")), bytes[(lastColon + 1)...].contains(UInt8(ascii: ".")) {
+      guard let v4 = IPAddress(String(decoding: bytes[(lastColon + 1)...], as: UTF8.self)), v4.isIPv4 else { return nil }
+      let value = v4.ipv4Value
+      let head = Array(bytes[...lastColon])
+      let tail = String(value >> 16, radix: 16) + ":" + String(value & 0xFFFF, radix: 16)
+      return parseIPv6(head + Array(tail.utf8))
+    }
     var groups: [UInt16] = []
     var gapIndex: Int?
     var index = 0

@@ -1,0 +1,35 @@
+import FathomRecords
+import Foundation
+import Testing
+
+@Suite struct RecordFormatTests {
+  @Test func jsonLinesParseBackWithEscapes() throws {
+    var request = RequestLog(
+      startMicros: 1, endMicros: 2, durationMicros: 1, applicationProtocol: .http, clientIP: IPAddress("10.0.0.1")!,
+      clientPort: 1234, serverIP: IPAddress("2001:db8::1")!, serverPort: 80, flowID: 7)
+    request.resource = "/a\"b\\c\n\u{1}é"
+    request.code = -3
+    request.answers = [DNSAnswer(type: "A", value: "10.96.0.10", ttl: 30)]
+    var buffer = OutputBuffer(capacity: 8)
+    buffer.appendJSONLine(request)
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(buffer.bytes)) as? [String: Any])
+    #expect(object["resource"] as? String == request.resource)
+    #expect(object["server_ip"] as? String == "2001:db8::1")
+    #expect(object["code"] as? Int == -3)
+    #expect((object["answers"] as? [[String: Any]])?.first?["ttl"] as? Int == 30)
+  }
+
+  @Test func numbersAndAddressesFormat() {
+    var buffer = OutputBuffer(capacity: 4)
+    for value: UInt64 in [0, 9, 10, 99, 100, 1_234_567, UInt64.max] {
+      buffer.append(value)
+      buffer.append(byte: 32)
+    }
+    #expect(buffer.string == "0 9 10 99 100 1234567 18446744073709551615 ")
+    #expect(IPAddress("::ffff:10.0.0.1") == IPAddress("10.0.0.1"))
+    #expect(IPAddress("2001:db8:0:0:1:0:0:1")!.description == "2001:db8::1:0:0:1")
+    #expect(IPAddress("fe80::1")!.description == "fe80::1")
+    #expect(IPAddress("::")!.description == "::")
+    #expect(IPAddress("10.0.0") == nil && IPAddress("1:2:3") == nil)
+  }
+}
