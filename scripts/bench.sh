@@ -19,38 +19,77 @@ bytes=$(stat -c %s "$capture")
 cat "$capture" > /dev/null  # page cache
 
 timing=$(mktemp)
-trap 'rm -f "$timing" "$timing.json"' EXIT
+trap 'rm -f "$timing" "$timing.json" "$timing.tshark" "$timing.fathom"' EXIT
 
 # Prints "median_seconds peak_kib" for a command: hyperfine for time (pinned to CPU 0), GNU time
 # for the peak resident set of one more run.
 measure() {
   local runs=$1
   shift
-  hyperfine -N --style none --warmup 1 --runs "$runs" --export-json "$timing.json" "taskset -c 0 $*" >/dev/null 2>&1
+  local warmup=1
+  [ "$runs" -le 2 ] && warmup=0  # tshark: seconds per run, nothing to warm
+  local command
+  command=$(printf '%q ' taskset -c 0 "$@")
+  hyperfine --shell=bash --style none --warmup "$warmup" --runs "$runs" --export-json "$timing.json" \
+    "$command >/dev/null 2>&1" >/dev/null 2>&1
   local median
   median=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$timing.json")
   /usr/bin/time -f "%M" -o "$timing" "$@" >/dev/null 2>&1 || true
   echo "$median $(tail -1 "$timing")"
 }
 
+tshark_fields=(-r "$capture" -Y "http or dns" -T fields -e http.request.method -e http.response.code
+  -e dns.flags.response -e dns.flags.rcode)
 declare -A label=(
+  [requests]="fathom requests --format jsonl"
   [fathom]="fathom flows --format jsonl"
   [tcpdump]="tcpdump -r F -w /dev/null"
   [ndpi]="ndpiReader -i F (1 thread)"
   [tshark]="tshark -r F -q -z conv,tcp"
+  [tsharkfields]="tshark -Y 'http or dns' -T fields"
 )
 declare -A result
+result[requests]=$(measure "$runs" "$fathom" requests --format jsonl "$capture")
 result[fathom]=$(measure "$runs" "$fathom" flows --format jsonl "$capture")
 result[tcpdump]=$(measure "$runs" tcpdump -r "$capture" -w /dev/null)
 result[ndpi]=$(measure "$runs" ndpiReader -q -i "$capture" -n 1)
 result[tshark]=$(measure 2 tshark -r "$capture" -q -z conv,tcp)
+result[tsharkfields]=$(measure 2 tshark "${tshark_fields[@]}")
 
-fathom_seconds=${result[fathom]% *}
+fathom_seconds=${result[requests]% *}
 printf 'capture: %s, %s packets, %s MB; median of %s runs on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
 printf '%-32s %9s %12s %12s %16s\n' tool seconds "Mpps" "peak MiB" "fathom speed-up"
-for tool in fathom tcpdump ndpi tshark; do
+for tool in requests fathom tcpdump ndpi tshark tsharkfields; do
   seconds=${result[$tool]% *}
   peak=${result[$tool]#* }
   awk -v l="${label[$tool]}" -v s="$seconds" -v p="$packets" -v m="$peak" -v f="$fathom_seconds" \
     'BEGIN { printf "%-32s %9.2f %12.2f %12.1f %15.2fx\n", l, s, (s > 0 ? p / s / 1e6 : 0), m / 1024, (f > 0 ? s / f : 0) }'
 done
+
+# The same requests as tshark: HTTP methods and status codes, DNS queries and rcodes.
+echo
+echo "request counts and status histograms, fathom vs tshark (must be equal):"
+tshark "${tshark_fields[@]}" 2>/dev/null | python3 -c '
+import collections, sys
+counts = collections.Counter()
+for line in sys.stdin:
+    method, code, response, rcode = (line.rstrip("\n").split("\t") + [""] * 4)[:4]
+    if method: counts["http request " + method] += 1
+    if code: counts["http status " + code] += 1
+    if response in ("False", "0"): counts["dns query"] += 1
+    if response in ("True", "1"): counts["dns rcode " + rcode] += 1
+for key in sorted(counts): print(key, counts[key])' > "$timing.tshark"
+"$fathom" requests --format jsonl "$capture" 2>/dev/null | python3 -c '
+import collections, json, sys
+counts = collections.Counter()
+for line in sys.stdin:
+    r = json.loads(line)
+    if r["protocol"] == "http":
+        if r["req_bytes"] > 0 or r["method"]: counts["http request " + r["method"]] += 1
+        if r["code"] is not None: counts["http status %d" % r["code"]] += 1
+    elif r["protocol"] == "dns":
+        if r["transaction_id"] is not None and r["req_bytes"] > 0: counts["dns query"] += 1
+        if r["code"] is not None and r["status"] not in ("timeout", "unknown"): counts["dns rcode %d" % r["code"]] += 1
+for key in sorted(counts): print(key, counts[key])' > "$timing.fathom"
+paste "$timing.fathom" "$timing.tshark" | awk -F'\t' '{ printf "  %-32s %-32s %s\n", $1, $2, ($1 == $2 ? "same" : "DIFFERENT") }'
+cmp -s "$timing.fathom" "$timing.tshark" && echo "  equal" || { echo "  NOT EQUAL"; exit 1; }

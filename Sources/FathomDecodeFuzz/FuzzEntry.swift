@@ -1,16 +1,20 @@
 import FathomFlows
+import FathomProtocols
 import FathomWire
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-// libFuzzer entry point: each input is one frame, its first byte choosing the link type.
+// libFuzzer entry point: each input is one frame, its first byte choosing the link type; frames go
+// through the decoder, the flow table and the protocol parsers (HTTP/1, DNS, Redis), so payloads
+// that look like those protocols exercise them.
 // `make fuzz` builds this with -sanitize=fuzzer -DFUZZING (libFuzzer supplies main); the plain
 // build replays inputs given as file arguments, which is how a crash input is reproduced.
 
 nonisolated(unsafe) var decoder = PacketDecoder()
 nonisolated(unsafe) var meter = FlowMeter()
+nonisolated(unsafe) var requests = RequestMeter()
 nonisolated(unsafe) var packet = DecodedPacket()
 nonisolated(unsafe) var clock: Int64 = 0
 let linkTypes: [UInt32] = [0, 1, 9, 101, 105, 108, 113, 127, 228, 229, 239, 276]
@@ -23,8 +27,11 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   clock += 1_000_000
   if decoder.decode(frame, linkType: linkType, wireLength: size - 1, timestampNanos: clock, into: &packet) == .transport
   {
-    meter.process(packet, capturePoint: 0)
-    _ = meter.drain()
+    let context = meter.process(packet, capturePoint: 0)
+    var ended = meter.drain()
+    requests.annotate(&ended)
+    requests.process(packet, context: context, capturePoint: 0)
+    _ = requests.drain()
   }
   return 0
 }
