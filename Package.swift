@@ -25,7 +25,8 @@ let package = Package(
     .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"], swiftSettings: hotPath),
     .target(name: "FathomWire", dependencies: ["FathomRecords"], swiftSettings: hotPath),
     .target(name: "FathomFlows", dependencies: ["FathomWire", "FathomRecords"], swiftSettings: hotPath),
-    .target(name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"], swiftSettings: hotPath),
+    .target(
+      name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"], swiftSettings: hotPath),
     .target(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),

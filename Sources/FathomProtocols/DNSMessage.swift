@@ -38,7 +38,8 @@ struct DNSMessage {
     for _ in 0..<min(answerCount, Self.maxAnswers) {
       guard let (_, next) = Self.name(bytes, at: offset), next + 10 <= bytes.count else { return }
       let type = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
-      let ttl = UInt32(bytes[next + 4]) << 24 | UInt32(bytes[next + 5]) << 16 | UInt32(bytes[next + 6]) << 8
+      let ttl =
+        UInt32(bytes[next + 4]) << 24 | UInt32(bytes[next + 5]) << 16 | UInt32(bytes[next + 6]) << 8
         | UInt32(bytes[next + 7])
       let length = Int(UInt16(bytes[next + 8]) << 8 | UInt16(bytes[next + 9]))
       let data = next + 10
@@ -107,7 +108,8 @@ struct DNSMessage {
       while offset < start + length {
         let size = Int(bytes[offset])
         guard offset + 1 + size <= start + length else { break }
-        parts.append(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(offset + 1)..<(offset + 1 + size)]), as: UTF8.self))
+        parts.append(
+          String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(offset + 1)..<(offset + 1 + size)]), as: UTF8.self))
         offset += 1 + size
       }
       return parts.joined(separator: " ")
@@ -197,7 +199,9 @@ final class DNSSession {
         // A retry with the same id: the earlier query stays unanswered.
         _ = previous
       }
-      if pending.count > config.maxPendingPerFlow, let oldest = pending.min(by: { $0.value.startNanos < $1.value.startNanos }) {
+      if pending.count > config.maxPendingPerFlow,
+        let oldest = pending.min(by: { $0.value.startNanos < $1.value.startNanos })
+      {
         sink.evicted += 1
         pending[oldest.key] = nil
         sink.emit(.dns, identity, request: oldest.value, response: nil, status: .unknown)

@@ -216,7 +216,9 @@ extension HTTP1Parser {
     else {
       // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
       sink.parseFailures += 1
-      if !pending.isEmpty { sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .parseFailed) }
+      if !pending.isEmpty {
+        sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .parseFailed)
+      }
       return .resync
     }
     if code >= 100 && code < 200 && code != 101 { return .idle }  // interim (100 Continue): the final one follows
@@ -292,7 +294,8 @@ extension HTTP1Parser {
       let partial = response.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
       let (start, sequence) = (response.messageStart, response.messageSequence)
       _ = partial.withUnsafeBytes {
-        responseHeader($0[...], start: start, sequence: sequence, end: nanos, config: config, sink: &sink, identity: identity)
+        responseHeader(
+          $0[...], start: start, sequence: sequence, end: nanos, config: config, sink: &sink, identity: identity)
       }
       if currentResponse != nil { response.messageBytes = UInt64(response.buffer.count) }
     }

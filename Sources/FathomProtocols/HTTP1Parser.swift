@@ -135,7 +135,8 @@ final class HTTP1Parser {
       // Fast path: the whole header is in this segment and nothing is buffered: parse in place.
       if direction.buffer.isEmpty, let end = Self.headerEnd(rest, searchFrom: 0), end <= config.maxHeaderBytes {
         direction.messageBytes += UInt64(end)
-        headerComplete(rest[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
+        headerComplete(
+          rest[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
           config: config, sink: &sink)
         return end
       }
@@ -154,7 +155,8 @@ final class HTTP1Parser {
       var header: [UInt8] = []
       swap(&header, &direction.buffer)
       header.withUnsafeBytes {
-        headerComplete($0[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
+        headerComplete(
+          $0[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
           config: config, sink: &sink)
       }
       header.removeAll(keepingCapacity: true)
@@ -165,7 +167,8 @@ final class HTTP1Parser {
       direction.messageBytes += UInt64(take)
       if take == remaining {
         direction.state = .idle
-        finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+        finishMessage(
+          fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
       } else {
         direction.state = .body(remaining: remaining - take)
       }
@@ -188,7 +191,8 @@ final class HTTP1Parser {
         let blank = line.isEmpty || line == [0x0D]
         if blank {
           direction.state = .idle
-          finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+          finishMessage(
+            fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
         }
         return newline + 1
       }
@@ -245,7 +249,8 @@ final class HTTP1Parser {
         sink: &sink, identity: identity)
     }
     if direction.state == .idle {
-      finishMessage(fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
+      finishMessage(
+        fromClient: fromClient, bytes: direction.messageBytes, nanos: nanos, identity: identity, sink: &sink)
     }
   }
 
@@ -272,7 +277,9 @@ final class HTTP1Parser {
       case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = Int(byte - UInt8(ascii: "0"))
       case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = Int(byte - UInt8(ascii: "a")) + 10
       case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = Int(byte - UInt8(ascii: "A")) + 10
-      case UInt8(ascii: " "), UInt8(ascii: "\t") where digits == 0: continue
+      case UInt8(ascii: " "),
+        UInt8(ascii: "\t") where digits == 0:
+        continue
       default:
         return digits > 0 ? value : nil  // chunk extensions (";...") and CR end the number
       }
@@ -283,4 +290,3 @@ final class HTTP1Parser {
     return digits > 0 ? value : nil
   }
 }
-

@@ -36,7 +36,9 @@ struct RESPReader {
         if collectingBulk && bulkLeft > 2 {
           let content = min(take, bulkLeft - 2)
           if bulkText.count < config.maxFieldBytes {
-            bulkText.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[offset..<(offset + content)]).prefix(config.maxFieldBytes - bulkText.count))
+            bulkText.append(
+              contentsOf: UnsafeRawBufferPointer(rebasing: data[offset..<(offset + content)]).prefix(
+                config.maxFieldBytes - bulkText.count))
           }
         }
         bulkLeft -= take
@@ -94,7 +96,9 @@ struct RESPReader {
       default:
         // Inline command ("PING", "SET k v"): only as a top-level request.
         guard remaining.isEmpty else { return .invalid }
-        strings = current.split(separator: 0x20).prefix(Self.keptStrings).map { fieldText($0, limit: config.maxFieldBytes) }
+        strings = current.split(separator: 0x20).prefix(Self.keptStrings).map {
+          fieldText($0, limit: config.maxFieldBytes)
+        }
         return .complete
       }
     }
@@ -173,7 +177,8 @@ final class RedisSession {
           pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
           pendingRequest.bytes = request.bytes
           pendingRequest.lastNanos = nanos
-          let mode = request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
+          let mode =
+            request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
             ? request.strings[2].uppercased() : ""
           request.reset()
           if pendingRequest.method == "CLIENT" && !mode.isEmpty {
@@ -208,7 +213,8 @@ final class RedisSession {
         case .complete:
           let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")
           var info = ResponseInfo(
-            startNanos: responseStart, endNanos: nanos, sequence: responseSequence, status: isError ? .serverError : .ok,
+            startNanos: responseStart, endNanos: nanos, sequence: responseSequence,
+            status: isError ? .serverError : .ok,
             code: nil)
           if isError { info.errorMessage = response.strings.first ?? "" }
           info.bytes = response.bytes
@@ -243,7 +249,9 @@ final class RedisSession {
       info.bytes = response.bytes
       sink.emit(.redis, identity, request: pending.removeFirst(), response: info)
     }
-    while !pending.isEmpty { sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: unanswered) }
+    while !pending.isEmpty {
+      sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: unanswered)
+    }
   }
 
   /// A RESP array of bulk strings ("*2\r\n$3\r\nGET") or a reply type on port 6379.

@@ -29,9 +29,10 @@ public final class RequestMeter {
   /// The flow's parser: a kind and the one parser it uses. Parsers are optionals rather than enum
   /// payloads so they are mutated in place (enum payloads are copied in and out).
   struct Parser {
-    enum Kind { case undecided, http, dns, redis, none }
+    enum Kind { case undecided, http, http2, dns, redis, none }
     var kind = Kind.undecided
     var http: HTTP1Parser?
+    var http2: HTTP2Parser?
     var dns: DNSSession?
     var redis: RedisSession?
 
@@ -184,25 +185,33 @@ public final class RequestMeter {
         // NetBIOS name service shares DNS's wire format but is not DNS.
         let netbios = identity.serverPort == 137 || identity.clientPort == 137
         if !netbios, DNSSession.looksLikeDNS(payload), DNSMessage(payload) != nil { found = .dns }
-      } else if HTTP1Parser.looksLikeHTTP(payload) {
-        found = .http
-      } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
-        found = .redis
       } else if identity.serverPort == 53, payload.count >= 14,
         DNSSession.looksLikeDNS(UnsafeRawBufferPointer(rebasing: payload[2...]))
       {
         found = .dns
+      } else if HTTP2Parser.looksLikeHTTP2(payload).0 {
+        found = .http2
+      } else if HTTP1Parser.looksLikeHTTP(payload) {
+        found = .http
+      } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
+        found = .redis
       }
       if let found {
-        if endpointProtocols.count >= config.endpointCacheCapacity { endpointProtocols.removeAll(keepingCapacity: true) }
+        if endpointProtocols.count >= config.endpointCacheCapacity {
+          endpointProtocols.removeAll(keepingCapacity: true)
+        }
         endpointProtocols[key] = found
       }
     }
     switch found {
     case .http: session.parser = Parser(kind: .http, http: HTTP1Parser())
+    case .http2, .grpc:
+      // The preface is expected only when the stream starts with it (not a capture begun later).
+      session.parser = Parser(
+        kind: .http2, http2: HTTP2Parser(expectPreface: HTTP2Parser.looksLikeHTTP2(payload).preface))
     case .dns: session.parser = Parser(kind: .dns, dns: DNSSession())
     case .redis: session.parser = Parser(kind: .redis, redis: RedisSession())
-    case .http2, .grpc, nil:
+    case nil:
       session.attempts += 1
       if session.attempts >= config.inferenceAttempts { session.parser.stop() }
       return
@@ -237,7 +246,8 @@ public final class RequestMeter {
           sniff.append(bytes, fromClient: fromClient, sequence: sequence, nanos: nanos)
           return
         }
-        Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
+        Self.parse(
+          &parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
           config: config, sink: &sink)
       }
     }
@@ -265,7 +275,9 @@ public final class RequestMeter {
     let bytes = fromClient ? session.sniff.client : session.sniff.server
     guard !bytes.isEmpty else { return }
     let attemptsBefore = session.attempts
-    bytes.withUnsafeBytes { decide(&session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6) }
+    bytes.withUnsafeBytes {
+      decide(&session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6)
+    }
     if session.parser.kind == .undecided {
       // Short prefixes get more chances: only full-sized ones count as failed attempts.
       if bytes.count < Sniff.decisionBytes && bytes.count < Sniff.capacity { session.attempts = attemptsBefore }
@@ -293,13 +305,24 @@ public final class RequestMeter {
     switch parser.kind {
     case .http:
       parser.http!.feed(
-        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
+      )
+      if parser.http!.upgradedToHTTP2 {
+        // h2c: the connection continues as HTTP/2 (the client sends the preface next).
+        parser = Parser(kind: .http2, http2: HTTP2Parser(expectPreface: true))
+      }
+    case .http2:
+      parser.http2!.feed(
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
+      )
     case .dns:
       parser.dns!.stream(
-        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
+      )
     case .redis:
       parser.redis!.feed(
-        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink)
+        bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
+      )
     case .undecided, .none:
       break
     }
@@ -308,6 +331,7 @@ public final class RequestMeter {
   private static func gap(_ parser: inout Parser, fromClient: Bool) {
     switch parser.kind {
     case .http: parser.http!.gap(fromClient: fromClient)
+    case .http2: parser.http2!.gap(fromClient: fromClient)
     case .dns: parser.dns!.gap()
     case .redis: parser.redis!.gap(fromClient: fromClient)
     case .undecided, .none: break
@@ -357,7 +381,8 @@ public final class RequestMeter {
           gaps += 1
           Self.gap(&parser, fromClient: fromClient)
         case .data(let bytes, let sequence, let nanos):
-          Self.parse(&parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
+          Self.parse(
+            &parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
             config: config, sink: &sink)
         }
       }
@@ -366,6 +391,7 @@ public final class RequestMeter {
     switch parser.kind {
     case .http:
       parser.http!.finish(nanos: endNanos, unanswered: unanswered, identity: identity, config: config, sink: &sink)
+    case .http2: parser.http2!.finish(unanswered: unanswered, identity: identity, sink: &sink)
     case .dns: parser.dns!.finish(unanswered: unanswered, identity: identity, sink: &sink)
     case .redis: parser.redis!.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
     case .undecided, .none: break

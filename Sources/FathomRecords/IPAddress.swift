@@ -50,7 +50,9 @@ public struct IPAddress: Hashable, Sendable, Comparable {
   private static func parseIPv6(_ bytes: [UInt8]) -> IPAddress? {
     // A dotted IPv4 tail ("::ffff:10.0.0.1") stands for the last two groups.
     if let lastColon = bytes.lastIndex(of: UInt8(ascii: ":")), bytes[(lastColon + 1)...].contains(UInt8(ascii: ".")) {
-      guard let v4 = IPAddress(String(decoding: bytes[(lastColon + 1)...], as: UTF8.self)), v4.isIPv4 else { return nil }
+      guard let v4 = IPAddress(String(decoding: bytes[(lastColon + 1)...], as: UTF8.self)), v4.isIPv4 else {
+        return nil
+      }
       let value = v4.ipv4Value
       let head = Array(bytes[...lastColon])
       let tail = String(value >> 16, radix: 16) + ":" + String(value & 0xFFFF, radix: 16)

@@ -205,7 +205,8 @@ public enum RequestTable {
     out.appendPadded(request.status.name.description, width: 14)
     out.appendPadded(request.code.map { "\($0)" } ?? "-", width: 6)
     let millis = Double(request.durationMicros) / 1000
-    out.appendPadded(request.durationMicros > 0 ? "\((millis * 100).rounded() / 100)" : "-", width: 12, alignRight: true)
+    out.appendPadded(
+      request.durationMicros > 0 ? "\((millis * 100).rounded() / 100)" : "-", width: 12, alignRight: true)
     out.append(byte: 10)
   }
 

@@ -132,7 +132,8 @@ struct AnalysisOptions: ParsableArguments {
     } else {
       for file in files {
         do {
-          summaries.append(try FlowPipeline.run(file: file, options: pipeline, handler: flows, requestHandler: requests))
+          summaries.append(
+            try FlowPipeline.run(file: file, options: pipeline, handler: flows, requestHandler: requests))
         } catch {
           printError("fathom: \(error)")
           failed = true
@@ -187,7 +188,8 @@ struct RequestsCommand: ParsableCommand {
     try analysis.run(
       flows: { _ in },
       requests: { records in
-        writer.write(wanted.map { protocolName in records.filter { $0.applicationProtocol == protocolName } } ?? records)
+        writer.write(
+          wanted.map { protocolName in records.filter { $0.applicationProtocol == protocolName } } ?? records)
       }, writer: writer)
   }
 }

@@ -46,25 +46,36 @@ final class Exchange {
   }
 
   func handshake() {
-    deliver(client.tcp(sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq - 1, flags: FrameBuilder.syn))
+    deliver(
+      client.tcp(sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq - 1, flags: FrameBuilder.syn))
     deliver(
       client.reversed().tcp(
         sourcePort: serverPort, destinationPort: clientPort, seq: serverSeq - 1, ack: clientSeq,
         flags: FrameBuilder.syn | FrameBuilder.ack))
-    deliver(client.tcp(sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq, flags: FrameBuilder.ack))
+    deliver(
+      client.tcp(
+        sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq, flags: FrameBuilder.ack))
   }
 
   /// Sends bytes from the client (or server) as one segment; `skip` leaves a hole in the stream.
-  func send(_ text: String, fromClient: Bool = true, skip: Int = 0) { send(Array(text.utf8), fromClient: fromClient, skip: skip) }
+  func send(_ text: String, fromClient: Bool = true, skip: Int = 0) {
+    send(Array(text.utf8), fromClient: fromClient, skip: skip)
+  }
 
   func send(_ bytes: [UInt8], fromClient: Bool = true, skip: Int = 0) {
     if fromClient {
       clientSeq &+= UInt32(skip)
-      deliver(client.tcp(sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq, flags: FrameBuilder.ack | FrameBuilder.psh, payload: bytes))
+      deliver(
+        client.tcp(
+          sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq,
+          flags: FrameBuilder.ack | FrameBuilder.psh, payload: bytes))
       clientSeq &+= UInt32(bytes.count)
     } else {
       serverSeq &+= UInt32(skip)
-      deliver(client.reversed().tcp(sourcePort: serverPort, destinationPort: clientPort, seq: serverSeq, ack: clientSeq, flags: FrameBuilder.ack | FrameBuilder.psh, payload: bytes))
+      deliver(
+        client.reversed().tcp(
+          sourcePort: serverPort, destinationPort: clientPort, seq: serverSeq, ack: clientSeq,
+          flags: FrameBuilder.ack | FrameBuilder.psh, payload: bytes))
       serverSeq &+= UInt32(bytes.count)
     }
   }
@@ -72,8 +83,14 @@ final class Exchange {
   /// Ends the capture: flows finish (as in progress unless `closed`).
   func finish(closed: Bool = false) {
     if closed {
-      deliver(client.tcp(sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq, flags: FrameBuilder.fin | FrameBuilder.ack))
-      deliver(client.reversed().tcp(sourcePort: serverPort, destinationPort: clientPort, seq: serverSeq, ack: clientSeq + 1, flags: FrameBuilder.fin | FrameBuilder.ack))
+      deliver(
+        client.tcp(
+          sourcePort: clientPort, destinationPort: serverPort, seq: clientSeq, ack: serverSeq,
+          flags: FrameBuilder.fin | FrameBuilder.ack))
+      deliver(
+        client.reversed().tcp(
+          sourcePort: serverPort, destinationPort: clientPort, seq: serverSeq, ack: clientSeq + 1,
+          flags: FrameBuilder.fin | FrameBuilder.ack))
     }
     flows.finishAll(idleSeconds: closed ? 10 : 0)
     collectFlows()
@@ -188,7 +205,9 @@ final class Exchange {
   @Test func traceContextHeaders() throws {
     let x = Exchange()
     x.handshake()
-    x.send("GET /t HTTP/1.1\r\nHost: a\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+    x.send(
+      "GET /t HTTP/1.1\r\nHost: a\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    )
     x.send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", fromClient: false)
     x.finish(closed: true)
     let record = try #require(x.records.first)

@@ -202,7 +202,8 @@ struct MultisetReport {
     #expect(
       unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
       sourceLocation: sourceLocation)
-    #expect(fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
+    #expect(
+      fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
     #expect(ratio >= target, sourceLocation: sourceLocation)
   }
 }

@@ -10,7 +10,9 @@ import Testing
   static func requests(_ traces: [String]) throws -> [RequestLog] {
     var all: [RequestLog] = []
     for trace in traces {
-      all += try FlowPipeline.requests(file: TestData.path("zeek/testing/btest/Traces/\(trace)"), options: TestData.wholeFlowOptions).0
+      all += try FlowPipeline.requests(
+        file: TestData.path("zeek/testing/btest/Traces/\(trace)"), options: TestData.wholeFlowOptions
+      ).0
     }
     return all
   }
