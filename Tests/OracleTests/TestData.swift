@@ -102,7 +102,7 @@ struct OracleReport {
 
   /// Prints the agreement and fails on unexplained differences, on listed differences that are
   /// gone (the list may only shrink), and below the 95% target.
-  func check(_ oracle: String, sourceLocation: SourceLocation = #_sourceLocation) {
+  func check(_ oracle: String, target: Double = 0.95, sourceLocation: SourceLocation = #_sourceLocation) {
     print("\(oracle): \(agreed)/\(compared) agree (\(Int(ratio * 1000)) per mille)")
     #expect(
       unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
