@@ -168,12 +168,12 @@ struct FlowsCommand: ParsableCommand {
 struct RequestsCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "requests",
-    abstract: "One record per request/response: HTTP/1, DNS, Redis.",
+    abstract: "One record per request/response: HTTP/1, HTTP/2, gRPC, DNS, Redis.",
     discussion: "Fields are documented in docs/records.md. A summary line goes to standard error.")
 
   @OptionGroup var analysis: AnalysisOptions
 
-  @Option(help: "Only requests of this protocol (http, dns, redis).")
+  @Option(help: "Only requests of this protocol (http, http2, grpc, dns, redis).")
   var `protocol`: String?
 
   func validate() throws {
