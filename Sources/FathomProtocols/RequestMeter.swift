@@ -222,6 +222,19 @@ public final class RequestMeter {
 
   private func feed(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
     let nanos = packet.timestampNanos
+    if session.parser.kind != .undecided {
+      let inOrder =
+        fromClient
+        ? session.client.takeInOrder(sequence: packet.sequence, count: packet.payload.count)
+        : session.server.takeInOrder(sequence: packet.sequence, count: packet.payload.count)
+      if inOrder {
+        Self.parse(
+          &session.parser, packet.payload, fromClient: fromClient, sequence: packet.sequence, nanos: nanos,
+          identity: session.identity, config: config, sink: &session.sink)
+        flush(&session)
+        return
+      }
+    }
     let config = self.config
     var dropped: UInt64 = 0
     var gaps: UInt64 = 0

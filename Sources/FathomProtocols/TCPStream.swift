@@ -10,6 +10,19 @@ struct TCPStream {
 
   @inline(__always) static func before(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
 
+  /// The common case: the segment is the next in order and nothing is held. Then the stream
+  /// advances and the caller parses the bytes in place; otherwise `push` does the work.
+  @inline(__always) mutating func takeInOrder(sequence: UInt32, count: Int) -> Bool {
+    guard held.isEmpty, count > 0 else { return false }
+    if !initialized {
+      initialized = true
+      nextSequence = sequence
+    }
+    guard sequence == nextSequence else { return false }
+    nextSequence = sequence &+ UInt32(truncatingIfNeeded: count)
+    return true
+  }
+
   /// The handshake tells where data starts, so a first segment that arrives early is held.
   mutating func start(at sequence: UInt32) {
     guard !initialized else { return }

@@ -1,6 +1,6 @@
 extension OutputBuffer {
   /// Appends one FlowLog as a JSON object on one line (the `jsonl` format of docs/records.md).
-  public mutating func appendJSONLine(_ flow: FlowLog) {
+  public mutating func appendJSONLine(_ flow: borrowing FlowLog) {
     append("{\"start_us\":")
     append(flow.startMicros)
     append(",\"end_us\":")

@@ -114,7 +114,7 @@ public struct RequestLog: Sendable {
 
 extension OutputBuffer {
   /// Appends one RequestLog as a JSON object on one line.
-  public mutating func appendJSONLine(_ request: RequestLog) {
+  public mutating func appendJSONLine(_ request: borrowing RequestLog) {
     append("{\"start_us\":")
     append(request.startMicros)
     append(",\"end_us\":")

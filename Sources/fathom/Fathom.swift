@@ -205,20 +205,21 @@ final class RecordWriter: @unchecked Sendable {
   }
 
   func write(_ records: [FlowLog]) {
-    for record in records {
+    // By index, so each record is borrowed rather than copied with all its strings.
+    for index in records.indices {
       switch format {
-      case .jsonl: buffer.appendJSONLine(record)
-      case .table: FlowTable.appendRow(record, to: &buffer)
+      case .jsonl: buffer.appendJSONLine(records[index])
+      case .table: FlowTable.appendRow(records[index], to: &buffer)
       }
     }
     if buffer.count >= 1 << 19 { buffer.flush(to: 1) }
   }
 
   func write(_ records: [RequestLog]) {
-    for record in records {
+    for index in records.indices {
       switch format {
-      case .jsonl: buffer.appendJSONLine(record)
-      case .table: RequestTable.appendRow(record, to: &buffer)
+      case .jsonl: buffer.appendJSONLine(records[index])
+      case .table: RequestTable.appendRow(records[index], to: &buffer)
       }
     }
     if buffer.count >= 1 << 19 { buffer.flush(to: 1) }
