@@ -22,12 +22,15 @@ final class HTTP1Parser {
     case stopped
   }
 
-  struct Direction {
-    var state = State.idle
+  /// A class, so parsing mutates it in place without moving its buffer in and out.
+  final class Direction {
+    var state: State
     var buffer: [UInt8] = []
     var messageStart: Int64 = 0
     var messageSequence: UInt32?
     var messageBytes: UInt64 = 0
+
+    init(state: State = .idle) { self.state = state }
   }
 
   var request = Direction()
@@ -85,23 +88,9 @@ final class HTTP1Parser {
     _ data: UnsafeRawBufferPointer, from offset: Int, fromClient: Bool, sequence: UInt32, nanos: Int64,
     identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) -> Int? {
-    // Move the direction out (leaving an empty one) so its buffer is uniquely referenced and
-    // appends do not copy it; it goes back when the step ends.
-    var direction: Direction
-    if fromClient {
-      direction = request
-      request = Direction()
-    } else {
-      direction = response
-      response = Direction()
-    }
+    var direction = fromClient ? request : response
     defer {
-      if fromClient {
-        request = direction
-      } else {
-        if request.state == .stopped && direction.state == .idle { direction.state = .stopped }
-        response = direction
-      }
+      if !fromClient && request.state == .stopped && direction.state == .idle { direction.state = .stopped }
     }
     let available = data.count - offset
     let rest = UnsafeRawBufferPointer(rebasing: data[offset...])
