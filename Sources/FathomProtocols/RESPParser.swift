@@ -157,81 +157,91 @@ final class RedisSession {
     while offset < data.count {
       if fromClient ? stopped.0 : stopped.1 { return }
       let rest = UnsafeRawBufferPointer(rebasing: data[offset...])
-      var used = 0
       let here = sequence &+ UInt32(truncatingIfNeeded: offset)
-      if fromClient {
-        if request.bytes == 0 {
-          requestStart = nanos
-          requestSequence = here
-        }
-        let outcome = request.feed(rest, consumed: &used, config: config)
-        offset += used
-        switch outcome {
-        case .needMore: return
-        case .invalid:
-          sink.parseFailures += 1
-          stopped.0 = true
-        case .complete:
-          var pendingRequest = PendingRequest(startNanos: requestStart, sequence: requestSequence)
-          pendingRequest.method = (request.strings.first ?? "").uppercased()
-          pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
-          pendingRequest.bytes = request.bytes
-          pendingRequest.lastNanos = nanos
-          let mode =
-            request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
-            ? request.strings[2].uppercased() : ""
-          request.reset()
-          if pendingRequest.method == "CLIENT" && !mode.isEmpty {
-            if mode == "ON" { repliesOff = false }
-            if mode == "OFF" { repliesOff = true }
-            if mode == "SKIP" { skipReplies = 2 }  // this command and the next get no reply
-          }
-          if skipReplies > 0 || repliesOff {
-            // The server will not answer: the request is complete as it is.
-            skipReplies = max(0, skipReplies - 1)
-            sink.emit(.redis, identity, request: pendingRequest, response: nil, status: .ok)
-            continue
-          }
-          if pending.count >= config.maxPendingPerFlow {
-            sink.evicted += 1
-            sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: .unknown)
-          }
-          pending.append(pendingRequest)
-        }
-      } else {
-        if response.bytes == 0 {
-          responseStart = nanos
-          responseSequence = here
-        }
-        let outcome = response.feed(rest, consumed: &used, config: config)
-        offset += used
-        switch outcome {
-        case .needMore: return
-        case .invalid:
-          sink.parseFailures += 1
-          stopped.1 = true
-        case .complete:
-          let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")
-          var info = ResponseInfo(
-            startNanos: responseStart, endNanos: nanos, sequence: responseSequence,
-            status: isError ? .serverError : .ok,
-            code: nil)
-          if isError { info.errorMessage = response.strings.first ?? "" }
-          info.bytes = response.bytes
-          // Pushed messages answer no request: RESP3 pushes, and RESP2 pub/sub deliveries; further
-          // subscription confirmations (one per channel) follow the first.
-          let kind = response.topType == UInt8(ascii: "*") ? (response.strings.first ?? "").lowercased() : ""
-          let subscription = kind.hasSuffix("subscribe")
-          let headSubscribes = pending.first.map { $0.method.hasSuffix("SUBSCRIBE") } ?? false
-          let isPush =
-            response.topType == UInt8(ascii: ">") || kind == "message" || kind == "pmessage" || kind == "smessage"
-            || (subscription && !headSubscribes)
-          response.reset()
-          if isPush { continue }
-          sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: info)
+      var used = 0
+      let outcome =
+        fromClient
+        ? Self.read(
+          &request, rest, start: &requestStart, sequence: &requestSequence, here: here, nanos: nanos, used: &used,
+          config: config)
+        : Self.read(
+          &response, rest, start: &responseStart, sequence: &responseSequence, here: here, nanos: nanos, used: &used,
+          config: config)
+      offset += used
+      switch outcome {
+      case .needMore: return
+      case .invalid:
+        sink.parseFailures += 1
+        if fromClient { stopped.0 = true } else { stopped.1 = true }
+      case .complete:
+        if fromClient {
+          commandComplete(nanos: nanos, identity: identity, config: config, sink: &sink)
+        } else {
+          replyComplete(nanos: nanos, identity: identity, sink: &sink)
         }
       }
     }
+  }
+
+  /// Feeds one direction's reader, remembering where and when its value began.
+  private static func read(
+    _ reader: inout RESPReader, _ bytes: UnsafeRawBufferPointer, start: inout Int64, sequence: inout UInt32?,
+    here: UInt32, nanos: Int64, used: inout Int, config: RequestConfig
+  ) -> RESPReader.Outcome {
+    if reader.bytes == 0 {
+      start = nanos
+      sequence = here
+    }
+    return reader.feed(bytes, consumed: &used, config: config)
+  }
+
+  private func commandComplete(nanos: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
+    var pendingRequest = PendingRequest(startNanos: requestStart, sequence: requestSequence)
+    pendingRequest.method = (request.strings.first ?? "").uppercased()
+    pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
+    pendingRequest.bytes = request.bytes
+    pendingRequest.lastNanos = nanos
+    let mode =
+      request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
+      ? request.strings[2].uppercased() : ""
+    request.reset()
+    if pendingRequest.method == "CLIENT" && !mode.isEmpty {
+      if mode == "ON" { repliesOff = false }
+      if mode == "OFF" { repliesOff = true }
+      if mode == "SKIP" { skipReplies = 2 }  // this command and the next get no reply
+    }
+    if skipReplies > 0 || repliesOff {
+      // The server will not answer: the request is complete as it is.
+      skipReplies = max(0, skipReplies - 1)
+      sink.emit(.redis, identity, request: pendingRequest, response: nil, status: .ok)
+      return
+    }
+    if pending.count >= config.maxPendingPerFlow {
+      sink.evicted += 1
+      sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: .unknown)
+    }
+    pending.append(pendingRequest)
+  }
+
+  private func replyComplete(nanos: Int64, identity: FlowIdentity, sink: inout RequestSink) {
+    let isError = response.topType == UInt8(ascii: "-") || response.topType == UInt8(ascii: "!")
+    var info = ResponseInfo(
+      startNanos: responseStart, endNanos: nanos, sequence: responseSequence,
+      status: isError ? .serverError : .ok,
+      code: nil)
+    if isError { info.errorMessage = response.strings.first ?? "" }
+    info.bytes = response.bytes
+    // Pushed messages answer no request: RESP3 pushes, and RESP2 pub/sub deliveries; further
+    // subscription confirmations (one per channel) follow the first.
+    let kind = response.topType == UInt8(ascii: "*") ? (response.strings.first ?? "").lowercased() : ""
+    let subscription = kind.hasSuffix("subscribe")
+    let headSubscribes = pending.first.map { $0.method.hasSuffix("SUBSCRIBE") } ?? false
+    let isPush =
+      response.topType == UInt8(ascii: ">") || kind == "message" || kind == "pmessage" || kind == "smessage"
+      || (subscription && !headSubscribes)
+    response.reset()
+    if isPush { return }
+    sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: info)
   }
 
   func gap(fromClient: Bool) {

@@ -100,16 +100,10 @@ struct OracleReport {
 
   var ratio: Double { compared == 0 ? 1 : Double(agreed) / Double(compared) }
 
-  /// Prints the agreement and fails on unexplained differences, on listed differences that are
-  /// gone (the list may only shrink), and below the target (the issue's 95% by default).
   func check(_ oracle: String, target: Double = 0.95, sourceLocation: SourceLocation = #_sourceLocation) {
-    print("\(oracle): \(agreed)/\(compared) agree (\(Int(ratio * 1000)) per mille)")
-    #expect(
-      unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
-      sourceLocation: sourceLocation)
-    #expect(
-      fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
-    #expect(ratio >= target, sourceLocation: sourceLocation)
+    checkAgreement(
+      oracle, agreed: agreed, compared: compared, unexplained: unexplained, fixedButListed: fixedButListed,
+      target: target, sourceLocation: sourceLocation)
   }
 
   mutating func record(key: String, problems: [String], known: [String: String]) {
@@ -198,12 +192,24 @@ struct MultisetReport {
   var ratio: Double { total == 0 ? 1 : Double(matched) / Double(total) }
 
   func check(_ oracle: String, target: Double = 0.98, sourceLocation: SourceLocation = #_sourceLocation) {
-    print("\(oracle): \(matched)/\(total) agree (\(Int(ratio * 1000)) per mille)")
-    #expect(
-      unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
-      sourceLocation: sourceLocation)
-    #expect(
-      fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
-    #expect(ratio >= target, sourceLocation: sourceLocation)
+    checkAgreement(
+      oracle, agreed: matched, compared: total, unexplained: unexplained, fixedButListed: fixedButListed,
+      target: target, sourceLocation: sourceLocation)
   }
+}
+
+/// Prints an oracle's agreement and fails on unexplained differences, on listed differences that
+/// are gone (the list may only shrink), and below the target.
+func checkAgreement(
+  _ oracle: String, agreed: Int, compared: Int, unexplained: [String], fixedButListed: [String], target: Double,
+  sourceLocation: SourceLocation
+) {
+  let ratio = compared == 0 ? 1 : Double(agreed) / Double(compared)
+  print("\(oracle): \(agreed)/\(compared) agree (\(Int(ratio * 1000)) per mille)")
+  #expect(
+    unexplained.isEmpty, "unexplained differences:\n\(unexplained.joined(separator: "\n"))",
+    sourceLocation: sourceLocation)
+  #expect(
+    fixedButListed.isEmpty, "listed as different but now agree: \(fixedButListed)", sourceLocation: sourceLocation)
+  #expect(ratio >= target, sourceLocation: sourceLocation)
 }
