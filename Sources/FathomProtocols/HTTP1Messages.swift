@@ -8,6 +8,32 @@ import FathomRecords
 /// direction's own buffer. No reference counting, unlike ArraySlice.
 typealias Bytes = Slice<UnsafeRawBufferPointer>
 
+extension Slice where Base == UnsafeRawBufferPointer {
+  /// Byte-wise prefix test against a literal, without the generic sequence comparison.
+  @inline(__always) func hasPrefix(_ literal: StaticString) -> Bool {
+    let length = literal.utf8CodeUnitCount
+    guard count >= length else { return false }
+    let bytes = literal.utf8Start
+    var index = startIndex
+    for offset in 0..<length {
+      if self[index] != bytes[offset] { return false }
+      index += 1
+    }
+    return true
+  }
+
+  @inline(__always) func equals(_ literal: StaticString) -> Bool {
+    count == literal.utf8CodeUnitCount && hasPrefix(literal)
+  }
+
+  /// First index of a byte, by memchr.
+  @inline(__always) func index(ofByte byte: UInt8) -> Int? {
+    guard count > 0, let base = base.baseAddress else { return nil }
+    guard let found = memchr(base + startIndex, Int32(byte), count) else { return nil }
+    return UnsafeRawPointer(found) - base
+  }
+}
+
 /// Header blocks of HTTP/1 requests and responses, and pairing.
 extension HTTP1Parser {
   /// The headers Fathom reads, as views of their trimmed values; every other header is skipped
@@ -55,7 +81,7 @@ extension HTTP1Parser {
         let line = block[lineStart..<end]
         if startLine == nil {
           startLine = line
-        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+        } else if let colon = line.index(ofByte: UInt8(ascii: ":")) {
           let name = line[line.startIndex..<colon]
           var value = line[(colon + 1)...]
           while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
@@ -92,18 +118,18 @@ extension HTTP1Parser {
 
   /// Splits "a SP b SP c" at its first and (when `three`) last space; empty middle kept.
   static func startLineTokens(_ line: Bytes) -> (Bytes, Bytes, Bytes?)? {
-    guard let first = line.firstIndex(of: 0x20) else { return nil }
+    guard let first = line.index(ofByte: 0x20) else { return nil }
     let rest = line[(first + 1)...]
     let head = line[line.startIndex..<first]
-    guard let second = rest.firstIndex(of: 0x20) else { return (head, rest, nil) }
+    guard let second = rest.index(ofByte: 0x20) else { return (head, rest, nil) }
     return (head, rest[rest.startIndex..<second], rest[(second + 1)...])
   }
 
   static func version(_ token: Bytes) -> String {
-    guard token.starts(with: "HTTP/".utf8) else { return "" }
+    guard token.hasPrefix("HTTP/") else { return "" }
     let number = token.dropFirst(5)
-    if number.elementsEqual("1.1".utf8) { return "1.1" }  // the common cases without decoding
-    if number.elementsEqual("1.0".utf8) { return "1.0" }
+    if number.equals("1.1") { return "1.1" }  // the common cases without decoding
+    if number.equals("1.0") { return "1.0" }
     return String(decoding: UnsafeRawBufferPointer(rebasing: number), as: UTF8.self)
   }
 
@@ -167,7 +193,7 @@ extension HTTP1Parser {
     let versionToken: Bytes
     if let third {
       (target, versionToken) = (second, third)
-    } else if second.starts(with: "HTTP/".utf8) {
+    } else if second.hasPrefix("HTTP/") {
       (target, versionToken) = (empty, second)
     } else {
       (target, versionToken) = (second, empty)
@@ -176,7 +202,7 @@ extension HTTP1Parser {
     var request = PendingRequest(startNanos: start, sequence: sequence)
     request.method = String(decoding: UnsafeRawBufferPointer(rebasing: method), as: UTF8.self)
     request.resource = fieldText(target, limit: config.maxFieldBytes)
-    let path = target.firstIndex(of: UInt8(ascii: "?")).map { target[target.startIndex..<$0] } ?? target
+    let path = target.index(ofByte: UInt8(ascii: "?")).map { target[target.startIndex..<$0] } ?? target
     request.endpoint = path.count == target.count ? request.resource : fieldText(path, limit: config.maxFieldBytes)
     request.version = Self.version(versionToken)
     if let host = headers.host { request.domain = fieldText(host, limit: config.maxFieldBytes) }
@@ -211,7 +237,7 @@ extension HTTP1Parser {
     sink: inout RequestSink, identity: FlowIdentity
   ) -> State {
     let (line, headers) = Self.headerFields(block)
-    guard let (versionToken, codeToken, reason) = Self.startLineTokens(line), versionToken.starts(with: "HTTP/".utf8),
+    guard let (versionToken, codeToken, reason) = Self.startLineTokens(line), versionToken.hasPrefix("HTTP/"),
       let code = Self.decimal(codeToken), code < 1000
     else {
       // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
