@@ -28,12 +28,15 @@ public struct CaptureInterface: Sendable, Equatable {
   public var snapLength: Int
   /// Network namespace the capture ran in ("" for the current one or unknown).
   public var netns: String
+  /// A live capture on this machine (interface indexes can be named), not a file.
+  public var live: Bool
 
-  public init(name: String, linkType: UInt32, snapLength: Int, netns: String = "") {
+  public init(name: String, linkType: UInt32, snapLength: Int, netns: String = "", live: Bool = false) {
     self.name = name
     self.linkType = linkType
     self.snapLength = snapLength
     self.netns = netns
+    self.live = live
   }
 }
 

@@ -76,7 +76,8 @@ public final class LiveCapture: @unchecked Sendable {
     let linkType = UInt32(pcap_datalink(pcap))
     let interfaces = [
       CaptureInterface(
-        name: options.interface, linkType: linkType, snapLength: options.snapLength, netns: options.netns ?? "")
+        name: options.interface, linkType: linkType, snapLength: options.snapLength, netns: options.netns ?? "",
+        live: true)
     ]
     let precisionNanos = pcap_get_tstamp_precision(pcap) == Int32(PCAP_TSTAMP_PRECISION_NANO)
     // libpcap's own read timeout can block indefinitely on Linux when no packet arrives, so the

@@ -4,6 +4,10 @@ import FathomProtocols
 import FathomRecords
 import FathomWire
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Options shared by every flow pipeline run.
 public struct FlowPipelineOptions: Sendable {
   public var flowConfig = FlowConfig()
@@ -66,6 +70,9 @@ struct FlowStage: PacketSink {
   let filter: PacketFilter?
   var filteredOut: UInt64 = 0
   var capturePointIDs: [UInt32] = []
+  /// Capture points of frames captured on `any` (Linux SLL2 headers carry the interface index), so
+  /// one connection seen on a pod's veth and on the node's uplink stays two flows.
+  var interfaceIndexPoints: [UInt64: UInt32] = [:]
   let requests: RequestMeter?
   let handler: ([FlowLog]) -> Void
   let requestHandler: ([RequestLog]) -> Void
@@ -101,7 +108,12 @@ struct FlowStage: PacketSink {
       bytes, linkType: header.linkType, wireLength: header.wireLength, timestampNanos: header.timestampNanos,
       into: &packet)
     guard result == .transport else { return }
-    let point = capturePointIDs[header.interfaceIndex]
+    var point = capturePointIDs[header.interfaceIndex]
+    if header.linkType == 276, bytes.count >= 20 {
+      point = capturePoint(
+        ifindex: UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+        of: interfaces[header.interfaceIndex], source: header.interfaceIndex)
+    }
     let context = meter.process(packet, capturePoint: point)
     // Flows that ended go first: their sessions must be closed before a new flow reuses the slot.
     if !meter.output.isEmpty { deliverFlows() }
@@ -109,6 +121,25 @@ struct FlowStage: PacketSink {
       requests.process(packet, context: context, capturePoint: point)
       if !requests.output.isEmpty { requests.drain(into: requestHandler) }
     }
+  }
+
+  /// The capture point of an interface index seen inside an SLL2 header. A live capture names it
+  /// (this runs on the capture thread, inside its namespace); a file can only number it.
+  private mutating func capturePoint(ifindex: UInt32, of interface: CaptureInterface, source: Int) -> UInt32 {
+    let key = UInt64(source) << 32 | UInt64(ifindex)
+    if let known = interfaceIndexPoints[key] { return known }
+    var name = "ifindex:\(ifindex)"
+    if interface.live {
+      var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+      if if_indextoname(ifindex, &buffer) != nil {
+        name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      }
+    }
+    let point = CapturePoint(interface: name, netns: interface.netns)
+    let id = meter.addCapturePoint(point)
+    _ = requests?.addCapturePoint(point)
+    interfaceIndexPoints[key] = id
+    return id
   }
 
   private func deliverFlows() {

@@ -88,6 +88,21 @@ struct LiveCaptureTests {
     #expect(tcp.closeType == .serverReset && tcp.status == .serverError)
   }
 
+  /// On `any`, each interface is its own capture point, named from the SLL2 interface index.
+  @Test func anyInterfaceKeepsInterfacesApart() throws {
+    try #require(Self.setUp(), "could not create the test namespaces")
+    defer { Self.tearDown() }
+    var options = LiveCaptureOptions(interface: "any")
+    options.netns = Self.left
+    options.duration = 2
+    let live = LiveCapture(options: options)
+    DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { Self.sendTraffic() }
+    let collected = RecordBox()
+    _ = try FlowPipeline.runLive(live, options: FlowPipelineOptions()) { collected.append($0) }
+    let udp = try #require(collected.records.first { $0.l4Protocol == .udp && $0.serverPort == 9999 })
+    #expect(udp.interface == "veth-ftest-l" && udp.netns == Self.left)
+  }
+
   @Test func captureToFileAndReadBack() throws {
     try #require(Self.setUp(), "could not create the test namespaces")
     defer { Self.tearDown() }
