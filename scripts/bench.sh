@@ -43,6 +43,7 @@ tshark_fields=(-r "$capture" -Y "http or dns" -T fields -e http.request.method -
 declare -A label=(
   [requests]="fathom requests --format jsonl"
   [fathom]="fathom flows --format jsonl"
+  [l4]="fathom flows --l4-only --format jsonl"
   [tcpdump]="tcpdump -r F -w /dev/null"
   [ndpi]="ndpiReader -i F (1 thread)"
   [tshark]="tshark -r F -q -z conv,tcp"
@@ -51,6 +52,7 @@ declare -A label=(
 declare -A result
 result[requests]=$(measure "$runs" "$fathom" requests --format jsonl "$capture")
 result[fathom]=$(measure "$runs" "$fathom" flows --format jsonl "$capture")
+result[l4]=$(measure "$runs" "$fathom" flows --l4-only --format jsonl "$capture")
 result[tcpdump]=$(measure "$runs" tcpdump -r "$capture" -w /dev/null)
 result[ndpi]=$(measure "$runs" ndpiReader -q -i "$capture" -n 1)
 result[tshark]=$(measure 2 tshark -r "$capture" -q -z conv,tcp)
@@ -59,7 +61,7 @@ result[tsharkfields]=$(measure 2 tshark "${tshark_fields[@]}")
 fathom_seconds=${result[requests]% *}
 printf 'capture: %s, %s packets, %s MB; median of %s runs on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
 printf '%-32s %9s %12s %12s %16s\n' tool seconds "Mpps" "peak MiB" "fathom speed-up"
-for tool in requests fathom tcpdump ndpi tshark tsharkfields; do
+for tool in requests fathom l4 tcpdump ndpi tshark tsharkfields; do
   seconds=${result[$tool]% *}
   peak=${result[$tool]#* }
   awk -v l="${label[$tool]}" -v s="$seconds" -v p="$packets" -v m="$peak" -v f="$fathom_seconds" \

@@ -55,7 +55,19 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   }
 
   public mutating func append(_ text: StaticString) {
-    if text.hasPointerRepresentation {
+    if text.hasPointerRepresentation && text.utf8CodeUnitCount <= 16 {
+      // JSON keys are short: copying them byte by byte avoids a call to memmove per key.
+      let length = text.utf8CodeUnitCount
+      reserve(length)
+      let target = base + count
+      let source = text.utf8Start
+      var index = 0
+      while index < length {
+        target[index] = source[index]
+        index += 1
+      }
+      count += length
+    } else if text.hasPointerRepresentation {
       append(bytes: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     } else {
       text.withUTF8Buffer { append(bytes: UnsafeRawBufferPointer($0)) }

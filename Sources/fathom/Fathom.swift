@@ -94,6 +94,9 @@ struct AnalysisOptions: ParsableArguments {
   @Flag(help: "Print malformed-packet counts by reason.")
   var verbose = false
 
+  @Flag(help: "Transport only: skip application protocols (faster; flows carry no request counts).")
+  var l4Only = false
+
   func validate() throws {
     if source.interface == nil && files.isEmpty { throw ValidationError("give capture files or --interface") }
     if source.interface != nil && !files.isEmpty {
@@ -110,6 +113,7 @@ struct AnalysisOptions: ParsableArguments {
     options.filter = source.filter
     options.decapsulateTunnels = !noDecapsulate
     options.idleSecondsAtEnd = endIdle
+    options.parseApplications = !l4Only
     if let count = source.count { options.packetLimit = count }
     return options
   }
@@ -177,6 +181,7 @@ struct RequestsCommand: ParsableCommand {
   var `protocol`: String?
 
   func validate() throws {
+    if analysis.l4Only { throw ValidationError("--l4-only leaves no requests to print") }
     if let name = `protocol`, ApplicationProtocol(name: name) == nil {
       throw ValidationError("unknown protocol \(name); one of http, http2, grpc, dns, redis")
     }
