@@ -60,12 +60,12 @@ result[tsharkfields]=$(measure 2 tshark "${tshark_fields[@]}")
 
 fathom_seconds=${result[requests]% *}
 printf 'capture: %s, %s packets, %s MB; median of %s runs on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
-printf '%-32s %9s %12s %12s %16s\n' tool seconds "Mpps" "peak MiB" "fathom speed-up"
+printf '%-40s %9s %12s %12s %16s\n' tool seconds "Mpps" "peak MiB" "fathom speed-up"
 for tool in requests fathom l4 tcpdump ndpi tshark tsharkfields; do
   seconds=${result[$tool]% *}
   peak=${result[$tool]#* }
   awk -v l="${label[$tool]}" -v s="$seconds" -v p="$packets" -v m="$peak" -v f="$fathom_seconds" \
-    'BEGIN { printf "%-32s %9.2f %12.2f %12.1f %15.2fx\n", l, s, (s > 0 ? p / s / 1e6 : 0), m / 1024, (f > 0 ? s / f : 0) }'
+    'BEGIN { printf "%-40s %9.2f %12.2f %12.1f %15.2fx\n", l, s, (s > 0 ? p / s / 1e6 : 0), m / 1024, (f > 0 ? s / f : 0) }'
 done
 
 # The same requests as tshark: HTTP methods and status codes, DNS queries and rcodes.
