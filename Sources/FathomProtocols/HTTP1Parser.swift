@@ -56,21 +56,25 @@ final class HTTP1Parser {
 
   // MARK: feeding
 
+  /// Parses bytes of one direction; returns where parsing stopped, which is before the end only
+  /// when the connection switched protocols (the rest belongs to the new protocol, e.g. h2c).
+  @discardableResult
   func feed(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
-  ) {
+  ) -> Int {
     var offset = 0
     while offset < data.count {
       let state = fromClient ? request.state : response.state
-      if state == .stopped { return }
+      if state == .stopped { return offset }
       guard
         let consumed = step(
           data, from: offset, fromClient: fromClient, sequence: sequence &+ UInt32(truncatingIfNeeded: offset),
           nanos: nanos, identity: identity, config: config, sink: &sink)
-      else { return }  // everything left was buffered: waiting for more bytes
+      else { return data.count }  // everything left was buffered: waiting for more bytes
       offset += consumed
     }
+    return data.count
   }
 
   func gap(fromClient: Bool) {

@@ -317,12 +317,19 @@ public final class RequestMeter {
   ) {
     switch parser.kind {
     case .http:
-      parser.http!.feed(
+      let used = parser.http!.feed(
         bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
       )
       if parser.http!.upgradedToHTTP2 {
-        // h2c: the connection continues as HTTP/2 (the client sends the preface next).
+        // h2c: the connection continues as HTTP/2 (the client sends the preface next); frames that
+        // follow the 101 in the same segment are HTTP/2 already.
         parser = Parser(kind: .http2, http2: HTTP2Parser(expectPreface: true))
+        if used < bytes.count {
+          parser.http2!.feed(
+            UnsafeRawBufferPointer(rebasing: bytes[used...]), fromClient: fromClient,
+            sequence: sequence &+ UInt32(truncatingIfNeeded: used), nanos: nanos, identity: identity, config: config,
+            sink: &sink)
+        }
       }
     case .http2:
       parser.http2!.feed(
