@@ -285,6 +285,11 @@ extension HTTP1Parser {
     response.endNanos = nanos
     currentResponse = nil
     let request = pending.isEmpty ? nil : pending.removeFirst()
+    if upgradedToHTTP2, let request {
+      // h2c: the upgraded request is answered on HTTP/2 stream 1; the 101 is not its answer.
+      upgradeRequest = request
+      return
+    }
     sink.emit(.http, identity, request: request, response: response)
   }
 

@@ -41,6 +41,8 @@ final class HTTP1Parser {
   var currentResponseClosesConnection = false
   /// Set when a 101 response switches the connection to h2c: the caller hands over.
   var upgradedToHTTP2 = false
+  /// The request that asked for h2c; HTTP/2 answers it on stream 1.
+  var upgradeRequest: PendingRequest?
 
   static let methods: [[UInt8]] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
     .map { Array($0.utf8) }

@@ -85,6 +85,15 @@ final class HTTP2Parser {
     return (false, false)
   }
 
+  /// Takes over the HTTP/1 request of an h2c upgrade as stream 1 (RFC 7540, 3.2).
+  func adoptUpgradedRequest(_ request: PendingRequest) {
+    var stream = Stream(request: request)
+    stream.request.transactionID = 1
+    stream.clientDone = true
+    streams[1] = stream
+    order.append(1)
+  }
+
   func feed(
     _ data: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink

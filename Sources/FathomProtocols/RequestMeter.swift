@@ -323,7 +323,9 @@ public final class RequestMeter {
       if parser.http!.upgradedToHTTP2 {
         // h2c: the connection continues as HTTP/2 (the client sends the preface next); frames that
         // follow the 101 in the same segment are HTTP/2 already.
+        let upgradeRequest = parser.http!.upgradeRequest
         parser = Parser(kind: .http2, http2: HTTP2Parser(expectPreface: true))
+        if let upgradeRequest { parser.http2!.adoptUpgradedRequest(upgradeRequest) }
         if used < bytes.count {
           parser.http2!.feed(
             UnsafeRawBufferPointer(rebasing: bytes[used...]), fromClient: fromClient,

@@ -95,10 +95,15 @@ enum H2 {
     x.send(
       Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
         + H2.frame(type: 1, flags: 0x5, stream: 3, [0x82, 0x84] + H2.literal(":authority", "web")))
-    x.send(Array(settings.dropFirst(5)) + H2.frame(type: 1, flags: 0x5, stream: 3, [0x88]), fromClient: false)
+    x.send(
+      Array(settings.dropFirst(5)) + H2.frame(type: 1, flags: 0x5, stream: 1, [0x89])
+        + H2.frame(type: 1, flags: 0x5, stream: 3, [0x88]), fromClient: false)
     x.finish(closed: true)
-    #expect(x.records.map(\.applicationProtocol) == [.http, .http2])
-    #expect(x.records.map(\.code) == [101, 200])
+    // The upgraded request is answered on stream 1 (204), the next one on stream 3 (200).
+    let records = x.records.sorted { ($0.transactionID ?? 0) < ($1.transactionID ?? 0) }
+    #expect(records.map(\.applicationProtocol) == [.http2, .http2])
+    #expect(records.map(\.code) == [204, 200])
+    #expect(records.first?.resource == "/" && records.first?.domain == "web")
   }
 
   @Test func webSocketUpgradeStopsCleanly() throws {
