@@ -195,9 +195,10 @@ final class DNSSession {
       request.resource = message.questionName
       request.bytes = UInt64(bytes.count)
       request.transactionID = UInt32(message.id)
-      if let previous = pending.updateValue(request, forKey: message.id), previous.startNanos != nanos {
-        // A retry with the same id: the earlier query stays unanswered.
-        _ = previous
+      if let previous = pending.updateValue(request, forKey: message.id) {
+        // The resolver asked again with the same id: the earlier attempt went unanswered (a lost
+        // query or answer), which is what a DNS-loss diagnosis needs to see.
+        sink.emit(.dns, identity, request: previous, response: nil, status: .timeout)
       }
       if pending.count > config.maxPendingPerFlow,
         let oldest = pending.min(by: { $0.value.startNanos < $1.value.startNanos })

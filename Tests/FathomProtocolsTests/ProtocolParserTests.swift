@@ -307,3 +307,19 @@ final class Exchange {
     #expect(x.flowRecords.count == 1)
   }
 }
+
+@Suite struct DNSRetryTests {
+  /// A resolver retrying with the same id: the first attempt is reported as a timeout.
+  @Test func retriedQueryCountsTheLostAttempt() throws {
+    let x = Exchange(serverPort: 53)
+    let q = DNSAndRedisTests.query(id: 9, name: "checkout.shop.svc.cluster.local")
+    x.deliver(x.client.udp(sourcePort: 33_010, destinationPort: 53, payload: q))
+    x.deliver(x.client.udp(sourcePort: 33_010, destinationPort: 53, payload: q))
+    x.deliver(
+      x.client.reversed().udp(
+        sourcePort: 53, destinationPort: 33_010,
+        payload: DNSAndRedisTests.answer(to: q, rcode: 0, address: [10, 96, 0, 30])))
+    x.finish()
+    #expect(x.records.map(\.status) == [.timeout, .ok])
+  }
+}
