@@ -133,7 +133,10 @@ final class HTTP2Parser {
         }
         direction.remaining = length
         // Header-carrying and control frames are collected; DATA and the rest are skipped by length.
-        direction.collecting = [1, 3, 5, 7, 9].contains(direction.frameType)
+        switch direction.frameType {
+        case 1, 3, 5, 7, 9: direction.collecting = true
+        default: direction.collecting = false
+        }
         direction.payload.removeAll(keepingCapacity: true)
         if length == 0 {
           frameComplete(&direction, fromClient: fromClient, identity: identity, config: config, sink: &sink)
