@@ -31,9 +31,12 @@ deps-bench:
 build: deps-build
 	$(SWIFT) build -c release --product fathom
 
-# The flow table of a capture recorded between network namespaces (scripts/netns-traffic.sh demo).
+# Flows and requests of a capture recorded between network namespaces
+# (scripts/netns-traffic.sh demo); the lab demo replaces it later.
 demo: build
 	.build/release/fathom flows testdata/demo.pcap
+	@echo
+	.build/release/fathom requests testdata/demo.pcap
 
 test: deps-test
 	$(SWIFT) build --build-tests
