@@ -149,28 +149,28 @@ public enum FlowTable {
 
   public static func appendRow(_ flow: FlowLog, to out: inout OutputBuffer) {
     out.appendPadded(flow.l4Protocol.description, width: 7)
-    out.appendPadded(endpoint(flow.clientIP, flow.clientPort) + (flow.orientationGuessed ? "?" : ""), width: 40)
-    out.appendPadded(endpoint(flow.serverIP, flow.serverPort), width: 40)
+    out.appendPaddedEndpoint(flow.clientIP, flow.clientPort, marker: flow.orientationGuessed ? "?" : "", width: 40)
+    out.appendPaddedEndpoint(flow.serverIP, flow.serverPort, width: 40)
     out.appendPadded("\(flow.clientToServer.packets)/\(flow.serverToClient.packets)", width: 17)
     out.appendPadded("\(flow.clientToServer.l3Bytes)/\(flow.serverToClient.l3Bytes)", width: 22)
     out.appendPadded(flow.closeType.rawValue, width: 26)
     out.appendPadded(flow.status.rawValue, width: 13)
-    out.appendPadded(millis(flow.rttMicros), width: 8, alignRight: true)
+    out.appendPadded(TableCell.millis(flow.rttMicros), width: 8, alignRight: true)
     out.appendPadded(
-      flow.art.count == 0 ? "-" : millis(UInt32(clamping: flow.art.meanMicros)), width: 9, alignRight: true)
+      flow.art.count == 0 ? "-" : TableCell.millis(flow.art.meanMicros), width: 9, alignRight: true)
     let retrans = flow.clientToServer.retransmissions + flow.serverToClient.retransmissions
     out.appendPadded("\(retrans)", width: 6, alignRight: true)
     let zeroWindows = flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows
     out.appendPadded("\(zeroWindows)", width: 6, alignRight: true)
     out.append(byte: 10)
   }
+}
 
-  private static func endpoint(_ ip: IPAddress, _ port: UInt16) -> String {
-    ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
-  }
-
-  private static func millis(_ micros: UInt32) -> String {
-    if micros == 0 { return "-" }
+/// Cell text shared by the human tables.
+enum TableCell {
+  /// Milliseconds with two decimals ("12.05"), or "-" when nothing was measured.
+  static func millis<Micros: BinaryInteger>(_ micros: Micros) -> String {
+    if micros <= 0 { return "-" }
     let whole = micros / 1000
     let fraction = (micros % 1000) / 10
     return "\(whole)." + (fraction < 10 ? "0" : "") + "\(fraction)"

@@ -153,12 +153,40 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   }
 
   /// Left-aligned text keeps one space free so columns never run together.
+  /// Truncation is by byte, so a cut never splits more than the one multi-byte character at the
+  /// edge of the column.
   public mutating func appendPadded(_ text: String, width: Int, alignRight: Bool = false) {
-    let utf8 = Array(text.utf8.prefix(alignRight ? width : max(0, width - 1)))
-    let padding = width - utf8.count
-    if alignRight { for _ in 0..<padding { append(byte: 32) } }
-    utf8.withUnsafeBytes { append(bytes: $0) }
-    if !alignRight { for _ in 0..<padding { append(byte: 32) } }
+    var text = text
+    text.withUTF8 { utf8 in
+      let shown = min(utf8.count, alignRight ? width : max(0, width - 1))
+      let padding = width - shown
+      if alignRight { appendSpaces(padding) }
+      append(bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[0..<shown]))
+      if !alignRight { appendSpaces(padding) }
+    }
+  }
+
+  /// Appends "ip:port" ("[ip]:port" for IPv6) and an optional marker, cut and padded to a
+  /// left-aligned column of `width`, without building a String.
+  public mutating func appendPaddedEndpoint(
+    _ address: IPAddress, _ port: UInt16, marker: StaticString = "", width: Int
+  ) {
+    let start = count
+    if !address.isIPv4 { append(byte: UInt8(ascii: "[")) }
+    append(address)
+    if !address.isIPv4 { append(byte: UInt8(ascii: "]")) }
+    append(byte: UInt8(ascii: ":"))
+    append(UInt64(port))
+    append(marker)
+    count = min(count, start + max(0, width - 1))
+    appendSpaces(width - (count - start))
+  }
+
+  private mutating func appendSpaces(_ count: Int) {
+    guard count > 0 else { return }
+    reserve(count)
+    (base + self.count).initialize(repeating: 32, count: count)
+    self.count += count
   }
 
   /// Writes everything to a file descriptor and empties the buffer; false on a write error.

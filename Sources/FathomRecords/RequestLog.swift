@@ -197,20 +197,14 @@ public enum RequestTable {
 
   public static func appendRow(_ request: RequestLog, to out: inout OutputBuffer) {
     out.appendPadded(request.applicationProtocol.description, width: 7)
-    out.appendPadded(endpoint(request.clientIP, request.clientPort), width: 23)
-    out.appendPadded(endpoint(request.serverIP, request.serverPort), width: 23)
+    out.appendPaddedEndpoint(request.clientIP, request.clientPort, width: 23)
+    out.appendPaddedEndpoint(request.serverIP, request.serverPort, width: 23)
     out.appendPadded(request.method, width: 10)
     out.appendPadded(request.domain, width: 35)
     out.appendPadded(request.resource, width: 42)
     out.appendPadded(request.status.name.description, width: 14)
     out.appendPadded(request.code.map { "\($0)" } ?? "-", width: 6)
-    let millis = Double(request.durationMicros) / 1000
-    out.appendPadded(
-      request.durationMicros > 0 ? "\((millis * 100).rounded() / 100)" : "-", width: 12, alignRight: true)
+    out.appendPadded(TableCell.millis(request.durationMicros), width: 12, alignRight: true)
     out.append(byte: 10)
-  }
-
-  static func endpoint(_ ip: IPAddress, _ port: UInt16) -> String {
-    ip.isIPv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
   }
 }

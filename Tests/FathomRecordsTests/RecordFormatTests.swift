@@ -1,6 +1,7 @@
-import FathomRecords
 import Foundation
 import Testing
+
+@testable import FathomRecords
 
 @Suite struct RecordFormatTests {
   @Test func jsonLinesParseBackWithEscapes() throws {
@@ -31,5 +32,22 @@ import Testing
     #expect(IPAddress("fe80::1")!.description == "fe80::1")
     #expect(IPAddress("::")!.description == "::")
     #expect(IPAddress("10.0.0") == nil && IPAddress("1:2:3") == nil)
+  }
+
+  @Test func tableCellsPadCutAndMark() {
+    var buffer = OutputBuffer(capacity: 8)
+    buffer.appendPaddedEndpoint(IPAddress("10.0.0.1")!, 80, marker: "?", width: 14)
+    buffer.append(byte: UInt8(ascii: "|"))
+    buffer.appendPaddedEndpoint(IPAddress("2001:db8::1")!, 443, width: 10)
+    buffer.append(byte: UInt8(ascii: "|"))
+    buffer.appendPadded("abc", width: 5, alignRight: true)
+    buffer.append(byte: UInt8(ascii: "|"))
+    buffer.appendPadded("abcdef", width: 4)
+    buffer.append(byte: UInt8(ascii: "|"))
+    // A left-aligned column always keeps one space so neighbours never run together.
+    #expect(buffer.string == "10.0.0.1:80?  |[2001:db8 |  abc|abc |")
+    #expect(TableCell.millis(UInt64(0)) == "-")
+    #expect(TableCell.millis(UInt32(1_050)) == "1.05")
+    #expect(TableCell.millis(Int64(12_345)) == "12.34")
   }
 }
