@@ -5,7 +5,9 @@ struct DNSMessage {
   var id: UInt16
   var isResponse: Bool
   var opcode: UInt8
-  var rcode: UInt8
+  /// The header's 4 bits, extended by the 8 high bits of an EDNS OPT record (RFC 6891), so
+  /// BADVERS (16) and BADCOOKIE (23) are told from NOERROR.
+  var rcode: UInt16
   var questionName = ""
   var questionType: UInt16 = 0
   var answers: [DNSAnswer] = []
@@ -13,6 +15,8 @@ struct DNSMessage {
   static let maxNameBytes = 255
   static let maxPointerJumps = 32
   static let maxAnswers = 32
+  /// Authority and additional records walked to find the OPT record.
+  static let maxSkippedRecords = 64
 
   /// Decodes a message; nil when even the header or question is unreadable.
   init?(_ bytes: UnsafeRawBufferPointer) {
@@ -20,9 +24,11 @@ struct DNSMessage {
     id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
     isResponse = bytes[2] & 0x80 != 0
     opcode = (bytes[2] >> 3) & 0x0F
-    rcode = bytes[3] & 0x0F
+    rcode = UInt16(bytes[3] & 0x0F)
     let questions = Int(UInt16(bytes[4]) << 8 | UInt16(bytes[5]))
     let answerCount = Int(UInt16(bytes[6]) << 8 | UInt16(bytes[7]))
+    let authorityCount = Int(UInt16(bytes[8]) << 8 | UInt16(bytes[9]))
+    let additionalCount = Int(UInt16(bytes[10]) << 8 | UInt16(bytes[11]))
     var offset = 12
     if questions > 0 {
       guard let (name, next) = Self.name(bytes, at: offset), next + 4 <= bytes.count else { return nil }
@@ -49,6 +55,30 @@ struct DNSMessage {
       }
       offset = data + length
     }
+    guard answerCount <= Self.maxAnswers else { return }
+    // Authority records are skipped; the OPT pseudo-record sits among the additional ones.
+    for index in 0..<min(authorityCount + additionalCount, Self.maxSkippedRecords) {
+      guard let next = Self.skipName(bytes, at: offset), next + 10 <= bytes.count else { return }
+      let type = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
+      if type == 41 && index >= authorityCount {
+        rcode |= UInt16(bytes[next + 4]) << 4
+        return
+      }
+      offset = next + 10 + Int(UInt16(bytes[next + 8]) << 8 | UInt16(bytes[next + 9]))
+    }
+  }
+
+  /// The offset after a name, without decoding it: labels up to a root byte or a pointer.
+  static func skipName(_ bytes: UnsafeRawBufferPointer, at start: Int) -> Int? {
+    var offset = start
+    while offset < bytes.count, offset - start <= maxNameBytes {
+      let length = Int(bytes[offset])
+      if length == 0 { return offset + 1 }
+      if length & 0xC0 == 0xC0 { return offset + 2 <= bytes.count ? offset + 2 : nil }
+      guard length & 0xC0 == 0 else { return nil }
+      offset += 1 + length
+    }
+    return nil
   }
 
   /// A (possibly compressed) name and the offset after it in the message.

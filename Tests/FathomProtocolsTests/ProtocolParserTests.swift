@@ -262,6 +262,24 @@ final class Exchange {
     #expect(x.records.map(\.status) == [.unknown])  // the query stays unanswered
   }
 
+  /// RFC 6891: the OPT record's TTL carries the rcode's high 8 bits; it follows any authority
+  /// records, which are walked without decoding.
+  @Test func ednsExtendedRcodeIsReadFromTheOPTRecord() throws {
+    let x = Exchange(serverPort: 53)
+    let q = Self.query(id: 9, name: "edns.example")
+    x.deliver(x.client.udp(sourcePort: 33_002, destinationPort: 53, payload: q))
+    var a = Self.answer(to: q, rcode: 0, address: nil)
+    a[9] = 1  // one authority record: example. NS ns.example. (name by pointer)
+    a[11] = 1  // one additional record: OPT
+    a += [0xC0, 17] + be16(2) + be16(1) + be32(60) + be16(5) + [2] + Array("ns".utf8) + [0xC0, 17]
+    a += [0] + be16(41) + be16(1232) + [1, 0, 0, 0] + be16(0)  // extended rcode 1 → 16 (BADVERS)
+    x.deliver(x.client.reversed().udp(sourcePort: 53, destinationPort: 33_002, payload: a))
+    x.finish()
+    #expect(x.records.map(\.code) == [16])
+    #expect(x.records.map(\.status) == [.serverError])
+    #expect(x.requests.counters.parseFailures == 0)
+  }
+
   @Test func dnsOverTCPWithTwoMessagesInOneSegmentAndOneSplit() throws {
     let x = Exchange(serverPort: 53)
     x.handshake()

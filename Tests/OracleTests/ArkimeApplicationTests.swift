@@ -12,7 +12,7 @@ import Testing
 @Suite struct ArkimeApplicationTests {
   static let rcodeNames: [Int32: String] = [
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMPL", 5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET",
-    8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
+    8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADSIG_VERS",
   ]
 
   static func set(_ field: Substring) -> Set<String> {
