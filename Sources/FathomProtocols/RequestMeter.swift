@@ -29,12 +29,16 @@ public final class RequestMeter {
   /// The flow's parser: a kind and the one parser it uses. Parsers are optionals rather than enum
   /// payloads so they are mutated in place (enum payloads are copied in and out).
   struct Parser {
-    enum Kind { case undecided, http, http2, dns, redis, none }
+    enum Kind { case undecided, socks, http, http2, dns, redis, none }
     var kind = Kind.undecided
     var http: HTTP1Parser?
     var http2: HTTP2Parser?
     var dns: DNSSession?
     var redis: RedisSession?
+    var socks: SOCKSHandshake?
+    /// Bytes after a SOCKS handshake, held until both directions finished it; then the stage
+    /// infers the tunnelled protocol from them.
+    var tunnel: Sniff?
 
     /// Not a protocol Fathom parses (or parsing stopped): payload is ignored.
     mutating func stop() { self = Parser(kind: .none) }
@@ -50,6 +54,8 @@ public final class RequestMeter {
     var sink = RequestSink()
     var sniff = Sniff()
     var lastNanos: Int64 = 0
+    /// The protocol is inferred inside a SOCKS tunnel: the proxy's endpoint says nothing about it.
+    var insideTunnel = false
 
     /// An unused slot.
     static var free: Session {
@@ -179,7 +185,7 @@ public final class RequestMeter {
   private func decide(_ session: inout Session, _ payload: UnsafeRawBufferPointer, transport: UInt8) {
     let identity = session.identity
     let key = EndpointKey(address: identity.serverIP, port: identity.serverPort, transport: transport)
-    var found = endpointProtocols[key]
+    var found = session.insideTunnel ? nil : endpointProtocols[key]
     if found == nil {
       if transport == 17 {
         // NetBIOS name service shares DNS's wire format but is not DNS.
@@ -196,7 +202,12 @@ public final class RequestMeter {
       } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
         found = .redis
       }
-      if let found {
+      if found == nil, transport == 6, !session.insideTunnel, SOCKSHandshake.looksLikeSOCKS(payload) {
+        // Not cached: each connection to a proxy opens with its own handshake.
+        session.parser = Parser(kind: .socks, socks: SOCKSHandshake())
+        return
+      }
+      if let found, !session.insideTunnel {
         if endpointProtocols.count >= config.endpointCacheCapacity {
           endpointProtocols.removeAll(keepingCapacity: true)
         }
@@ -231,6 +242,10 @@ public final class RequestMeter {
         Self.parse(
           &session.parser, packet.payload, fromClient: fromClient, sequence: packet.sequence, nanos: nanos,
           identity: session.identity, config: config, sink: &session.sink)
+        if Self.takeTunnel(&session.parser, into: &session.sniff) {
+          session.insideTunnel = true
+          decideTunnelled(&session)
+        }
         flush(&session)
         return
       }
@@ -238,6 +253,7 @@ public final class RequestMeter {
     let config = self.config
     var dropped: UInt64 = 0
     var gaps: UInt64 = 0
+    var tunnelled = false
     // The parser and sink move out of the session while the stream delivers, so that they are
     // mutated in place. (Separate variables: overlapping accesses to two properties of one captured
     // variable would trip the runtime exclusivity check.)
@@ -262,6 +278,7 @@ public final class RequestMeter {
         Self.parse(
           &parser, bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity,
           config: config, sink: &sink)
+        if Self.takeTunnel(&parser, into: &sniff) { tunnelled = true }
       }
     }
     if fromClient {
@@ -276,7 +293,12 @@ public final class RequestMeter {
     swap(&parser, &session.parser)
     swap(&sink, &session.sink)
     swap(&sniff, &session.sniff)
-    if session.parser.kind == .undecided { decideFromSniff(&session, fromClient: fromClient) }
+    if tunnelled {
+      session.insideTunnel = true
+      decideTunnelled(&session)
+    } else if session.parser.kind == .undecided {
+      decideFromSniff(&session, fromClient: fromClient)
+    }
     counters.segmentsDropped += dropped
     counters.streamGaps += gaps
     flush(&session)
@@ -309,6 +331,21 @@ public final class RequestMeter {
           sink: &session.sink)
       }
     }
+  }
+
+  /// Once a SOCKS handshake is over both ways, its tunnel's first bytes become the sniff the
+  /// tunnelled protocol is inferred from. True when that happened.
+  private static func takeTunnel(_ parser: inout Parser, into sniff: inout Sniff) -> Bool {
+    guard parser.kind == .undecided, let tunnel = parser.tunnel else { return false }
+    parser.tunnel = nil
+    sniff = tunnel
+    return true
+  }
+
+  /// Infers the tunnelled protocol from whichever direction's bytes tell.
+  private func decideTunnelled(_ session: inout Session) {
+    decideFromSniff(&session, fromClient: true)
+    if session.parser.kind == .undecided { decideFromSniff(&session, fromClient: false) }
   }
 
   private static func parse(
@@ -345,6 +382,23 @@ public final class RequestMeter {
       parser.redis!.feed(
         bytes, fromClient: fromClient, sequence: sequence, nanos: nanos, identity: identity, config: config, sink: &sink
       )
+    case .socks:
+      let used = parser.socks!.feed(bytes, fromClient: fromClient)
+      if parser.socks!.failed {
+        parser.stop()
+        return
+      }
+      if used < bytes.count {
+        if parser.tunnel == nil { parser.tunnel = Sniff() }
+        parser.tunnel!.append(
+          UnsafeRawBufferPointer(rebasing: bytes[used...]), fromClient: fromClient,
+          sequence: sequence &+ UInt32(truncatingIfNeeded: used), nanos: nanos)
+      }
+      if parser.socks!.established {
+        parser.kind = .undecided
+        parser.socks = nil
+        if parser.tunnel == nil { parser.tunnel = Sniff() }
+      }
     case .undecided, .none:
       break
     }
@@ -356,6 +410,7 @@ public final class RequestMeter {
     case .http2: parser.http2!.gap(fromClient: fromClient)
     case .dns: parser.dns!.gap()
     case .redis: parser.redis!.gap(fromClient: fromClient)
+    case .socks: parser.stop()  // a handshake cannot be resumed mid-way
     case .undecided, .none: break
     }
   }
@@ -416,7 +471,7 @@ public final class RequestMeter {
     case .http2: parser.http2!.finish(unanswered: unanswered, identity: identity, sink: &sink)
     case .dns: parser.dns!.finish(unanswered: unanswered, identity: identity, sink: &sink)
     case .redis: parser.redis!.finish(nanos: endNanos, unanswered: unanswered, identity: identity, sink: &sink)
-    case .undecided, .none: break
+    case .socks, .undecided, .none: break
     }
     swap(&sink, &session.sink)
     session.parser.stop()

@@ -341,3 +341,53 @@ final class Exchange {
     #expect(x.records.map(\.status) == [.timeout, .ok])
   }
 }
+
+@Suite struct SOCKSTunnelTests {
+  /// SOCKS5 with username/password, the request split across segments, and the client's HTTP
+  /// request sent before the server's reply: the tunnelled HTTP is still read.
+  @Test func socks5TunnelCarriesHTTP() throws {
+    let x = Exchange(serverPort: 1080)
+    x.handshake()
+    x.send([5, 2, 0, 2])
+    x.send([5, 2], fromClient: false)
+    x.send([1, 4] + Array("user".utf8) + [4] + Array("pass".utf8))
+    x.send([1, 0], fromClient: false)
+    let request: [UInt8] = [5, 1, 0, 3, 11] + Array("example.com".utf8) + [0, 80]
+    x.send(Array(request[0..<6]))
+    x.send(Array(request[6...]) + Array("GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n".utf8))
+    x.send(
+      [5, 0, 0, 1, 10, 0, 0, 9, 0x1F, 0x90] + Array("HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n".utf8),
+      fromClient: false)
+    x.send("GET /b HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    x.send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", fromClient: false)
+    x.finish(closed: true)
+    #expect(x.records.map(\.resource) == ["/a", "/b"])
+    #expect(x.records.map(\.code) == [302, 200])
+    #expect(x.records.allSatisfy { $0.domain == "example.com" && $0.applicationProtocol == .http })
+  }
+
+  @Test func socks4aTunnelCarriesRedis() throws {
+    let x = Exchange(serverPort: 1080)
+    x.handshake()
+    x.send([4, 1, 0x18, 0xEB, 0, 0, 0, 1] + Array("bob".utf8) + [0] + Array("cache.local".utf8) + [0])
+    x.send([0, 90, 0, 0, 0, 0, 0, 0], fromClient: false)
+    x.send("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    x.send("$1\r\nv\r\n", fromClient: false)
+    x.finish(closed: true)
+    #expect(x.records.map(\.method) == ["GET"])
+    #expect(x.records.map(\.applicationProtocol) == [.redis])
+  }
+
+  /// A refused connection carries no tunnel: the bytes after it are not guessed at.
+  @Test func refusedSOCKS5CarriesNothing() throws {
+    let x = Exchange(serverPort: 1080)
+    x.handshake()
+    x.send([5, 1, 0])
+    x.send([5, 0], fromClient: false)
+    x.send([5, 1, 0, 1, 10, 0, 0, 9, 0, 80] + Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+    x.send([5, 5, 0, 1, 0, 0, 0, 0, 0, 0], fromClient: false)
+    x.finish(closed: true)
+    #expect(x.records.isEmpty)
+    #expect(x.requests.counters.parseFailures == 0)
+  }
+}
