@@ -182,7 +182,10 @@ public final class RequestMeter {
   }
 
   /// Inference by content, with the server port only as a hint; remembered per server endpoint.
-  private func decide(_ session: inout Session, _ payload: UnsafeRawBufferPointer, transport: UInt8) {
+  /// `fromClient` tells whose bytes `payload` holds: only a client opens a SOCKS handshake.
+  private func decide(
+    _ session: inout Session, _ payload: UnsafeRawBufferPointer, transport: UInt8, fromClient: Bool = true
+  ) {
     let identity = session.identity
     let key = EndpointKey(address: identity.serverIP, port: identity.serverPort, transport: transport)
     var found = session.insideTunnel ? nil : endpointProtocols[key]
@@ -202,7 +205,7 @@ public final class RequestMeter {
       } else if RedisSession.looksLikeRESP(payload, portHint: identity.serverPort == 6379) {
         found = .redis
       }
-      if found == nil, transport == 6, !session.insideTunnel, SOCKSHandshake.looksLikeSOCKS(payload) {
+      if found == nil, transport == 6, fromClient, !session.insideTunnel, SOCKSHandshake.looksLikeSOCKS(payload) {
         // Not cached: each connection to a proxy opens with its own handshake.
         session.parser = Parser(kind: .socks, socks: SOCKSHandshake())
         return
@@ -311,7 +314,8 @@ public final class RequestMeter {
     guard !bytes.isEmpty else { return }
     let attemptsBefore = session.attempts
     bytes.withUnsafeBytes {
-      decide(&session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6)
+      decide(
+        &session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6, fromClient: fromClient)
     }
     if session.parser.kind == .undecided {
       // Short prefixes get more chances: only full-sized ones count as failed attempts.
