@@ -166,8 +166,9 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     }
   }
 
-  /// Appends "ip:port" ("[ip]:port" for IPv6) and an optional marker, cut and padded to a
-  /// left-aligned column of `width`, without building a String.
+  /// Appends "ip:port" ("[ip]:port" for IPv6) and an optional marker, padded to a left-aligned
+  /// column of `width`, without building a String. Never cut: a shortened address would name
+  /// another host, so a long one overflows the column, followed by one space.
   public mutating func appendPaddedEndpoint(
     _ address: IPAddress, _ port: UInt16, marker: StaticString = "", width: Int
   ) {
@@ -178,8 +179,7 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     append(byte: UInt8(ascii: ":"))
     append(UInt64(port))
     append(marker)
-    count = min(count, start + max(0, width - 1))
-    appendSpaces(width - (count - start))
+    appendSpaces(max(1, width - (count - start)))
   }
 
   private mutating func appendSpaces(_ count: Int) {

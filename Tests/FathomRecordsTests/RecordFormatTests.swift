@@ -44,8 +44,8 @@ import Testing
     buffer.append(byte: UInt8(ascii: "|"))
     buffer.appendPadded("abcdef", width: 4)
     buffer.append(byte: UInt8(ascii: "|"))
-    // A left-aligned column always keeps one space so neighbours never run together.
-    #expect(buffer.string == "10.0.0.1:80?  |[2001:db8 |  abc|abc |")
+    // Columns keep one space so neighbours never run together; endpoints overflow rather than cut.
+    #expect(buffer.string == "10.0.0.1:80?  |[2001:db8::1]:443 |  abc|abc |")
     #expect(TableCell.millis(UInt64(0)) == "-")
     #expect(TableCell.millis(UInt32(1_050)) == "1.05")
     #expect(TableCell.millis(Int64(12_345)) == "12.34")
