@@ -17,6 +17,9 @@ public struct RequestConfig: Sendable {
   public var endpointCacheCapacity = 65_536
   /// Longest string kept for a record field (paths, Redis keys, DNS answers).
   public var maxFieldBytes = 1024
+  /// False when only the per-flow request counts are wanted (`fathom flows`): no RequestLog is
+  /// built, which saves ~10% of the pipeline's time.
+  public var keepsRecords = true
 
   public init() {}
 }

@@ -11,6 +11,8 @@ public final class RequestMeter {
   /// Records ready for the next stage (`drain`).
   public var output: [RequestLog] { buffer.records }
   private let buffer = RequestBuffer()
+  /// The buffer sessions emit into; nil when the configuration keeps no records.
+  private var recordBuffer: RequestBuffer? { config.keepsRecords ? buffer : nil }
 
   /// One session per flow-table slot, allocated once and mutated in place; flow id 0 marks a free
   /// slot (flow ids start at 1).
@@ -137,7 +139,7 @@ public final class RequestMeter {
       if packet.tcpFlags.contains(.syn) {
         if sessions[context.slot].identity.flowID != context.flowID {
           sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
-          sessions[context.slot].sink.buffer = buffer
+          sessions[context.slot].sink.buffer = recordBuffer
         }
         if context.fromClient {
           sessions[context.slot].client.start(at: packet.sequence &+ 1)
@@ -149,7 +151,7 @@ public final class RequestMeter {
     }
     if sessions[context.slot].identity.flowID != context.flowID {
       sessions[context.slot] = Session(identity: identity(packet, context: context, capturePoint: capturePoint))
-      sessions[context.slot].sink.buffer = buffer
+      sessions[context.slot].sink.buffer = recordBuffer
     }
     process(packet, fromClient: context.fromClient, session: &sessions[context.slot])
   }

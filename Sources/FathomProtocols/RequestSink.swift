@@ -64,10 +64,23 @@ struct RequestSink {
   /// Requests pushed out of a full pending table.
   var evicted: UInt64 = 0
 
+  /// Counts a finished request and, when a buffer collects records, builds its RequestLog.
   mutating func emit(
     _ proto: ApplicationProtocol, _ identity: FlowIdentity, request: PendingRequest?, response: ResponseInfo?,
     status fallback: RequestStatus = .timeout
   ) {
+    let status = response?.status ?? fallback
+    if request != nil { counts.requests &+= 1 }
+    if response != nil { counts.responses &+= 1 }
+    switch status {
+    case .clientError: counts.clientErrors &+= 1
+    case .serverError: counts.serverErrors &+= 1
+    case .timeout: counts.timeouts &+= 1
+    case .unknown, .parseFailed: counts.unknown &+= 1
+    case .ok: break
+    }
+    emitted += 1
+    guard let buffer else { return }  // counts only (`fathom flows`)
     let start = request?.startNanos ?? response?.startNanos ?? 0
     let end = response?.endNanos ?? request?.lastNanos ?? start
     var duration: Int64 = 0
@@ -78,6 +91,7 @@ struct RequestSink {
       serverPort: identity.serverPort, flowID: identity.flowID)
     log.interface = identity.interface
     log.netns = identity.netns
+    log.status = status
     if let request {
       log.version = request.version
       log.method = request.method
@@ -92,30 +106,17 @@ struct RequestSink {
       log.userAgent = request.userAgent
       log.requestBytes = request.bytes
       log.transactionID = request.transactionID
-      counts.requests &+= 1
     }
     if let response {
       if log.version.isEmpty { log.version = response.version }
-      log.status = response.status
       log.code = response.code
       log.errorMessage = response.errorMessage
       log.responseTCPSequence = response.sequence
       log.responseRequestID = response.requestID
       log.responseBytes = response.bytes
       log.answers = response.answers
-      counts.responses &+= 1
-    } else {
-      log.status = fallback
     }
-    switch log.status {
-    case .clientError: counts.clientErrors &+= 1
-    case .serverError: counts.serverErrors &+= 1
-    case .timeout: counts.timeouts &+= 1
-    case .unknown, .parseFailed: counts.unknown &+= 1
-    case .ok: break
-    }
-    buffer?.records.append(log)
-    emitted += 1
+    buffer.records.append(log)
   }
 }
 

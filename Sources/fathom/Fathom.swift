@@ -119,9 +119,13 @@ struct AnalysisOptions: ParsableArguments {
   }
 
   /// Runs every source through the pipeline, then prints the summaries; exits 1 if one failed.
+  /// Without a `requests` handler no request records are built, only the flows' request counts.
   func run(
-    flows: @escaping ([FlowLog]) -> Void, requests: @escaping ([RequestLog]) -> Void, writer: RecordWriter
+    flows: @escaping ([FlowLog]) -> Void, requests: (([RequestLog]) -> Void)?, writer: RecordWriter
   ) throws {
+    var pipeline = self.pipeline
+    pipeline.requestConfig.keepsRecords = requests != nil
+    let requests = requests ?? { _ in }
     var failed = false
     var summaries: [SourceSummary] = []
     if source.interface != nil {
@@ -165,7 +169,7 @@ struct FlowsCommand: ParsableCommand {
 
   func run() throws {
     let writer = RecordWriter(format: analysis.format, header: FlowTable.header)
-    try analysis.run(flows: { writer.write($0) }, requests: { _ in }, writer: writer)
+    try analysis.run(flows: { writer.write($0) }, requests: nil, writer: writer)
   }
 }
 

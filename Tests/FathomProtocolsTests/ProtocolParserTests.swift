@@ -100,6 +100,25 @@ final class Exchange {
 }
 
 @Suite struct HTTP1Tests {
+  /// `fathom flows` keeps no request records; the flows' request counts must not change.
+  @Test(arguments: [true, false])
+  func countsDoNotDependOnKeepingRecords(keepsRecords: Bool) throws {
+    var config = RequestConfig()
+    config.keepsRecords = keepsRecords
+    let x = Exchange(config: config)
+    x.handshake()
+    x.send("GET /a HTTP/1.1\r\nHost: shop\r\n\r\nGET /b HTTP/1.1\r\nHost: shop\r\n\r\nGET /c HTTP/1.1\r\n\r\n")
+    x.send(
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n",
+      fromClient: false)
+    x.finish(closed: true)
+    #expect(x.records.count == (keepsRecords ? 3 : 0))
+    let counts = try #require(x.flowRecords.last?.application)
+    #expect(counts.requests == 3 && counts.responses == 2)
+    #expect(counts.clientErrors == 1 && counts.serverErrors == 1 && counts.timeouts == 1)
+    #expect(x.requests.counters.requestsEmitted == 3)
+  }
+
   @Test func pipelinedRequestsPairInOrder() throws {
     let x = Exchange()
     x.handshake()
