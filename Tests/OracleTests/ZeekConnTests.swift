@@ -40,34 +40,18 @@ import Testing
   }
 
   static func parseConnLog(_ relative: String) -> [ZeekConn] {
-    var fields: [String] = []
-    var result: [ZeekConn] = []
-    for line in TestData.lines(relative) {
-      if line.hasPrefix("#fields") {
-        fields = line.split(separator: "\t").dropFirst().map(String.init)
-        continue
-      }
-      if line.hasPrefix("#") { continue }
-      if fields.isEmpty {
-        fields = line.split(separator: "\t").map(String.init)  // zeek-cut output: plain header line
-        continue
-      }
-      let values = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-      var row: [String: String] = [:]
-      for (name, value) in zip(fields, values) { row[name] = value }
+    ZeekLog.rows(relative).compactMap { row in
       guard let origPort = UInt16(row["id.orig_p"] ?? ""), let respPort = UInt16(row["id.resp_p"] ?? "") else {
-        continue
+        return nil
       }
-      result.append(
-        ZeekConn(
-          orig: Endpoint(ip: normalise(row["id.orig_h"]!), port: origPort),
-          resp: Endpoint(ip: normalise(row["id.resp_h"]!), port: respPort), proto: row["proto"] ?? "tcp",
-          state: row["conn_state"] ?? "", origPackets: row["orig_pkts"].flatMap { UInt64($0) },
-          origIPBytes: row["orig_ip_bytes"].flatMap { UInt64($0) },
-          respPackets: row["resp_pkts"].flatMap { UInt64($0) },
-          respIPBytes: row["resp_ip_bytes"].flatMap { UInt64($0) }))
+      return ZeekConn(
+        orig: Endpoint(ip: normalise(row["id.orig_h"]!), port: origPort),
+        resp: Endpoint(ip: normalise(row["id.resp_h"]!), port: respPort), proto: row["proto"] ?? "tcp",
+        state: row["conn_state"] ?? "", origPackets: row["orig_pkts"].flatMap { UInt64($0) },
+        origIPBytes: row["orig_ip_bytes"].flatMap { UInt64($0) },
+        respPackets: row["resp_pkts"].flatMap { UInt64($0) },
+        respIPBytes: row["resp_ip_bytes"].flatMap { UInt64($0) })
     }
-    return result
   }
 
   static func normalise(_ ip: String) -> String { IPAddress(ip)?.description ?? ip }
