@@ -75,7 +75,7 @@ struct LiveCaptureTests {
     options.duration = 2.5
     let live = LiveCapture(options: options)
     DispatchQueue.global().asyncAfter(deadline: .now() + 0.8) { Self.sendTraffic() }
-    let collected = RecordBox()
+    let collected = RecordBox<FlowLog>()
     var pipeline = FlowPipelineOptions()
     pipeline.flowConfig.reportIntervalSeconds = nil
     let summary = try FlowPipeline.runLive(live, options: pipeline) { collected.append($0) }
@@ -97,10 +97,65 @@ struct LiveCaptureTests {
     options.duration = 2
     let live = LiveCapture(options: options)
     DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { Self.sendTraffic() }
-    let collected = RecordBox()
+    let collected = RecordBox<FlowLog>()
     _ = try FlowPipeline.runLive(live, options: FlowPipelineOptions()) { collected.append($0) }
     let udp = try #require(collected.records.first { $0.l4Protocol == .udp && $0.serverPort == 9999 })
     #expect(udp.interface == "veth-ftest-l" && udp.netns == Self.left)
+  }
+
+  /// Live `fathom requests`: HTTP between the namespaces, checked against what the client itself
+  /// received (Python's http.server answers 200 for its directory, 404 for a missing file).
+  @Test func requestsFromALiveCaptureMatchTheClient() throws {
+    try #require(Self.setUp(), "could not create the test namespaces")
+    defer { Self.tearDown() }
+    let served = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-live-http-\(getpid())")
+    let clientTruth = served.path + ".client"
+    try FileManager.default.createDirectory(at: served, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: served) }
+    defer { try? FileManager.default.removeItem(atPath: clientTruth) }
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    server.arguments = [
+      "ip", "netns", "exec", Self.right, "python3", "-m", "http.server", "8082", "--bind", "10.199.0.2",
+      "--directory", served.path,
+    ]
+    server.standardOutput = FileHandle.nullDevice
+    server.standardError = FileHandle.nullDevice
+    try server.run()
+    defer {
+      // SIGKILL: the child inherits the test thread's signal mask, in which SIGTERM is blocked.
+      kill(server.processIdentifier, SIGKILL)
+      server.waitUntilExit()
+    }
+    let client = """
+      import http.client, time
+      seen = []
+      for path in ["/", "/no-such-file"]:
+          for attempt in range(30):
+              try:
+                  c = http.client.HTTPConnection("10.199.0.2", 8082, timeout=2)
+                  c.request("GET", path)
+                  r = c.getresponse(); r.read(); c.close()
+                  seen.append(f"GET {path} {r.status}")
+                  break
+              except OSError:
+                  time.sleep(0.1)
+      open("\(clientTruth)", "w").write("\\n".join(seen))
+      """
+    var options = LiveCaptureOptions(interface: "veth-ftest-l")
+    options.netns = Self.left
+    options.duration = 3
+    let live = LiveCapture(options: options)
+    DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) {
+      Self.run(["ip", "netns", "exec", Self.left, "python3", "-c", client])
+    }
+    let requests = RecordBox<RequestLog>()
+    _ = try FlowPipeline.runLive(live, options: FlowPipelineOptions(), handler: { _ in }) { requests.append($0) }
+    let truth = try String(contentsOfFile: clientTruth, encoding: .utf8).split(separator: "\n").map(String.init)
+    #expect(truth.count == 2)
+    let seen = requests.records.filter { $0.applicationProtocol == .http }
+      .map { "\($0.method) \($0.resource) \($0.code.map { "\($0)" } ?? "-")" }
+    #expect(seen.sorted() == truth.sorted())
   }
 
   @Test func captureToFileAndReadBack() throws {
@@ -130,11 +185,11 @@ struct LiveCaptureTests {
   }
 }
 
-final class RecordBox: @unchecked Sendable {
+final class RecordBox<Record>: @unchecked Sendable {
   private let lock = NSLock()
-  private var stored: [FlowLog] = []
-  func append(_ records: [FlowLog]) { lock.withLock { stored += records } }
-  var records: [FlowLog] { lock.withLock { stored } }
+  private var stored: [Record] = []
+  func append(_ records: [Record]) { lock.withLock { stored += records } }
+  var records: [Record] { lock.withLock { stored } }
 }
 
 struct WriterSink: PacketSink {
