@@ -15,7 +15,8 @@ let package = Package(
     .library(name: "FathomPipeline", targets: ["FathomPipeline"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
   ],
   targets: [
     .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
@@ -30,10 +31,16 @@ let package = Package(
     .target(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
+    // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
+    // it produces what the pipeline reads (captures, objects, samples, load truth).
+    .target(
+      name: "FathomLab",
+      dependencies: ["FathomCapture", .product(name: "Yams", package: "Yams")]),
     .executableTarget(
       name: "fathom",
       dependencies: [
         "FathomPipeline",
+        "FathomLab",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.
@@ -47,6 +54,7 @@ let package = Package(
       name: "FathomProtocolsTests",
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
+    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),

@@ -12,7 +12,7 @@ struct Fathom: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "fathom",
     abstract: "Finds why a Kubernetes service is failing, from what crosses the wire.",
-    subcommands: [FlowsCommand.self, RequestsCommand.self, CaptureCommand.self])
+    subcommands: [FlowsCommand.self, RequestsCommand.self, CaptureCommand.self, LabCommand.self])
 }
 
 /// Options of a live capture and of filtering, shared by `flows` and `capture`.

@@ -1,18 +1,16 @@
-import FathomCapture
-
 /// Writes live packets to a pcap file, opened with the link type of the first packet.
-struct PcapFileSink: PacketSink {
+public struct PcapFileSink: PacketSink {
   let path: String
   let snapLength: Int
   var writer: PcapWriter?
   var error: Error?
 
-  init(path: String, snapLength: Int) {
+  public init(path: String, snapLength: Int) {
     self.path = path
     self.snapLength = snapLength
   }
 
-  mutating func receive(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer, interfaces: [CaptureInterface]) {
+  public mutating func receive(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer, interfaces: [CaptureInterface]) {
     if writer == nil && error == nil {
       do {
         writer = try PcapWriter(path: path, linkType: header.linkType, snapLength: snapLength)
@@ -24,7 +22,7 @@ struct PcapFileSink: PacketSink {
   }
 
   /// Closes the file; a capture without packets still leaves a valid, empty pcap behind.
-  mutating func finish(linkType: UInt32) throws {
+  public mutating func finish(linkType: UInt32) throws {
     if let error { throw error }
     if writer == nil { writer = try PcapWriter(path: path, linkType: linkType, snapLength: snapLength) }
     writer?.close()
