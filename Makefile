@@ -4,10 +4,11 @@ SWIFT ?= swift
 
 # Debian packages the build and the tests need; installed when missing.
 BUILD_PACKAGES := libpcap-dev zlib1g-dev
-TEST_PACKAGES := $(BUILD_PACKAGES) tcpdump iproute2 iptables ethtool nginx-light dnsmasq curl
+LAB_PACKAGES := iproute2 iptables ethtool nginx-light dnsmasq redis-server curl procps
+TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump
 BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time
 
-.PHONY: demo test build bench fuzz deps-build deps-test deps-bench clean
+.PHONY: demo test build bench fuzz deps-build deps-test deps-lab deps-bench clean
 
 define install_missing
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -31,14 +32,26 @@ deps-bench:
 build: deps-build
 	$(SWIFT) build -c release --product fathom
 
-# Flows and requests of a capture recorded between network namespaces
-# (scripts/netns-traffic.sh demo); the lab demo replaces it later.
-demo: build
-	.build/release/fathom flows testdata/demo.pcap
+# The lab (docs/lab.md): a two-node Kubernetes data plane in network namespaces, load on every
+# access path with a live summary by path and status. The lab stays up for `fathom lab fault`.
+demo: deps-lab build
+	.build/release/fathom lab up
+	.build/release/fathom lab load --duration 20 --out /tmp/fathom-demo-truth.jsonl
 	@echo
-	.build/release/fathom requests testdata/demo.pcap
+	@echo "The lab is still running. Try a fault, watch its symptom, heal it:"
+	@echo "  .build/release/fathom lab faults                     # the catalog"
+	@echo "  .build/release/fathom lab fault pod-errors            # one checkout pod answers 500"
+	@echo "  .build/release/fathom lab load --duration 10"
+	@echo "  .build/release/fathom lab record --duration 20 --out /tmp/rec && .build/release/fathom requests /tmp/rec/node-1.pcap"
+	@echo "  .build/release/fathom lab heal; .build/release/fathom lab down"
 
-test: deps-test
+deps-lab:
+	$(call install_missing,$(LAB_PACKAGES))
+	@# kubectl reads the lab's objects offline in a test; it comes from Kubernetes' own apt source,
+	@# so it is optional here (the check is skipped without it).
+	@command -v kubectl >/dev/null || apt-get install -y -q kubectl >/dev/null 2>&1 || true
+
+test: deps-test deps-lab
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

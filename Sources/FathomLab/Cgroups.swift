@@ -60,6 +60,18 @@ public struct Cgroups: Sendable {
     directories("\(node)/\(pod)").map { "\($0)/cgroup.procs" }
   }
 
+  /// Every process in a pod's cgroup (a pod's program and whatever it forked).
+  public func processes(node: String, pod: String) -> [pid_t] {
+    let file = directories("\(node)/\(pod)")[0] + "/cgroup.procs"
+    return (Files.read(file) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+  }
+
+  /// Kills a pod as the container runtime does: every process in its cgroup, not only the first.
+  public func killPod(node: String, pod: String, main: pid_t?) {
+    if let main { kill(main, SIGKILL) }
+    for pid in processes(node: node, pod: pod) { kill(pid, SIGKILL) }
+  }
+
   public struct Usage: Sendable {
     public var cpuMicros: Int = 0
     public var periods: Int = 0

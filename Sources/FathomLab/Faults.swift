@@ -55,11 +55,11 @@ public struct FaultSpec: Sendable {
     ),
     .init(
       name: "pod-cpu-throttle", step: "node-pod", targetKind: .pod, defaultTarget: "shop/checkout",
-      summary: "one pod's CPU limit drops to 20m, so it is throttled under load", rootCause: "pod {target} (CPU limit)",
+      summary: "one pod's CPU limit drops to 50m, so it is throttled under load", rootCause: "pod {target} (CPU limit)",
       symptom: "requests served by that pod are slow"),
     .init(
       name: "pod-crash", step: "node-pod", targetKind: .pod, defaultTarget: "shop/payment",
-      summary: "the pod's process is killed, and again 5 s after each restart",
+      summary: "the pod's process is killed, and again 2 s after each restart",
       rootCause: "pod {target} (crash loop)", symptom: "errors while the pod is down, not ready, restarts"),
     .init(
       name: "net-loss", step: "path", targetKind: .node, defaultTarget: "node-2",
@@ -171,7 +171,7 @@ public struct FaultInjector {
       let targets = try pods(target, plan: plan, first: false)
       for pod in targets {
         state.pods[pod.key]?.stopped = true
-        if let pid = state.pods[pod.key]?.pid { kill(pid, SIGKILL) }
+        Cgroups().killPod(node: pod.node, pod: pod.cgroupName, main: state.pods[pod.key]?.pid)
       }
       return "stopped \(targets.map(\.key).joined(separator: ", "))"
     case "dns-slow":
@@ -228,16 +228,15 @@ public struct FaultInjector {
       return "\(pod.key) answers 1.5 s late"
     case "pod-cpu-throttle":
       let pod = try pods(target, plan: plan, first: true)[0]
-      state.pods[pod.key]?.cpuOverride = "20m"
+      state.pods[pod.key]?.cpuOverride = "50m"
       try Cgroups().setLimits(
-        node: pod.node, pod: "\(pod.namespace)_\(pod.name)", cpuMillicores: 20,
+        node: pod.node, pod: pod.cgroupName, cpuMillicores: 50,
         memoryBytes: pod.deployment.memory.flatMap(Quantity.bytes))
-      try writeControl(pod, "work_us=8000\n")
-      return "\(pod.key) CPU limit 20m (was \(pod.deployment.cpu ?? "none"))"
+      return "\(pod.key) CPU limit 50m (was \(pod.deployment.cpu ?? "none"))"
     case "pod-crash":
       let pod = try pods(target, plan: plan, first: true)[0]
       state.pods[pod.key]?.crashLoop = true
-      if let pid = state.pods[pod.key]?.pid { kill(pid, SIGKILL) }
+      Cgroups().killPod(node: pod.node, pod: pod.cgroupName, main: state.pods[pod.key]?.pid)
       return "\(pod.key) killed; crash loop until healed"
     case "net-loss":
       let node = try node(target, plan: plan)
@@ -295,10 +294,9 @@ public struct FaultInjector {
       let pod = try pods(target, plan: plan, first: true)[0]
       state.pods[pod.key]?.cpuOverride = nil
       try Cgroups().setLimits(
-        node: pod.node, pod: "\(pod.namespace)_\(pod.name)",
+        node: pod.node, pod: pod.cgroupName,
         cpuMillicores: pod.deployment.cpu.flatMap(Quantity.millicores),
         memoryBytes: pod.deployment.memory.flatMap(Quantity.bytes))
-      try writeControl(pod, "")
     case "pod-crash":
       state.pods[try pods(target, plan: plan, first: true)[0].key]?.crashLoop = false
     case "net-loss":

@@ -39,7 +39,7 @@ public struct Lab {
     for pod in plan.pods {
       try Files.makeDirectory(store.podDirectory(pod))
       try cgroups.create(
-        node: pod.node, pod: "\(pod.namespace)_\(pod.name)",
+        node: pod.node, pod: pod.cgroupName,
         cpuMillicores: pod.deployment.cpu.flatMap(Quantity.millicores),
         memoryBytes: pod.deployment.memory.flatMap(Quantity.bytes))
     }

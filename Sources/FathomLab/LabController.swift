@@ -66,7 +66,7 @@ public final class LabController {
         pod.lastExitCode = code
         pod.lastTerminationReason = "Error"
         if code == 137, let plan = LabPlan(state.topology).pod(key),
-          cgroups.usage(node: plan.node, pod: "\(plan.namespace)_\(plan.name)").oomKills > 0
+          cgroups.usage(node: plan.node, pod: plan.cgroupName).oomKills > 0
         {
           pod.lastTerminationReason = "OOMKilled"
         }
@@ -123,10 +123,10 @@ public final class LabController {
       }
       if let pid = runtime.pid {
         if runtime.stopped {
-          kill(pid, SIGKILL)
-        } else if runtime.crashLoop, let started = runtime.startedAt, time - started > 5 {
+          cgroups.killPod(node: pod.node, pod: pod.cgroupName, main: pid)
+        } else if runtime.crashLoop, let started = runtime.startedAt, time - started > 2 {
           log("pod \(pod.key): crash loop, killing \(pid)")
-          kill(pid, SIGKILL)
+          cgroups.killPod(node: pod.node, pod: pod.cgroupName, main: pid)
         }
       } else if !runtime.stopped, time >= runtime.nextStartAt {
         do {
@@ -168,8 +168,7 @@ public final class LabController {
     case .client:
       program = ["sleep", "infinity"]
     }
-    let cgroupName = "\(pod.namespace)_\(pod.name)"
-    let joinCgroup = cgroups.procsFiles(node: pod.node, pod: cgroupName).map { "echo $$ > \($0)" }.joined(
+    let joinCgroup = cgroups.procsFiles(node: pod.node, pod: pod.cgroupName).map { "echo $$ > \($0)" }.joined(
       separator: "; ")
     return try Shell.spawn(
       ["/bin/sh", "-c", "\(joinCgroup); exec \"$@\"", "sh", "ip", "netns", "exec", pod.netns] + program,
@@ -227,7 +226,7 @@ public final class LabController {
     var lines: [String] = []
     for pod in plan.pods {
       let runtime = state.pods[pod.key] ?? LabState.PodRuntime()
-      let usage = cgroups.usage(node: pod.node, pod: "\(pod.namespace)_\(pod.name)")
+      let usage = cgroups.usage(node: pod.node, pod: pod.cgroupName)
       var fields: [String: Any] = [
         "time": time, "kind": "pod", "namespace": pod.namespace, "name": pod.name, "node": pod.node,
         "ready": runtime.ready, "restarts": runtime.restarts, "running": runtime.pid != nil,
@@ -244,7 +243,7 @@ public final class LabController {
       var fields: [String: Any] = ["time": time, "kind": "node", "name": node.name, "ready": runtime.ready]
       var total = Cgroups.Usage()
       for pod in plan.pods where pod.node == node.name {
-        let usage = cgroups.usage(node: pod.node, pod: "\(pod.namespace)_\(pod.name)")
+        let usage = cgroups.usage(node: pod.node, pod: pod.cgroupName)
         total.cpuMicros += usage.cpuMicros
         total.memoryBytes += usage.memoryBytes
         total.oomKills += usage.oomKills

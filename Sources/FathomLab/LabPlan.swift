@@ -34,6 +34,8 @@ public struct LabPlan: Sendable {
     public var podTemplateHash: String
     public var uid: String
     public var key: String { "\(namespace)/\(name)" }
+    /// The pod's cgroup below its node's.
+    public var cgroupName: String { "\(namespace)_\(name)" }
   }
 
   public struct ServicePlan: Sendable {

@@ -102,12 +102,16 @@ public enum Shell {
     return pid
   }
 
-  /// The running fathom executable, so the lab starts the same build for its pods.
+  /// The running fathom executable, so the lab starts the same build for its pods
+  /// (`FATHOM_EXECUTABLE` overrides it, for callers that are not fathom, such as the tests).
   public static var fathomExecutable: String {
+    if let path = ProcessInfo.processInfo.environment["FATHOM_EXECUTABLE"] { return path }
     var buffer = [CChar](repeating: 0, count: 4096)
     let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     guard count > 0 else { return CommandLine.arguments[0] }
-    return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let path = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    // A rebuilt binary shows as "PATH (deleted)"; the new one at PATH is what to start.
+    return path.hasSuffix(" (deleted)") ? String(path.dropLast(10)) : path
   }
 
   public static var isRoot: Bool { geteuid() == 0 }

@@ -1,0 +1,182 @@
+import Foundation
+import Testing
+
+@testable import FathomLab
+
+func labToolsPresent() -> Bool { (try? Shell.requireTools(Lab.requiredTools)) != nil }
+
+/// The whole lab on real kernel networking (root only; CI runs as root): up, every access path,
+/// every fault's client-visible symptom and its recovery, a recording, down without leftovers.
+/// One lab exists per machine (its namespaces have fixed names), so this is one serialized test.
+@Suite(.serialized, .enabled(if: getuid() == 0 && labToolsPresent()))
+struct LabIntegrationTests {
+  /// One request as the load generator saw it.
+  struct Truth {
+    var path: String
+    var status: Int?
+    var error: String?
+    var millis: Double
+    var ok: Bool { status == 200 }
+  }
+
+  let store = LabStore()
+  let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-lab-test-\(getpid())").path
+
+  init() throws {
+    // The lab starts `fathom` for its controller, pods and load workers: the build beside this
+    // test bundle.
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var candidates = [bundle.appendingPathComponent("fathom").path]
+    candidates.append(bundle.deletingLastPathComponent().appendingPathComponent("fathom").path)
+    candidates.append(FileManager.default.currentDirectoryPath + "/.build/debug/fathom")
+    guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+      throw LabError.missing("no fathom binary near \(bundle.path); run `swift build` first")
+    }
+    setenv("FATHOM_EXECUTABLE", binary, 1)
+    try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+  }
+
+  func load(_ seconds: Double, rate: Double = 5) throws -> [Truth] {
+    let file = "\(scratch)/truth-\(UUID().uuidString).jsonl"
+    _ = try LabLoad(store: store).run(rate: rate, duration: seconds, output: file) { _ in }
+    return (Files.read(file) ?? "").split(separator: "\n").compactMap { line in
+      guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else { return nil }
+      return Truth(
+        path: record["path"] as? String ?? "", status: record["status"] as? Int, error: record["error"] as? String,
+        millis: Double(record["duration_us"] as? Int ?? 0) / 1000)
+    }
+  }
+
+  func waitUntilAllReady(_ seconds: Double) throws -> Bool {
+    let deadline = now() + seconds
+    while now() < deadline {
+      let state = try store.load()
+      if state.pods.values.allSatisfy({ $0.ready || $0.stopped }) && state.nodes.values.allSatisfy(\.ready) {
+        return true
+      }
+      usleep(250_000)
+    }
+    return false
+  }
+
+  func share(_ truths: [Truth], _ predicate: (Truth) -> Bool) -> Double {
+    truths.isEmpty ? 0 : Double(truths.filter(predicate).count) / Double(truths.count)
+  }
+
+  @Test func labUpPathsFaultsRecordingDown() throws {
+    let lab = Lab(store: store)
+    defer {
+      lab.down()
+      try? FileManager.default.removeItem(atPath: scratch)
+    }
+    let topology = try Topology.parse(yaml: Topology.defaultYAML)
+
+    // A crashed earlier run (controller killed, everything left in place) is cleaned up by `up`.
+    try lab.up(topology) { _ in }
+    let crashed = try store.load().controllerPID!
+    kill(crashed, SIGKILL)
+    var cleaned: [String] = []
+    let upStart = now()
+    try lab.up(topology) { cleaned.append($0) }
+    let upSeconds = now() - upStart
+    #expect(cleaned.contains { $0.contains("removed leftovers") }, "up after a crash reports what it removed")
+    #expect(upSeconds < 30, "lab up took \(upSeconds) s")
+
+    // Every access path: short name and FQDN through DNS and the ClusterIP, NodePort and both
+    // ingress modes from outside.
+    let baseline = try load(4)
+    for path in ["service-short-name", "service-fqdn", "nodeport", "ingress-pod", "ingress-hostnetwork"] {
+      let requests = baseline.filter { $0.path == path }
+      #expect(requests.count >= 10, "\(path): \(requests.count) requests")
+      #expect(share(requests, \.ok) >= 0.95, "\(path): \(requests.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" })")
+    }
+    // Same-node and cross-node pod-to-pod traffic by pod IP, and the search path by short name.
+    let plan = LabPlan(topology)
+    let loadgen = plan.pods.first { $0.deployment.name == "loadgen" && $0.node == "node-1" }!
+    for frontend in plan.pods where frontend.deployment.name == "frontend" {
+      let body = try Shell.inNamespace(loadgen.netns, ["curl", "-s", "-m", "5", "http://\(frontend.ip):8080/"])
+      #expect(body.contains(frontend.name), "\(loadgen.node) → \(frontend.node) by pod IP")
+    }
+    let resolved = try Shell.inNamespace(loadgen.netns, ["getent", "hosts", "payment.shop"])
+    #expect(resolved.contains(plan.services["shop/payment"]!.clusterIP), "payment.shop resolves via the search path")
+
+    // Every fault: its symptom while active, recovery after heal.
+    let injector = FaultInjector(store: store)
+    for fault in FaultSpec.catalog {
+      _ = try injector.apply(fault.name, target: nil)
+      if fault.name == "node-down" { usleep(UInt32(topology.cluster.nodeMonitorGracePeriod * 1_000_000) + 1_500_000) }
+      // Past the demo services' 2 s resolver cache, so every caller sees the fault.
+      usleep(2_500_000)
+      let during = try load(3)
+      let inCluster = during.filter { $0.path.hasPrefix("service-") }
+      switch fault.name {
+      case "dns-nxdomain", "svc-no-endpoints", "svc-wrong-targetport", "redis-down":
+        #expect(share(during) { ($0.status ?? 0) >= 500 } >= 0.9, "\(fault.name): requests fail with 5xx")
+      case "dns-down":
+        #expect(share(inCluster) { $0.error?.hasPrefix("dns:") == true } >= 0.5, "\(fault.name): lookups fail")
+      case "dns-slow":
+        let sorted = inCluster.map(\.millis).sorted()
+        #expect(sorted.isEmpty == false && sorted[sorted.count / 2] > 350, "\(fault.name): median \(sorted.isEmpty ? 0 : sorted[sorted.count / 2]) ms")
+      case "kube-proxy-stale":
+        #expect(during.contains { !$0.ok || $0.millis > 900 }, "\(fault.name): some requests via node-1 hang or fail")
+        let rules = try Shell.inNamespace(plan.node(named: "node-1")!.netns, ["iptables-save", "-t", "nat"])
+        #expect(rules.contains("--to-destination 10.244."), "stale DNAT present")
+      case "pod-errors":
+        let failed = share(during) { $0.status == 500 }
+        #expect(failed > 0.15 && failed < 0.85, "\(fault.name): \(failed) of requests fail (one of two pods)")
+      case "pod-slow":
+        #expect(during.contains { $0.millis > 1400 } && during.contains { $0.ok && $0.millis < 500 }, "\(fault.name): some slow, some fast")
+      case "pod-cpu-throttle":
+        let samples = Files.read(store.samplesPath) ?? ""
+        let target = try injector.pods("shop/checkout", plan: plan, first: true)[0].name
+        let throttled = samples.split(separator: "\n").contains { $0.contains("\"name\":\"\(target)\"") && !$0.contains("\"cpu_throttled_periods\":0,") }
+        #expect(throttled, "\(fault.name): the pod's cgroup reports throttled periods")
+      case "pod-crash":
+        let restarts = try store.load().pods.first { $0.key.hasPrefix("shop/payment-") }!.value.restarts
+        #expect(restarts >= 1, "\(fault.name): restarts \(restarts)")
+        #expect(during.contains { !$0.ok }, "\(fault.name): requests fail while the pod is down")
+      case "net-loss":
+        #expect(during.contains { !$0.ok || $0.millis > 900 }, "\(fault.name): retransmissions show as slow or failed requests")
+      case "node-down":
+        let node = try store.load().nodes["node-2"]!
+        #expect(!node.ready, "\(fault.name): node-2 NotReady after the grace period")
+        #expect(during.contains { !$0.ok }, "\(fault.name): requests fail")
+      case "ingress-wrong-backend":
+        #expect(during.filter { $0.path.hasPrefix("ingress-") }.allSatisfy { $0.status == 503 }, "\(fault.name): ingress answers 503")
+        #expect(share(during.filter { $0.path == "nodeport" }, \.ok) >= 0.9, "\(fault.name): NodePort path unaffected")
+      case "ingress-down":
+        let ingressPod = during.filter { $0.path == "ingress-pod" }
+        #expect(ingressPod.allSatisfy { $0.error?.hasPrefix("connect:") == true }, "\(fault.name): \(ingressPod.map { $0.error ?? "\($0.status!)" })")
+        #expect(share(during.filter { $0.path == "ingress-hostnetwork" }, \.ok) >= 0.9, "\(fault.name): hostNetwork ingress unaffected")
+      default:
+        Issue.record("fault \(fault.name) has no symptom check")
+      }
+      _ = try injector.heal(fault.name)
+      #expect(try waitUntilAllReady(25), "\(fault.name): pods ready again after heal")
+      usleep(1_000_000)
+      let after = try load(2)
+      #expect(share(after, \.ok) >= 0.9, "\(fault.name): recovered (\(after.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" }.prefix(5)))")
+    }
+
+    // A recording: one capture per node with packets, plus objects, samples, truth, manifest.
+    let recording = "\(scratch)/recording"
+    try LabRecorder(store: store).record(duration: 4, output: recording, runLoad: true, rate: nil) { _ in }
+    for node in plan.nodes {
+      let size = (try? FileManager.default.attributesOfItem(atPath: "\(recording)/\(node.name).pcap")[.size] as? Int) ?? 0
+      #expect(size > 10_000, "\(node.name).pcap has \(size) bytes")
+    }
+    for file in ["objects-events.jsonl", "objects.json", "samples.jsonl", "load-truth.jsonl", "manifest.json"] {
+      #expect(FileManager.default.fileExists(atPath: "\(recording)/\(file)"), "\(file) recorded")
+    }
+    // kubectl reads the replayed objects offline.
+    if (try? Shell.resolve("kubectl")) != nil {
+      let names = try Shell.run(["kubectl", "label", "--local", "-f", "\(recording)/objects.json", "check=1", "-o", "name"])
+      #expect(names.contains("pod/") && names.contains("endpoints/checkout") && names.contains("node/node-2"))
+    }
+
+    let downStart = now()
+    lab.down()
+    #expect(now() - downStart < 10, "lab down took \(now() - downStart) s")
+    #expect(lab.leftovers().isEmpty, "left behind: \(lab.leftovers())")
+  }
+}
