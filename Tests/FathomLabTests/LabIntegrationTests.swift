@@ -40,7 +40,9 @@ struct LabIntegrationTests {
     let file = "\(scratch)/truth-\(UUID().uuidString).jsonl"
     _ = try LabLoad(store: store).run(rate: rate, duration: seconds, output: file) { _ in }
     return (Files.read(file) ?? "").split(separator: "\n").compactMap { line in
-      guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else { return nil }
+      guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+        return nil
+      }
       return Truth(
         path: record["path"] as? String ?? "", status: record["status"] as? Int, error: record["error"] as? String,
         millis: Double(record["duration_us"] as? Int ?? 0) / 1000)
@@ -88,7 +90,8 @@ struct LabIntegrationTests {
     for path in ["service-short-name", "service-fqdn", "nodeport", "ingress-pod", "ingress-hostnetwork"] {
       let requests = baseline.filter { $0.path == path }
       #expect(requests.count >= 10, "\(path): \(requests.count) requests")
-      #expect(share(requests, \.ok) >= 0.95, "\(path): \(requests.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" })")
+      #expect(
+        share(requests, \.ok) >= 0.95, "\(path): \(requests.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" })")
     }
     // Same-node and cross-node pod-to-pod traffic by pod IP, and the search path by short name.
     let plan = LabPlan(topology)
@@ -116,7 +119,9 @@ struct LabIntegrationTests {
         #expect(share(inCluster) { $0.error?.hasPrefix("dns:") == true } >= 0.5, "\(fault.name): lookups fail")
       case "dns-slow":
         let sorted = inCluster.map(\.millis).sorted()
-        #expect(sorted.isEmpty == false && sorted[sorted.count / 2] > 350, "\(fault.name): median \(sorted.isEmpty ? 0 : sorted[sorted.count / 2]) ms")
+        #expect(
+          sorted.isEmpty == false && sorted[sorted.count / 2] > 350,
+          "\(fault.name): median \(sorted.isEmpty ? 0 : sorted[sorted.count / 2]) ms")
       case "kube-proxy-stale":
         #expect(during.contains { !$0.ok || $0.millis > 900 }, "\(fault.name): some requests via node-1 hang or fail")
         let rules = try Shell.inNamespace(plan.node(named: "node-1")!.netns, ["iptables-save", "-t", "nat"])
@@ -125,29 +130,41 @@ struct LabIntegrationTests {
         let failed = share(during) { $0.status == 500 }
         #expect(failed > 0.15 && failed < 0.85, "\(fault.name): \(failed) of requests fail (one of two pods)")
       case "pod-slow":
-        #expect(during.contains { $0.millis > 1400 } && during.contains { $0.ok && $0.millis < 500 }, "\(fault.name): some slow, some fast")
+        #expect(
+          during.contains { $0.millis > 1400 } && during.contains { $0.ok && $0.millis < 500 },
+          "\(fault.name): some slow, some fast")
       case "pod-cpu-throttle":
         let samples = Files.read(store.samplesPath) ?? ""
         let target = try injector.pods("shop/checkout", plan: plan, first: true)[0].name
-        let throttled = samples.split(separator: "\n").contains { $0.contains("\"name\":\"\(target)\"") && !$0.contains("\"cpu_throttled_periods\":0,") }
+        let throttled = samples.split(separator: "\n").contains {
+          $0.contains("\"name\":\"\(target)\"") && !$0.contains("\"cpu_throttled_periods\":0,")
+        }
         #expect(throttled, "\(fault.name): the pod's cgroup reports throttled periods")
       case "pod-crash":
         let restarts = try store.load().pods.first { $0.key.hasPrefix("shop/payment-") }!.value.restarts
         #expect(restarts >= 1, "\(fault.name): restarts \(restarts)")
         #expect(during.contains { !$0.ok }, "\(fault.name): requests fail while the pod is down")
       case "net-loss":
-        #expect(during.contains { !$0.ok || $0.millis > 900 }, "\(fault.name): retransmissions show as slow or failed requests")
+        #expect(
+          during.contains { !$0.ok || $0.millis > 900 },
+          "\(fault.name): retransmissions show as slow or failed requests")
       case "node-down":
         let node = try store.load().nodes["node-2"]!
         #expect(!node.ready, "\(fault.name): node-2 NotReady after the grace period")
         #expect(during.contains { !$0.ok }, "\(fault.name): requests fail")
       case "ingress-wrong-backend":
-        #expect(during.filter { $0.path.hasPrefix("ingress-") }.allSatisfy { $0.status == 503 }, "\(fault.name): ingress answers 503")
+        #expect(
+          during.filter { $0.path.hasPrefix("ingress-") }.allSatisfy { $0.status == 503 },
+          "\(fault.name): ingress answers 503")
         #expect(share(during.filter { $0.path == "nodeport" }, \.ok) >= 0.9, "\(fault.name): NodePort path unaffected")
       case "ingress-down":
         let ingressPod = during.filter { $0.path == "ingress-pod" }
-        #expect(ingressPod.allSatisfy { $0.error?.hasPrefix("connect:") == true }, "\(fault.name): \(ingressPod.map { $0.error ?? "\($0.status!)" })")
-        #expect(share(during.filter { $0.path == "ingress-hostnetwork" }, \.ok) >= 0.9, "\(fault.name): hostNetwork ingress unaffected")
+        #expect(
+          ingressPod.allSatisfy { $0.error?.hasPrefix("connect:") == true },
+          "\(fault.name): \(ingressPod.map { $0.error ?? "\($0.status!)" })")
+        #expect(
+          share(during.filter { $0.path == "ingress-hostnetwork" }, \.ok) >= 0.9,
+          "\(fault.name): hostNetwork ingress unaffected")
       default:
         Issue.record("fault \(fault.name) has no symptom check")
       }
@@ -155,14 +172,17 @@ struct LabIntegrationTests {
       #expect(try waitUntilAllReady(25), "\(fault.name): pods ready again after heal")
       usleep(1_000_000)
       let after = try load(2)
-      #expect(share(after, \.ok) >= 0.9, "\(fault.name): recovered (\(after.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" }.prefix(5)))")
+      #expect(
+        share(after, \.ok) >= 0.9,
+        "\(fault.name): recovered (\(after.filter { !$0.ok }.map { $0.error ?? "\($0.status!)" }.prefix(5)))")
     }
 
     // A recording: one capture per node with packets, plus objects, samples, truth, manifest.
     let recording = "\(scratch)/recording"
     try LabRecorder(store: store).record(duration: 4, output: recording, runLoad: true, rate: nil) { _ in }
     for node in plan.nodes {
-      let size = (try? FileManager.default.attributesOfItem(atPath: "\(recording)/\(node.name).pcap")[.size] as? Int) ?? 0
+      let size =
+        (try? FileManager.default.attributesOfItem(atPath: "\(recording)/\(node.name).pcap")[.size] as? Int) ?? 0
       #expect(size > 10_000, "\(node.name).pcap has \(size) bytes")
     }
     for file in ["objects-events.jsonl", "objects.json", "samples.jsonl", "load-truth.jsonl", "manifest.json"] {
@@ -170,7 +190,9 @@ struct LabIntegrationTests {
     }
     // kubectl reads the replayed objects offline.
     if (try? Shell.resolve("kubectl")) != nil {
-      let names = try Shell.run(["kubectl", "label", "--local", "-f", "\(recording)/objects.json", "check=1", "-o", "name"])
+      let names = try Shell.run([
+        "kubectl", "label", "--local", "-f", "\(recording)/objects.json", "check=1", "-o", "name",
+      ])
       #expect(names.contains("pod/") && names.contains("endpoints/checkout") && names.contains("node/node-2"))
     }
 
