@@ -31,6 +31,8 @@ let package = Package(
     .target(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
+    // Kubernetes context: objects (JSON/YAML), the cluster index over time, AutoTagging.
+    .target(name: "FathomKube", dependencies: ["FathomRecords", .product(name: "Yams", package: "Yams")]),
     // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
     // it produces what the pipeline reads (captures, objects, samples, load truth).
     .target(
@@ -55,6 +57,7 @@ let package = Package(
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
     .testTarget(name: "FathomLabTests", dependencies: ["FathomLab"]),
+    .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),
