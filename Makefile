@@ -36,7 +36,12 @@ build: deps-build
 # access path with a live summary by path and status. The lab stays up for `fathom lab fault`.
 demo: deps-lab build
 	.build/release/fathom lab up
-	.build/release/fathom lab load --duration 20 --out /tmp/fathom-demo-truth.jsonl
+	.build/release/fathom lab load --duration 15 --out /tmp/fathom-demo-truth.jsonl
+	@echo
+	@echo "Recording 10 s of the lab under load, then analysing it:"
+	rm -rf /tmp/fathom-demo-recording /tmp/fathom-demo.sqlite*
+	.build/release/fathom lab record --duration 10 --out /tmp/fathom-demo-recording
+	.build/release/fathom analyze --lab-recording /tmp/fathom-demo-recording --db /tmp/fathom-demo.sqlite
 	@echo
 	@echo "The lab is still running. Try a fault, watch its symptom, heal it:"
 	@echo "  .build/release/fathom lab faults                     # the catalog"

@@ -17,6 +17,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
   ],
   targets: [
     .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
@@ -33,6 +34,13 @@ let package = Package(
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
     // Kubernetes context: objects (JSON/YAML), the cluster index over time, AutoTagging.
     .target(name: "FathomKube", dependencies: ["FathomRecords", .product(name: "Yams", package: "Yams")]),
+    // Storage behind one protocol: SQLite (GRDB) embedded, SmartEncoding dictionaries.
+    .target(
+      name: "FathomStore",
+      dependencies: ["FathomRecords", "FathomKube", .product(name: "GRDB", package: "GRDB.swift")]),
+    // `fathom analyze`: pipeline → tagging → store → summary.
+    .target(
+      name: "FathomAnalyze", dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomLab", "FathomRecords"]),
     // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
     // it produces what the pipeline reads (captures, objects, samples, load truth).
     .target(
@@ -43,6 +51,8 @@ let package = Package(
       dependencies: [
         "FathomPipeline",
         "FathomLab",
+        "FathomAnalyze",
+        "FathomStore",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.

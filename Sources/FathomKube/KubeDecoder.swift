@@ -8,6 +8,7 @@ public enum KubeDecoder {
   public struct Failure: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
   }
 
   /// Decodes `text`; `kindHint` names the kind of objects that carry none (API list items are

@@ -12,7 +12,10 @@ struct Fathom: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "fathom",
     abstract: "Finds why a Kubernetes service is failing, from what crosses the wire.",
-    subcommands: [FlowsCommand.self, RequestsCommand.self, CaptureCommand.self, LabCommand.self])
+    subcommands: [
+      FlowsCommand.self, RequestsCommand.self, CaptureCommand.self, LabCommand.self, AnalyzeCommand.self,
+      QueryCommand.self,
+    ])
 }
 
 /// Options of a live capture and of filtering, shared by `flows` and `capture`.

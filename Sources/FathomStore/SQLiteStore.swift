@@ -1,0 +1,319 @@
+import FathomKube
+import FathomRecords
+import Foundation
+import GRDB
+
+/// The embedded default: one SQLite file in WAL mode through GRDB, versioned migrations,
+/// one transaction per batch (a killed run leaves a consistent file).
+public final class SQLiteStore: RecordStore {
+  let pool: DatabasePool
+  public let path: String
+
+  public init(path: String) throws {
+    self.path = path
+    var configuration = Configuration()
+    configuration.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA synchronous = NORMAL")
+    }
+    pool = try DatabasePool(path: path, configuration: configuration)
+    try Self.migrator.migrate(pool)
+  }
+
+  /// Schema versions; a file from an older version is migrated, never dropped.
+  static var migrator: DatabaseMigrator {
+    var migrator = DatabaseMigrator()
+    migrator.registerMigration("v1") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE sources (
+            id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, modified INTEGER NOT NULL,
+            completed INTEGER NOT NULL DEFAULT 0, started_at INTEGER NOT NULL);
+          CREATE TABLE resources (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+            labels TEXT NOT NULL, detail TEXT NOT NULL, workload TEXT NOT NULL,
+            valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL, UNIQUE (kind, namespace, name));
+          CREATE TABLE flows (
+            source_id INTEGER NOT NULL, start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, protocol TEXT NOT NULL,
+            client_ip TEXT NOT NULL, client_port INTEGER NOT NULL, server_ip TEXT NOT NULL, server_port INTEGER NOT NULL,
+            capture_node INTEGER NOT NULL, interface TEXT NOT NULL, observation_point TEXT NOT NULL,
+            client_kind TEXT NOT NULL, client_pod INTEGER NOT NULL, client_workload INTEGER NOT NULL,
+            client_node INTEGER NOT NULL, client_service INTEGER NOT NULL, client_namespace INTEGER NOT NULL,
+            server_kind TEXT NOT NULL, server_pod INTEGER NOT NULL, server_workload INTEGER NOT NULL,
+            server_node INTEGER NOT NULL, server_service INTEGER NOT NULL, server_namespace INTEGER NOT NULL,
+            answered_by INTEGER NOT NULL, requested_service INTEGER NOT NULL,
+            close_type TEXT NOT NULL, status TEXT NOT NULL,
+            c2s_packets INTEGER NOT NULL, c2s_bytes INTEGER NOT NULL, s2c_packets INTEGER NOT NULL,
+            s2c_bytes INTEGER NOT NULL, retransmissions INTEGER NOT NULL, zero_windows INTEGER NOT NULL,
+            syn_retransmissions INTEGER NOT NULL, rtt_us INTEGER NOT NULL, srt_sum_us INTEGER NOT NULL,
+            srt_count INTEGER NOT NULL, app_protocol TEXT NOT NULL, requests INTEGER NOT NULL,
+            responses INTEGER NOT NULL, server_errors INTEGER NOT NULL, client_errors INTEGER NOT NULL);
+          CREATE INDEX flows_time ON flows (start_us);
+          CREATE TABLE requests (
+            source_id INTEGER NOT NULL, start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+            duration_us INTEGER NOT NULL, protocol TEXT NOT NULL, version TEXT NOT NULL,
+            client_ip TEXT NOT NULL, client_port INTEGER NOT NULL, server_ip TEXT NOT NULL, server_port INTEGER NOT NULL,
+            capture_node INTEGER NOT NULL, interface TEXT NOT NULL, observation_point TEXT NOT NULL,
+            client_kind TEXT NOT NULL, client_pod INTEGER NOT NULL, client_workload INTEGER NOT NULL,
+            client_node INTEGER NOT NULL, client_service INTEGER NOT NULL, client_namespace INTEGER NOT NULL,
+            server_kind TEXT NOT NULL, server_pod INTEGER NOT NULL, server_workload INTEGER NOT NULL,
+            server_node INTEGER NOT NULL, server_service INTEGER NOT NULL, server_namespace INTEGER NOT NULL,
+            ingress INTEGER NOT NULL, answered_by INTEGER NOT NULL, requested_service INTEGER NOT NULL,
+            method TEXT NOT NULL, domain TEXT NOT NULL, resource TEXT NOT NULL, endpoint TEXT NOT NULL,
+            status TEXT NOT NULL, code INTEGER, req_tcp_seq INTEGER, resp_tcp_seq INTEGER,
+            x_request_id_req TEXT NOT NULL, x_request_id_resp TEXT NOT NULL, trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL, req_bytes INTEGER NOT NULL, resp_bytes INTEGER NOT NULL, answers TEXT NOT NULL);
+          CREATE INDEX requests_time ON requests (start_us);
+          CREATE INDEX requests_server ON requests (server_service, observation_point);
+          CREATE INDEX requests_x_request_id ON requests (x_request_id_req);
+          """)
+    }
+    return migrator
+  }
+
+  public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
+    try pool.write { db in
+      if let row = try Row.fetchOne(
+        db, sql: "SELECT id, completed FROM sources WHERE path = ? AND size = ? AND modified = ?",
+        arguments: [path, size, modified])
+      {
+        let id: Int64 = row["id"]
+        let completed: Bool = row["completed"]
+        if completed { return .skip }
+        try db.execute(sql: "DELETE FROM flows WHERE source_id = ?", arguments: [id])
+        try db.execute(sql: "DELETE FROM requests WHERE source_id = ?", arguments: [id])
+        try db.execute(
+          sql: "UPDATE sources SET started_at = ? WHERE id = ?", arguments: [Int64(Date().timeIntervalSince1970), id])
+        return .read(id: id, restarted: true)
+      }
+      try db.execute(
+        sql: "INSERT INTO sources (path, size, modified, completed, started_at) VALUES (?, ?, ?, 0, ?)",
+        arguments: [path, size, modified, Int64(Date().timeIntervalSince1970)])
+      return .read(id: db.lastInsertedRowID, restarted: false)
+    }
+  }
+
+  public func finishSource(_ source: Int64) throws {
+    try pool.write { db in try db.execute(sql: "UPDATE sources SET completed = 1 WHERE id = ?", arguments: [source]) }
+  }
+
+  public func register(_ resources: [Resource]) throws -> [Int32: Int64] {
+    try pool.write { db in
+      var ids: [Int32: Int64] = [:]
+      for resource in resources {
+        let labels = String(
+          decoding: (try? JSONSerialization.data(withJSONObject: resource.labels, options: [.sortedKeys]))
+            ?? Data("{}".utf8),
+          as: UTF8.self)
+        try db.execute(
+          sql: """
+            INSERT INTO resources (kind, namespace, name, labels, detail, workload, valid_from, valid_to)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+              labels = excluded.labels, detail = excluded.detail, workload = excluded.workload,
+              valid_from = min(valid_from, excluded.valid_from), valid_to = max(valid_to, excluded.valid_to)
+            """,
+          arguments: [
+            resource.kind.rawValue, resource.namespace, resource.name, labels, resource.detail, resource.workload,
+            resource.validFromMicros, resource.validToMicros,
+          ])
+        ids[resource.id] = try Int64.fetchOne(
+          db, sql: "SELECT id FROM resources WHERE kind = ? AND namespace = ? AND name = ?",
+          arguments: [resource.kind.rawValue, resource.namespace, resource.name])
+      }
+      return ids
+    }
+  }
+
+  static func endpointValues(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) -> [DatabaseValueConvertible?] {
+    func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+    return [
+      identity.kind.rawValue, id(identity.pod), id(identity.workload), id(identity.node), id(identity.service),
+      id(identity.namespace),
+    ]
+  }
+
+  public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+    guard !flows.isEmpty else { return }
+    try pool.write { db in
+      let statement = try db.makeStatement(
+        sql: "INSERT INTO flows VALUES (\(Array(repeating: "?", count: 42).joined(separator: ",")))")
+      for tagged in flows {
+        let flow = tagged.flow
+        let tags = tagged.tags
+        func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+        var values: [DatabaseValueConvertible?] = [
+          source, flow.startMicros, flow.endMicros, flow.l4Protocol.description, flow.clientIP.description,
+          Int(flow.clientPort), flow.serverIP.description, Int(flow.serverPort), id(tags.captureNode), tags.interface,
+          tags.observationPoint.rawValue,
+        ]
+        values += Self.endpointValues(tags.client, ids)
+        values += Self.endpointValues(tags.server, ids)
+        values += [
+          id(tags.answeredBy), id(tags.requestedService), flow.closeType.rawValue, flow.status.rawValue,
+          Int64(flow.clientToServer.packets), Int64(flow.clientToServer.l3Bytes), Int64(flow.serverToClient.packets),
+          Int64(flow.serverToClient.l3Bytes),
+          Int(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions),
+          Int(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows), Int(flow.synRetransmissions),
+          Int(flow.rttMicros), Int64(flow.srt.sumMicros), Int(flow.srt.count),
+          flow.applicationProtocol?.description ?? "", Int(flow.application.requests),
+          Int(flow.application.responses), Int(flow.application.serverErrors), Int(flow.application.clientErrors),
+        ]
+        try statement.execute(arguments: StatementArguments(values))
+      }
+    }
+  }
+
+  public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+    guard !requests.isEmpty else { return }
+    try pool.write { db in
+      let statement = try db.makeStatement(
+        sql: "INSERT INTO requests VALUES (\(Array(repeating: "?", count: 43).joined(separator: ",")))")
+      for tagged in requests {
+        let request = tagged.request
+        let tags = tagged.tags
+        func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+        var values: [DatabaseValueConvertible?] = [
+          source, request.startMicros, request.endMicros, request.durationMicros,
+          request.applicationProtocol.description, request.version, request.clientIP.description,
+          Int(request.clientPort), request.serverIP.description, Int(request.serverPort), id(tags.captureNode),
+          tags.interface, tags.observationPoint.rawValue,
+        ]
+        values += Self.endpointValues(tags.client, ids)
+        values += Self.endpointValues(tags.server, ids)
+        values += [
+          id(tags.ingress), id(tags.answeredBy), id(tags.requestedService), request.method, request.domain,
+          request.resource, request.endpoint, request.status.name.description, request.code.map { Int($0) },
+          request.requestTCPSequence.map { Int64($0) }, request.responseTCPSequence.map { Int64($0) },
+          request.requestID, request.responseRequestID, request.traceID, request.spanID, Int64(request.requestBytes),
+          Int64(request.responseBytes), request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
+        ]
+        try statement.execute(arguments: StatementArguments(values))
+      }
+    }
+  }
+
+  public func summary() throws -> AnalysisSummary {
+    try pool.read { db in
+      var summary = AnalysisSummary()
+      summary.flows = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM flows") ?? 0
+      summary.requests = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM requests") ?? 0
+
+      // Services: measured where the server is observed (its own interface, `s`).
+      let serviceRows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT r.server_service AS id, s.namespace, s.name, COUNT(*) AS requests,
+            SUM(r.status = 'server_error') AS server_errors, SUM(r.status = 'client_error') AS client_errors,
+            SUM(r.status = 'timeout') AS timeouts
+          FROM requests r JOIN resources s ON s.id = r.server_service
+          WHERE r.observation_point = 's' AND r.server_service != 0
+          GROUP BY r.server_service ORDER BY requests DESC, s.namespace, s.name
+          """)
+      for row in serviceRows {
+        let id: Int64 = row["id"]
+        let durations = try Int64.fetchAll(
+          db,
+          sql:
+            "SELECT duration_us FROM requests WHERE observation_point = 's' AND server_service = ? AND status != 'timeout' ORDER BY duration_us",
+          arguments: [id])
+        func percentile(_ p: Double) -> Int64 {
+          durations.isEmpty ? 0 : durations[min(durations.count - 1, Int(Double(durations.count) * p))]
+        }
+        var pods: [String: Int] = [:]
+        for podRow in try Row.fetchAll(
+          db,
+          sql: """
+            SELECT p.name AS pod, COUNT(*) AS requests FROM requests r JOIN resources p ON p.id = r.server_pod
+            WHERE r.observation_point = 's' AND r.server_service = ? GROUP BY r.server_pod
+            """, arguments: [id])
+        {
+          pods[podRow["pod"]] = podRow["requests"]
+        }
+        summary.services.append(
+          .init(
+            namespace: row["namespace"], name: row["name"], requests: row["requests"],
+            serverErrors: row["server_errors"],
+            clientErrors: row["client_errors"], timeouts: row["timeouts"], p50Micros: percentile(0.5),
+            p99Micros: percentile(0.99), pods: pods))
+      }
+
+      // DNS: counted once per lookup, at the client's own interface where it was captured there,
+      // else wherever it was seen.
+      let clientSide =
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM requests WHERE protocol = 'dns' AND observation_point = 'c'")
+        ?? 0
+      let where_ = clientSide > 0 ? "protocol = 'dns' AND observation_point = 'c'" : "protocol = 'dns'"
+      for row in try Row.fetchAll(
+        db,
+        sql: """
+          SELECT domain, method, COUNT(*) AS requests, SUM(status = 'timeout') AS timeouts
+          FROM requests WHERE \(where_) GROUP BY domain, method ORDER BY requests DESC, domain
+          """)
+      {
+        let domain: String = row["domain"]
+        let method: String = row["method"]
+        var rcodes: [String: Int] = [:]
+        for codeRow in try Row.fetchAll(
+          db,
+          sql:
+            "SELECT code, COUNT(*) AS n FROM requests WHERE \(where_) AND domain = ? AND method = ? AND code IS NOT NULL GROUP BY code",
+          arguments: [domain, method])
+        {
+          let code: Int = codeRow["code"]
+          rcodes[Self.rcodeName(code)] = codeRow["n"]
+        }
+        let answers = try String.fetchAll(
+          db,
+          sql: "SELECT DISTINCT answers FROM requests WHERE \(where_) AND domain = ? AND method = ? AND answers != ''",
+          arguments: [domain, method])
+        summary.dns.append(
+          .init(
+            name: domain, qtype: method, requests: row["requests"], rcodes: rcodes, timeouts: row["timeouts"],
+            answers: Array(Set(answers.flatMap { $0.split(separator: "\n").map(String.init) })).sorted()))
+      }
+
+      // Connection failures by close type and server (Service, else pod, else address).
+      for row in try Row.fetchAll(
+        db,
+        sql: """
+          SELECT f.close_type AS failure,
+            COALESCE(s.namespace || '/' || s.name, p.namespace || '/' || p.name, f.server_ip || ':' || f.server_port) AS server,
+            COUNT(*) AS n
+          FROM flows f LEFT JOIN resources s ON s.id = f.server_service AND f.server_service != 0
+            LEFT JOIN resources p ON p.id = f.server_pod AND f.server_pod != 0
+          WHERE f.status != 'ok' AND f.close_type NOT IN ('forced_report', 'in_progress')
+          GROUP BY failure, server ORDER BY n DESC
+          """)
+      {
+        summary.connectionFailures.append(.init(kind: row["failure"], server: row["server"], count: row["n"]))
+      }
+      return summary
+    }
+  }
+
+  static func rcodeName(_ code: Int) -> String {
+    let names = [0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"]
+    return names[code] ?? String(code)
+  }
+
+  /// Runs a read-only query (`fathom query`); rows as column → value text.
+  public func query(_ sql: String) throws -> (columns: [String], rows: [[String]]) {
+    try pool.read { db in
+      let rows = try Row.fetchAll(db, sql: sql)
+      let columns = rows.first.map { Array($0.columnNames) } ?? []
+      return (columns, rows.map { row in row.databaseValues.map { $0.isNull ? "NULL" : "\($0.storage.value ?? "")" } })
+    }
+  }
+}
+
+extension DatabaseValue.Storage {
+  var value: Any? {
+    switch self {
+    case .null: nil
+    case .int64(let value): value
+    case .double(let value): value
+    case .string(let value): value
+    case .blob(let value): value
+    }
+  }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import FathomAnalyze
+import FathomStore
+import Foundation
+
+/// `fathom analyze`: captures + Kubernetes objects → tagged flows and requests in SQLite → summary.
+struct AnalyzeCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "analyze",
+    abstract: "Tag captures with their Kubernetes context, store them, and summarise services, DNS and failures.")
+
+  @Argument(help: "Capture files (a file named after a node, e.g. node-1.pcap, was taken on that node).")
+  var captures: [String] = []
+  @Option(help: "Kubernetes objects (kubectl get -o json|yaml, a List, API list responses).") var cluster: String?
+  @Option(help: "A `fathom lab record` directory (captures, objects event log, interfaces).") var labRecording: String?
+  @Option(help: "SQLite file to store into (created or migrated).") var db = "fathom.sqlite"
+  @Option(help: "table or json.") var format = "table"
+
+  func validate() throws {
+    guard cluster == nil || labRecording == nil else {
+      throw ValidationError("use --cluster or --lab-recording, not both")
+    }
+    guard !captures.isEmpty || labRecording != nil else {
+      throw ValidationError("give capture files or --lab-recording")
+    }
+    guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
+  }
+
+  func run() throws {
+    var options = Analyzer.Options()
+    options.captures = captures
+    options.clusterFile = cluster
+    options.labRecording = labRecording
+    options.database = db
+    let terminal = isatty(2) != 0
+    let result: Analyzer.Result
+    do {
+      result = try Analyzer(options: options).run {
+        if terminal { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+      }
+    } catch {
+      FileHandle.standardError.write(Data("fathom analyze: \(error)\n".utf8))
+      throw ExitCode.failure
+    }
+    for note in result.notes { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
+    if format == "json" {
+      let data = try JSONSerialization.data(
+        withJSONObject: result.summary.jsonObject, options: [.sortedKeys, .withoutEscapingSlashes])
+      print(String(decoding: data, as: UTF8.self))
+    } else {
+      print(Self.table(result.summary), terminator: "")
+      print("stored in \(db); `fathom query --db \(db) 'SELECT ...'` for more")
+    }
+  }
+
+  static func table(_ summary: AnalysisSummary) -> String {
+    func pad(_ text: String, _ width: Int) -> String {
+      text.count >= width
+        ? String(text.prefix(width - 1)) + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
+    }
+    var text = "\(summary.flows) flows, \(summary.requests) requests\n\n"
+    text += "SERVICES (measured at the server pods, observation point s)\n"
+    text +=
+      pad("service", 42) + pad("requests", 10) + pad("5xx", 7) + pad("4xx", 7) + pad("timeout", 9) + pad("p50 ms", 9)
+      + "p99 ms\n"
+    for row in summary.services {
+      text += pad("\(row.namespace)/\(row.name)", 42) + pad(String(row.requests), 10) + pad(String(row.serverErrors), 7)
+      text += pad(String(row.clientErrors), 7) + pad(String(row.timeouts), 9)
+      text +=
+        pad(String(format: "%.1f", Double(row.p50Micros) / 1000), 9)
+        + String(format: "%.1f", Double(row.p99Micros) / 1000) + "\n"
+    }
+    text += "\nDNS (at the clients' interfaces)\n"
+    text += pad("name", 52) + pad("type", 6) + pad("requests", 10) + pad("rcodes", 28) + "answers\n"
+    for row in summary.dns.prefix(30) {
+      let rcodes = row.rcodes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+      text += pad(row.name, 52) + pad(row.qtype, 6) + pad(String(row.requests), 10)
+      text +=
+        pad(rcodes + (row.timeouts > 0 ? ", timeout \(row.timeouts)" : ""), 28)
+        + row.answers.prefix(3).joined(separator: " ") + "\n"
+    }
+    text += "\nCONNECTION FAILURES\n"
+    if summary.connectionFailures.isEmpty { text += "none\n" }
+    for row in summary.connectionFailures.prefix(30) {
+      text += pad(row.kind, 26) + pad(row.server, 44) + String(row.count) + "\n"
+    }
+    return text
+  }
+}
+
+/// `fathom query`: a read-only SQL query on a store, for power users.
+struct QueryCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "query",
+    abstract: "Run a read-only SQL query on a Fathom SQLite store (tables: flows, requests, resources).")
+  @Option(help: "SQLite file.") var db = "fathom.sqlite"
+  @Argument(help: "SQL.") var sql: String
+
+  func run() throws {
+    guard FileManager.default.fileExists(atPath: db) else {
+      FileHandle.standardError.write(Data("fathom query: no store at \(db)\n".utf8))
+      throw ExitCode.failure
+    }
+    do {
+      let result = try SQLiteStore(path: db).query(sql)
+      print(result.columns.joined(separator: "\t"))
+      for row in result.rows { print(row.joined(separator: "\t")) }
+    } catch {
+      FileHandle.standardError.write(Data("fathom query: \(error)\n".utf8))
+      throw ExitCode.failure
+    }
+  }
+}
