@@ -66,8 +66,9 @@ let package = Package(
       name: "FathomProtocolsTests",
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
-    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab"]),
+    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore"]),
     .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
+    .testTarget(name: "FathomStoreTests", dependencies: ["FathomStore", "FathomKube", "FathomRecords"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),

@@ -10,7 +10,8 @@ public struct PcapFileSink: PacketSink {
     self.snapLength = snapLength
   }
 
-  public mutating func receive(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer, interfaces: [CaptureInterface]) {
+  public mutating func receive(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer, interfaces: [CaptureInterface])
+  {
     if writer == nil && error == nil {
       do {
         writer = try PcapWriter(path: path, linkType: header.linkType, snapLength: snapLength)

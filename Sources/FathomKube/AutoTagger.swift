@@ -54,11 +54,19 @@ public struct RecordTags: Sendable, Equatable {
 public struct TaggedFlow: Sendable {
   public var flow: FlowLog
   public var tags: RecordTags
+  public init(flow: FlowLog, tags: RecordTags) {
+    self.flow = flow
+    self.tags = tags
+  }
 }
 
 public struct TaggedRequest: Sendable {
   public var request: RequestLog
   public var tags: RecordTags
+  public init(request: RequestLog, tags: RecordTags) {
+    self.request = request
+    self.tags = tags
+  }
 }
 
 /// AutoTagging: both ends of every FlowLog and RequestLog from the cluster index at the record's

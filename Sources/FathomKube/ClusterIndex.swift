@@ -17,6 +17,21 @@ public struct Resource: Sendable, Equatable {
   public var workload: String
   public var validFromMicros: Int64
   public var validToMicros: Int64
+
+  public init(
+    id: Int32, kind: Kind, namespace: String, name: String, labels: [String: String], detail: String, workload: String,
+    validFromMicros: Int64, validToMicros: Int64
+  ) {
+    self.id = id
+    self.kind = kind
+    self.namespace = namespace
+    self.name = name
+    self.labels = labels
+    self.detail = detail
+    self.workload = workload
+    self.validFromMicros = validFromMicros
+    self.validToMicros = validToMicros
+  }
 }
 
 /// What the cluster knew about an address at one instant.
@@ -39,6 +54,17 @@ public struct EndpointIdentity: Sendable, Equatable {
   public var node: Int32 = 0
   public var service: Int32 = 0
   public var namespace: Int32 = 0
+
+  public init(
+    kind: Kind, pod: Int32 = 0, workload: Int32 = 0, node: Int32 = 0, service: Int32 = 0, namespace: Int32 = 0
+  ) {
+    self.kind = kind
+    self.pod = pod
+    self.workload = workload
+    self.node = node
+    self.service = service
+    self.namespace = namespace
+  }
 
   public static let external = EndpointIdentity(kind: .external)
 }

@@ -1,3 +1,5 @@
+import FathomAnalyze
+import FathomStore
 import Foundation
 import Testing
 
@@ -188,6 +190,40 @@ struct LabIntegrationTests {
     for file in ["objects-events.jsonl", "objects.json", "samples.jsonl", "load-truth.jsonl", "manifest.json"] {
       #expect(FileManager.default.fileExists(atPath: "\(recording)/\(file)"), "\(file) recorded")
     }
+    // The recording analysed: requests tagged with Services and answering pods, observation
+    // points on both nodes, totals equal to the load's own truth within 1%.
+    var analyzeOptions = Analyzer.Options()
+    analyzeOptions.labRecording = recording
+    analyzeOptions.database = "\(scratch)/analysis.sqlite"
+    let analysis = try Analyzer(options: analyzeOptions).run { _ in }
+    let truth = (Files.read("\(recording)/load-truth.jsonl") ?? "").split(separator: "\n")
+    let truthErrors = truth.filter { !$0.contains("\"status\":200") }.count
+    let services = Dictionary(analysis.summary.services.map { ("\($0.namespace)/\($0.name)", $0) }) { a, _ in a }
+    let frontend = try #require(services["shop/frontend"])
+    #expect(
+      abs(frontend.requests - truth.count) <= max(1, truth.count / 100),
+      "frontend \(frontend.requests) vs truth \(truth.count)")
+    #expect(
+      abs(frontend.serverErrors - truthErrors) <= max(1, truth.count / 100),
+      "5xx \(frontend.serverErrors) vs \(truthErrors)")
+    let checkout = try #require(services["shop/checkout"])
+    #expect(checkout.pods.count == 2 && checkout.pods.keys.allSatisfy { $0.hasPrefix("checkout-") })
+    #expect(
+      abs(checkout.requests - truth.count) <= max(1, truth.count / 100),
+      "checkout \(checkout.requests) vs truth \(truth.count)")
+    let points = try SQLiteStore(path: analyzeOptions.database).query(
+      "SELECT n.name, r.observation_point FROM requests r JOIN resources n ON n.id = r.capture_node GROUP BY 1, 2")
+    for node in ["node-1", "node-2"] {
+      let seen = Set(points.rows.filter { $0[0] == node }.map { $0[1] })
+      #expect(seen.isSuperset(of: ["c", "s", "c-nd", "s-nd"]), "\(node): observation points \(seen)")
+    }
+    #expect(
+      analysis.summary.dns.contains { $0.name == "frontend.shop.svc.cluster.local" && $0.rcodes["NOERROR"] ?? 0 > 0 })
+    #expect(
+      analysis.summary.dns.contains {
+        $0.name.hasPrefix("frontend.shop.svc.cluster.local.") && $0.rcodes["NXDOMAIN"] ?? 0 > 0
+      })
+
     // kubectl reads the replayed objects offline.
     if (try? Shell.resolve("kubectl")) != nil {
       let names = try Shell.run([
