@@ -5,7 +5,7 @@ SWIFT ?= swift
 # Debian packages the build and the tests need; installed when missing.
 BUILD_PACKAGES := libpcap-dev zlib1g-dev
 LAB_PACKAGES := iproute2 iptables ethtool nginx-light dnsmasq redis-server curl procps
-TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump
+TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump clickhouse-server sqlite3
 BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time
 
 .PHONY: demo test build bench fuzz deps-build deps-test deps-lab deps-bench clean
@@ -56,9 +56,11 @@ deps-lab:
 	@# so it is optional here (the check is skipped without it).
 	@command -v kubectl >/dev/null || apt-get install -y -q kubectl >/dev/null 2>&1 || true
 
+# ClickHouse (a single node and a two-shard cluster, scripts/clickhouse.sh) runs for the tests only.
 test: deps-test deps-lab
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	scripts/clickhouse.sh start
+	FATHOM_CLICKHOUSE=1 $(SWIFT) test --skip-build; status=$$?; scripts/clickhouse.sh stop; exit $$status
 
 # Single-core comparison with tcpdump, ndpiReader and tshark on a recorded capture (README).
 bench: deps-bench build

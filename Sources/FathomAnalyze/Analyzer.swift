@@ -15,6 +15,8 @@ public struct Analyzer {
     /// A `fathom lab record` directory: its captures, event log and node interfaces.
     public var labRecording: String?
     public var database = "fathom.sqlite"
+    /// Store into ClickHouse instead of SQLite.
+    public var clickhouse: ClickHouseStore.Target?
     public init() {}
   }
 
@@ -48,7 +50,8 @@ public struct Analyzer {
     }
     guard !captures.isEmpty else { throw KubeDecoder.Failure(message: "no captures to analyse") }
 
-    let store = try SQLiteStore(path: options.database)
+    let store: RecordStore =
+      try options.clickhouse.map { try ClickHouseStore($0) } ?? SQLiteStore(path: options.database)
     let tagger = AutoTagger(index: index)
     var notes: [String] = []
     var pending: [(source: Int64, flows: [TaggedFlow], requests: [TaggedRequest])] = []

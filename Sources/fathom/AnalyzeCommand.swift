@@ -14,6 +14,11 @@ struct AnalyzeCommand: ParsableCommand {
   @Option(help: "Kubernetes objects (kubectl get -o json|yaml, a List, API list responses).") var cluster: String?
   @Option(help: "A `fathom lab record` directory (captures, objects event log, interfaces).") var labRecording: String?
   @Option(help: "SQLite file to store into (created or migrated).") var db = "fathom.sqlite"
+  @Option(help: "Store into ClickHouse at this HTTP URL instead (e.g. http://127.0.0.1:8123).") var clickhouse: String?
+  @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
+  @Option(help: "ClickHouse cluster (remote_servers name): local tables on every shard behind Distributed tables.")
+  var clickhouseCluster: String?
+  @Option(help: "HTTP URL of each shard of --clickhouse-cluster (repeat).") var clickhouseShard: [String] = []
   @Option(help: "table or json.") var format = "table"
 
   func validate() throws {
@@ -24,6 +29,9 @@ struct AnalyzeCommand: ParsableCommand {
       throw ValidationError("give capture files or --lab-recording")
     }
     guard ["table", "json"].contains(format) else { throw ValidationError("--format is table or json") }
+    guard clickhouseCluster == nil || !clickhouseShard.isEmpty else {
+      throw ValidationError("--clickhouse-cluster needs every shard's URL (--clickhouse-shard)")
+    }
   }
 
   func run() throws {
@@ -32,6 +40,13 @@ struct AnalyzeCommand: ParsableCommand {
     options.clusterFile = cluster
     options.labRecording = labRecording
     options.database = db
+    if let clickhouse {
+      var target = ClickHouseStore.Target(url: clickhouse)
+      target.database = clickhouseDatabase
+      target.cluster = clickhouseCluster
+      target.shards = clickhouseShard
+      options.clickhouse = target
+    }
     let terminal = isatty(2) != 0
     let result: Analyzer.Result
     do {
@@ -49,7 +64,9 @@ struct AnalyzeCommand: ParsableCommand {
       print(String(decoding: data, as: UTF8.self))
     } else {
       print(Self.table(result.summary), terminator: "")
-      print("stored in \(db); `fathom query --db \(db) 'SELECT ...'` for more")
+      print(
+        clickhouse.map { "stored in ClickHouse \($0), database \(clickhouseDatabase)" }
+          ?? "stored in \(db); `fathom query --db \(db) 'SELECT ...'` for more")
     }
   }
 

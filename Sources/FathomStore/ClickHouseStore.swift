@@ -1,0 +1,522 @@
+import FathomKube
+import FathomRecords
+import Foundation
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// ClickHouse over its HTTP interface, for users who outgrow one machine. MergeTree tables
+/// partitioned by hour of the record's start (retention drops whole partitions), and — with a
+/// cluster — local tables on every shard behind Distributed tables. The SQL stays within what
+/// ClickHouse 18.16 (Debian 12's) and current versions both accept: no DateTime64, no TTL, no
+/// LowCardinality, no ON CLUSTER DDL (that needs ZooKeeper), `ALTER ... DELETE` for resumes.
+public final class ClickHouseStore: RecordStore {
+  public struct Target: Sendable {
+    /// The server queries go to (any shard of a cluster).
+    public var url: String
+    public var database = "fathom"
+    /// With a cluster: its name in the servers' `remote_servers` and every shard's HTTP URL,
+    /// where the local tables are created.
+    public var cluster: String?
+    public var shards: [String] = []
+
+    public init(url: String) { self.url = url }
+  }
+
+  let target: Target
+  let session: URLSession
+  /// Attempts per request; a failing server gets a bounded retry, then a clear error.
+  let attempts = 4
+  static let schemaVersion = 1
+
+  public init(_ target: Target) throws {
+    self.target = target
+    let configuration = URLSessionConfiguration.ephemeral
+    configuration.timeoutIntervalForRequest = 30
+    session = URLSession(configuration: configuration)
+    try migrate()
+  }
+
+  var localSuffix: String { target.cluster == nil ? "" : "_local" }
+
+  // MARK: HTTP
+
+  struct Failure: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+  }
+
+  /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
+  @discardableResult
+  func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
+    let base = url ?? target.url
+    var components = URLComponents(string: base)
+    var request: URLRequest
+    if let body {
+      components?.queryItems = [URLQueryItem(name: "query", value: sql)]
+      // Into a Distributed table, an insert returns once every shard has its rows (the default
+      // queues them, and a crash would lose the queue).
+      if target.cluster != nil {
+        components?.queryItems?.append(URLQueryItem(name: "insert_distributed_sync", value: "1"))
+      }
+      guard let address = components?.url else { throw Failure(message: "clickhouse: bad URL \(base)") }
+      request = URLRequest(url: address)
+      request.httpBody = body
+    } else {
+      guard let address = components?.url else { throw Failure(message: "clickhouse: bad URL \(base)") }
+      request = URLRequest(url: address)
+      request.httpBody = Data(sql.utf8)
+    }
+    request.httpMethod = "POST"
+    var lastError = ""
+    for attempt in 0..<attempts {
+      if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
+      let (data, response, error) = Self.send(request, session: session)
+      if let error {
+        lastError = "\(error.localizedDescription)"
+        continue
+      }
+      let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+      let text = String(decoding: data ?? Data(), as: UTF8.self)
+      if status == 200 { return text }
+      lastError = "HTTP \(status): \(text.prefix(500))"
+      // A statement ClickHouse rejected does not get better by repeating it.
+      if (400..<500).contains(status) || text.contains("Code: ") && !text.contains("TOO_MANY") { break }
+    }
+    throw Failure(message: "clickhouse \(base): \(lastError) (\(sql.prefix(120)))")
+  }
+
+  static func send(_ request: URLRequest, session: URLSession) -> (Data?, URLResponse?, Error?) {
+    final class Box: @unchecked Sendable {
+      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
+    }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    session.dataTask(with: request) { data, response, error in
+      box.result = (data, response, error)
+      done.signal()
+    }.resume()
+    done.wait()
+    return box.result
+  }
+
+  // MARK: Schema
+
+  static let flowColumns: [(String, String)] =
+    [
+      ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("protocol", "String"),
+      ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"), ("server_port", "UInt16"),
+      ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
+    ] + endpointColumns("client") + endpointColumns("server") + [
+      ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("close_type", "String"), ("status", "String"),
+      ("c2s_packets", "UInt64"), ("c2s_bytes", "UInt64"), ("s2c_packets", "UInt64"), ("s2c_bytes", "UInt64"),
+      ("retransmissions", "UInt32"), ("zero_windows", "UInt32"), ("syn_retransmissions", "UInt32"),
+      ("rtt_us", "UInt32"),
+      ("srt_sum_us", "UInt64"), ("srt_count", "UInt32"), ("app_protocol", "String"), ("requests", "UInt32"),
+      ("responses", "UInt32"), ("server_errors", "UInt32"), ("client_errors", "UInt32"),
+    ]
+
+  static let requestColumns: [(String, String)] =
+    [
+      ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("duration_us", "Int64"),
+      ("protocol", "String"),
+      ("version", "String"), ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"),
+      ("server_port", "UInt16"), ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
+    ] + endpointColumns("client") + endpointColumns("server") + [
+      ("ingress", "UInt64"), ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("method", "String"),
+      ("domain", "String"), ("resource", "String"), ("endpoint", "String"), ("status", "String"),
+      ("code", "Nullable(Int32)"), ("req_tcp_seq", "Nullable(UInt32)"), ("resp_tcp_seq", "Nullable(UInt32)"),
+      ("x_request_id_req", "String"), ("x_request_id_resp", "String"), ("trace_id", "String"), ("span_id", "String"),
+      ("req_bytes", "UInt64"), ("resp_bytes", "UInt64"), ("answers", "String"),
+    ]
+
+  static func endpointColumns(_ side: String) -> [(String, String)] {
+    [
+      ("\(side)_kind", "String"), ("\(side)_pod", "UInt64"), ("\(side)_workload", "UInt64"), ("\(side)_node", "UInt64"),
+      ("\(side)_service", "UInt64"), ("\(side)_namespace", "UInt64"),
+    ]
+  }
+
+  /// Record tables: MergeTree partitioned by the hour of `start_us` (DeepFlow keeps flow logs
+  /// per hour), ordered for the summary's access path.
+  static func recordTable(_ name: String, _ columns: [(String, String)], order: String) -> String {
+    let list = (columns.map { "\($0.0) \($0.1)" } + ["time DateTime DEFAULT toDateTime(intDiv(start_us, 1000000))"])
+      .joined(separator: ", ")
+    return
+      "CREATE TABLE IF NOT EXISTS \(name) (\(list)) ENGINE = MergeTree() PARTITION BY toStartOfHour(time) ORDER BY (\(order))"
+  }
+
+  func migrate() throws {
+    let db = target.database
+    let servers = target.cluster == nil ? [target.url] : target.shards
+    guard !servers.isEmpty else { throw Failure(message: "clickhouse: a cluster needs its shards' URLs") }
+    for server in Set(servers + [target.url]) {
+      try execute("CREATE DATABASE IF NOT EXISTS \(db)", on: server)
+    }
+    try execute(
+      "CREATE TABLE IF NOT EXISTS \(db).schema_migrations (version UInt32, applied DateTime DEFAULT now()) ENGINE = TinyLog"
+    )
+    let applied =
+      Int(
+        try execute("SELECT max(version) FROM \(db).schema_migrations").trimmingCharacters(in: .whitespacesAndNewlines))
+      ?? 0
+    guard applied < Self.schemaVersion else { return }
+    // v1. Dictionary and sources are small and live on the server queries go to.
+    try execute(
+      """
+      CREATE TABLE IF NOT EXISTS \(db).sources (id UInt64, path String, size Int64, modified Int64, completed UInt8,
+        version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY id
+      """)
+    try execute(
+      """
+      CREATE TABLE IF NOT EXISTS \(db).resources (id UInt64, kind String, namespace String, name String, labels String,
+        detail String, workload String, valid_from Int64, valid_to Int64, version UInt64)
+        ENGINE = ReplacingMergeTree(version) ORDER BY id
+      """)
+    for server in servers {
+      try execute(
+        Self.recordTable("\(db).flows\(localSuffix)", Self.flowColumns, order: "start_us, server_service"), on: server)
+      try execute(
+        Self.recordTable(
+          "\(db).requests\(localSuffix)", Self.requestColumns, order: "server_service, observation_point, start_us"),
+        on: server)
+    }
+    if let cluster = target.cluster {
+      for table in ["flows", "requests"] {
+        try execute(
+          "CREATE TABLE IF NOT EXISTS \(db).\(table) AS \(db).\(table)_local ENGINE = Distributed(\(cluster), \(db), \(table)_local, rand())"
+        )
+      }
+    }
+    try execute("INSERT INTO \(db).schema_migrations (version) VALUES (\(Self.schemaVersion))")
+  }
+
+  // MARK: Writing
+
+  public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
+    let db = target.database
+    let id = Self.stableID("source/\(path)/\(size)/\(modified)")
+    let row = try execute(
+      "SELECT completed FROM \(db).sources FINAL WHERE id = \(id) FORMAT TSV"
+    ).trimmingCharacters(in: .whitespacesAndNewlines)
+    if row == "1" { return .skip }
+    if row == "0" {
+      // An earlier run stopped inside this source: remove its rows everywhere, then read it again.
+      for server in target.cluster == nil ? [target.url] : target.shards {
+        for table in ["flows", "requests"] {
+          try execute("ALTER TABLE \(db).\(table)\(localSuffix) DELETE WHERE source_id = \(id)", on: server)
+          try waitForMutations(table: "\(table)\(localSuffix)", on: server)
+        }
+      }
+    }
+    try insertSource(id: id, path: path, size: size, modified: modified, completed: false)
+    return .read(id: Int64(bitPattern: id), restarted: row == "0")
+  }
+
+  /// `ALTER ... DELETE` is asynchronous (18.16 has no `mutations_sync`): wait, bounded.
+  func waitForMutations(table: String, on server: String) throws {
+    for _ in 0..<300 {
+      let pending = try rows(
+        "SELECT count() FROM system.mutations WHERE database = '\(target.database)' AND table = '\(table)' AND is_done = 0",
+        on: server)
+      if pending.first?.first == "0" { return }
+      usleep(100_000)
+    }
+    throw Failure(message: "clickhouse \(server): deleting an interrupted source from \(table) did not finish in 30 s")
+  }
+
+  func insertSource(id: UInt64, path: String, size: Int64, modified: Int64, completed: Bool) throws {
+    let line = [
+      String(id), Self.escape(path), String(size), String(modified), completed ? "1" : "0", String(Self.version()),
+    ]
+    .joined(separator: "\t")
+    try execute("INSERT INTO \(target.database).sources FORMAT TabSeparated", body: Data((line + "\n").utf8))
+  }
+
+  public func finishSource(_ source: Int64) throws {
+    let id = UInt64(bitPattern: source)
+    let row = try execute(
+      "SELECT path, size, modified FROM \(target.database).sources FINAL WHERE id = \(id) FORMAT TSV"
+    ).split(separator: "\t").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+    guard row.count == 3 else { throw Failure(message: "clickhouse: source \(id) unknown") }
+    try insertSource(id: id, path: row[0], size: Int64(row[1]) ?? 0, modified: Int64(row[2]) ?? 0, completed: true)
+  }
+
+  public func register(_ resources: [Resource]) throws -> [Int32: Int64] {
+    var ids: [Int32: Int64] = [:]
+    var body = ""
+    for resource in resources {
+      let id = Self.stableID("\(resource.kind.rawValue)/\(resource.namespace)/\(resource.name)")
+      ids[resource.id] = Int64(bitPattern: id)
+      let labels = String(
+        decoding: (try? JSONSerialization.data(withJSONObject: resource.labels, options: [.sortedKeys]))
+          ?? Data("{}".utf8),
+        as: UTF8.self)
+      body +=
+        [
+          String(id), resource.kind.rawValue, resource.namespace, resource.name, labels, resource.detail,
+          resource.workload,
+          String(resource.validFromMicros), String(resource.validToMicros), String(Self.version()),
+        ].map(Self.escape).joined(separator: "\t") + "\n"
+    }
+    if !body.isEmpty {
+      try execute("INSERT INTO \(target.database).resources FORMAT TabSeparated", body: Data(body.utf8))
+    }
+    return ids
+  }
+
+  public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+    guard !flows.isEmpty else { return }
+    var body = ""
+    body.reserveCapacity(flows.count * 300)
+    for tagged in flows {
+      let flow = tagged.flow
+      let tags = tagged.tags
+      var fields: [String] = [
+        String(UInt64(bitPattern: source)), String(flow.startMicros), String(flow.endMicros),
+        flow.l4Protocol.description,
+        flow.clientIP.description, String(flow.clientPort), flow.serverIP.description, String(flow.serverPort),
+        Self.id(tags.captureNode, ids), Self.escape(tags.interface), tags.observationPoint.rawValue,
+      ]
+      fields += Self.endpointFields(tags.client, ids) + Self.endpointFields(tags.server, ids)
+      fields += [
+        Self.id(tags.answeredBy, ids), Self.id(tags.requestedService, ids), flow.closeType.rawValue,
+        flow.status.rawValue,
+        String(flow.clientToServer.packets), String(flow.clientToServer.l3Bytes), String(flow.serverToClient.packets),
+        String(flow.serverToClient.l3Bytes),
+        String(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions),
+        String(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows), String(flow.synRetransmissions),
+        String(flow.rttMicros), String(flow.srt.sumMicros), String(flow.srt.count),
+        flow.applicationProtocol?.description ?? "",
+        String(flow.application.requests), String(flow.application.responses), String(flow.application.serverErrors),
+        String(flow.application.clientErrors),
+      ]
+      body += fields.joined(separator: "\t") + "\n"
+    }
+    let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
+    try execute("INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: Data(body.utf8))
+  }
+
+  public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+    guard !requests.isEmpty else { return }
+    var body = ""
+    body.reserveCapacity(requests.count * 400)
+    for tagged in requests {
+      let request = tagged.request
+      let tags = tagged.tags
+      var fields: [String] = [
+        String(UInt64(bitPattern: source)), String(request.startMicros), String(request.endMicros),
+        String(request.durationMicros), request.applicationProtocol.description, Self.escape(request.version),
+        request.clientIP.description, String(request.clientPort), request.serverIP.description,
+        String(request.serverPort),
+        Self.id(tags.captureNode, ids), Self.escape(tags.interface), tags.observationPoint.rawValue,
+      ]
+      fields += Self.endpointFields(tags.client, ids) + Self.endpointFields(tags.server, ids)
+      fields += [
+        Self.id(tags.ingress, ids), Self.id(tags.answeredBy, ids), Self.id(tags.requestedService, ids),
+        Self.escape(request.method), Self.escape(request.domain), Self.escape(request.resource),
+        Self.escape(request.endpoint),
+        request.status.name.description, request.code.map { String($0) } ?? "\\N",
+        request.requestTCPSequence.map { String($0) } ?? "\\N", request.responseTCPSequence.map { String($0) } ?? "\\N",
+        Self.escape(request.requestID), Self.escape(request.responseRequestID), Self.escape(request.traceID),
+        Self.escape(request.spanID), String(request.requestBytes), String(request.responseBytes),
+        Self.escape(request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n")),
+      ]
+      body += fields.joined(separator: "\t") + "\n"
+    }
+    let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
+    try execute("INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: Data(body.utf8))
+  }
+
+  static func id(_ value: Int32, _ ids: [Int32: Int64]) -> String {
+    value == 0 ? "0" : String(UInt64(bitPattern: ids[value] ?? 0))
+  }
+
+  static func endpointFields(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) -> [String] {
+    [
+      identity.kind.rawValue, id(identity.pod, ids), id(identity.workload, ids), id(identity.node, ids),
+      id(identity.service, ids), id(identity.namespace, ids),
+    ]
+  }
+
+  /// TabSeparated escaping.
+  static func escape(_ text: String) -> String {
+    guard text.contains(where: { $0 == "\t" || $0 == "\n" || $0 == "\\" || $0 == "\r" }) else { return text }
+    var output = ""
+    for character in text {
+      switch character {
+      case "\t": output += "\\t"
+      case "\n": output += "\\n"
+      case "\r": output += "\\r"
+      case "\\": output += "\\\\"
+      default: output.append(character)
+      }
+    }
+    return output
+  }
+
+  static func unescape(_ text: Substring) -> String {
+    guard text.contains("\\") else { return String(text) }
+    var output = ""
+    var escaped = false
+    for character in text {
+      if escaped {
+        switch character {
+        case "t": output += "\t"
+        case "n": output += "\n"
+        case "r": output += "\r"
+        default: output.append(character)
+        }
+        escaped = false
+      } else if character == "\\" {
+        escaped = true
+      } else {
+        output.append(character)
+      }
+    }
+    return output
+  }
+
+  /// A 63-bit FNV-1a id, the same for the same key on every shard and run.
+  static func stableID(_ key: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in key.utf8 {
+      hash ^= UInt64(byte)
+      hash = hash &* 0x100_0000_01b3
+    }
+    return hash & 0x7fff_ffff_ffff_ffff
+  }
+
+  static func version() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1_000_000) }
+
+  // MARK: Queries
+
+  func rows(_ sql: String, on server: String? = nil) throws -> [[String]] {
+    try execute(sql + " FORMAT TSV", on: server).split(separator: "\n").map { line in
+      line.split(separator: "\t", omittingEmptySubsequences: false).map(Self.unescape)
+    }
+  }
+
+  public func summary() throws -> AnalysisSummary {
+    let db = target.database
+    var names: [String: (namespace: String, name: String)] = [:]
+    for row in try rows("SELECT id, namespace, name FROM \(db).resources FINAL") where row.count == 3 {
+      names[row[0]] = (row[1], row[2])
+    }
+    var summary = AnalysisSummary()
+    summary.flows = Int(try rows("SELECT count() FROM \(db).flows").first?.first ?? "0") ?? 0
+    summary.requests = Int(try rows("SELECT count() FROM \(db).requests").first?.first ?? "0") ?? 0
+
+    var pods: [String: [String: Int]] = [:]
+    for row in try rows(
+      "SELECT server_service, server_pod, count() FROM \(db).requests WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service, server_pod"
+    ) where row.count == 3 {
+      if let pod = names[row[1]] { pods[row[0], default: [:]][pod.name] = Int(row[2]) ?? 0 }
+    }
+    // quantileExact(level) is the element at floor(level × n) of the sorted values, as the
+    // SQLite store computes it.
+    for row in try rows(
+      """
+      SELECT server_service, count(), sum(status = 'server_error'), sum(status = 'client_error'), sum(status = 'timeout'),
+        quantileExactIf(0.5)(duration_us, status != 'timeout'), quantileExactIf(0.99)(duration_us, status != 'timeout')
+      FROM \(db).requests WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service
+      """) where row.count == 7
+    {
+      guard let name = names[row[0]] else { continue }
+      summary.services.append(
+        .init(
+          namespace: name.namespace, name: name.name, requests: Int(row[1]) ?? 0, serverErrors: Int(row[2]) ?? 0,
+          clientErrors: Int(row[3]) ?? 0, timeouts: Int(row[4]) ?? 0, p50Micros: Int64(row[5]) ?? 0,
+          p99Micros: Int64(row[6]) ?? 0, pods: pods[row[0]] ?? [:]))
+    }
+    summary.services.sort { ($0.requests, $1.namespace, $1.name) > ($1.requests, $0.namespace, $0.name) }
+
+    let clientSide =
+      Int(
+        try rows("SELECT count() FROM \(db).requests WHERE protocol = 'dns' AND observation_point = 'c'").first?.first
+          ?? "0") ?? 0
+    let filter = clientSide > 0 ? "protocol = 'dns' AND observation_point = 'c'" : "protocol = 'dns'"
+    var rcodes: [String: [String: Int]] = [:]
+    for row in try rows(
+      "SELECT domain, method, code, count() FROM \(db).requests WHERE \(filter) AND code IS NOT NULL GROUP BY domain, method, code"
+    ) where row.count == 4 {
+      rcodes["\(row[0])\t\(row[1])", default: [:]][SQLiteStore.rcodeName(Int(row[2]) ?? -1)] = Int(row[3]) ?? 0
+    }
+    for row in try rows(
+      "SELECT domain, method, count(), sum(status = 'timeout'), groupUniqArray(answers) FROM \(db).requests WHERE \(filter) GROUP BY domain, method"
+    ) where row.count == 5 {
+      let answers = Self.parseArray(row[4]).flatMap { $0.split(separator: "\n").map(String.init) }.filter {
+        !$0.isEmpty
+      }
+      summary.dns.append(
+        .init(
+          name: row[0], qtype: row[1], requests: Int(row[2]) ?? 0, rcodes: rcodes["\(row[0])\t\(row[1])"] ?? [:],
+          timeouts: Int(row[3]) ?? 0, answers: Array(Set(answers)).sorted()))
+    }
+    summary.dns.sort { ($0.requests, $1.name) > ($1.requests, $0.name) }
+
+    var failures: [String: Int] = [:]
+    for row in try rows(
+      """
+      SELECT close_type, server_service, server_pod, server_ip, server_port, count() FROM \(db).flows
+      WHERE status != 'ok' AND close_type NOT IN ('forced_report', 'in_progress')
+      GROUP BY close_type, server_service, server_pod, server_ip, server_port
+      """) where row.count == 6
+    {
+      let server =
+        names[row[1]].map { "\($0.namespace)/\($0.name)" } ?? names[row[2]].map { "\($0.namespace)/\($0.name)" }
+        ?? "\(row[3]):\(row[4])"
+      failures["\(row[0])\t\(server)", default: 0] += Int(row[5]) ?? 0
+    }
+    summary.connectionFailures = failures.map { key, count in
+      let parts = key.split(separator: "\t", maxSplits: 1).map(String.init)
+      return .init(kind: parts[0], server: parts[1], count: count)
+    }.sorted { ($0.count, $1.kind, $1.server) > ($1.count, $0.kind, $0.server) }
+    return summary
+  }
+
+  /// Parses ClickHouse's TSV rendering of Array(String): `['a','b']`.
+  static func parseArray(_ text: String) -> [String] {
+    guard text.hasPrefix("["), text.hasSuffix("]") else { return [] }
+    var items: [String] = []
+    var current = ""
+    var inString = false
+    var escaped = false
+    for character in text.dropFirst().dropLast() {
+      if escaped {
+        current.append(character == "n" ? "\n" : character == "t" ? "\t" : character)
+        escaped = false
+      } else if character == "\\" {
+        escaped = true
+      } else if character == "'" {
+        if inString { items.append(current) }
+        current = ""
+        inString.toggle()
+      } else if inString {
+        current.append(character)
+      }
+    }
+    return items
+  }
+
+  /// Retention: drops every hourly partition whose newest record started before `micros`.
+  public func dropPartitions(olderThan micros: Int64) throws -> Int {
+    var dropped = 0
+    for server in target.cluster == nil ? [target.url] : target.shards {
+      for table in ["flows\(localSuffix)", "requests\(localSuffix)"] {
+        // The partition id of toStartOfHour(time) is the hour's Unix time.
+        let partitions = try rows(
+          """
+          SELECT partition_id FROM system.parts WHERE database = '\(target.database)' AND table = '\(table)' AND active
+          GROUP BY partition_id HAVING toUInt32(max(max_time)) < \(micros / 1_000_000)
+          """, on: server)
+        for partition in partitions.compactMap(\.first) {
+          try execute("ALTER TABLE \(target.database).\(table) DROP PARTITION ID '\(partition)'", on: server)
+          dropped += 1
+        }
+      }
+    }
+    return dropped
+  }
+}

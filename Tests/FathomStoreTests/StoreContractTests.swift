@@ -1,0 +1,184 @@
+import FathomKube
+import FathomRecords
+import Foundation
+import Testing
+
+@testable import FathomStore
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// Where the same storage tests run: SQLite always; ClickHouse single node and two-shard cluster
+/// when `make test` has started them (it sets FATHOM_CLICKHOUSE=1, and then they must answer).
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+  case sqlite, clickhouse, clickhouseCluster
+  var testDescription: String { rawValue }
+
+  static var available: [StoreKind] {
+    let required = ProcessInfo.processInfo.environment["FATHOM_CLICKHOUSE"] == "1"
+    let reachable =
+      (try? String(contentsOf: URL(string: "http://127.0.0.1:18123/?query=SELECT%201")!, encoding: .utf8)) != nil
+    return required || reachable ? allCases : [.sqlite]
+  }
+
+  func database(_ name: String) -> String { "fathom_test_\(rawValue)_\(name)_\(getpid())" }
+
+  /// A store; called again with the same name, the same store (as a new process would open it).
+  func make(_ name: String, directory: String) throws -> RecordStore {
+    switch self {
+    case .sqlite: return try SQLiteStore(path: "\(directory)/\(name).sqlite")
+    case .clickhouse:
+      var target = ClickHouseStore.Target(url: "http://127.0.0.1:18123")
+      target.database = database(name)
+      return try ClickHouseStore(target)
+    case .clickhouseCluster:
+      var target = ClickHouseStore.Target(url: "http://127.0.0.1:18124")
+      target.database = database(name)
+      target.cluster = "fathom_cluster"
+      target.shards = ["http://127.0.0.1:18124", "http://127.0.0.1:18125"]
+      return try ClickHouseStore(target)
+    }
+  }
+
+  func drop(_ name: String) {
+    guard self != .sqlite else { return }
+    for server in ["http://127.0.0.1:18123", "http://127.0.0.1:18124", "http://127.0.0.1:18125"] {
+      var request = URLRequest(url: URL(string: server)!)
+      request.httpMethod = "POST"
+      request.httpBody = Data("DROP DATABASE IF EXISTS \(database(name))".utf8)
+      _ = ClickHouseStore.send(request, session: URLSession.shared)
+    }
+  }
+}
+
+@Suite struct StoreContractTests {
+  let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-store-\(UUID().uuidString)")
+    .path
+
+  init() throws { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+
+  func request(_ status: RequestStatus, micros: Int64, point: ObservationPoint, service: Int32, pod: Int32)
+    -> TaggedRequest
+  {
+    var request = RequestLog(
+      startMicros: 1_000, endMicros: 1_000 + micros, durationMicros: micros, applicationProtocol: .http,
+      clientIP: IPAddress("10.244.1.6")!, clientPort: 40000, serverIP: IPAddress("10.244.2.3")!, serverPort: 8080,
+      flowID: 1)
+    request.method = "GET"
+    request.status = status
+    request.code = status == .ok ? 200 : 500
+    var tags = RecordTags()
+    tags.observationPoint = point
+    tags.server = EndpointIdentity(kind: .pod, pod: pod, service: service)
+    return TaggedRequest(request: request, tags: tags)
+  }
+
+  @Test(arguments: StoreKind.available) func summaryTranslatesIdsAndCountsAtTheServer(_ kind: StoreKind) throws {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("summary")
+    }
+    let store = try kind.make("summary", directory: directory)
+    let resources = [
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "checkout", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 10),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "checkout-a", labels: ["app": "checkout"], detail: "node-1",
+        workload: "Deployment/checkout", validFromMicros: 0, validToMicros: 10),
+    ]
+    let ids = try store.register(resources)
+    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/x.pcap", size: 1, modified: 1)
+    else {
+      Issue.record("new source not read")
+      return
+    }
+    var requests = (0..<98).map { request(.ok, micros: Int64(1000 + $0), point: .server, service: 1, pod: 2) }
+    requests.append(request(.serverError, micros: 50_000, point: .server, service: 1, pod: 2))
+    requests.append(request(.ok, micros: 10, point: .client, service: 1, pod: 2))  // another observation point
+    try store.write(requests: requests, source: source, ids: ids)
+    try store.finishSource(source)
+    let summary = try store.summary()
+    let row = try #require(summary.services.first)
+    #expect(row.namespace == "shop" && row.name == "checkout")
+    #expect(row.requests == 99 && row.serverErrors == 1 && row.pods == ["checkout-a": 99])
+    #expect(row.p50Micros == 1049 && row.p99Micros == 50_000)
+    // SmartEncoding: the records hold ids, the names live once in the dictionary.
+    if let sqlite = store as? SQLiteStore {
+      let stored = try sqlite.query("SELECT DISTINCT server_service, server_pod FROM requests")
+      #expect(stored.rows == [[String(ids[1]!), String(ids[2]!)]])
+    }
+    if let clickhouse = store as? ClickHouseStore {
+      let stored = try clickhouse.rows(
+        "SELECT DISTINCT server_service, server_pod FROM \(clickhouse.target.database).requests")
+      #expect(stored == [[String(UInt64(bitPattern: ids[1]!)), String(UInt64(bitPattern: ids[2]!))]])
+    }
+  }
+
+  /// A run killed while storing a source leaves it incomplete; the next run removes its rows and
+  /// reads it again; a completed source is skipped.
+  @Test(arguments: StoreKind.available) func interruptedSourcesAreReadAgainAndCompleteOnesSkipped(_ kind: StoreKind)
+    throws
+  {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("resume")
+    }
+    var first: Int64 = 0
+    do {
+      let store = try kind.make("resume", directory: directory)
+      guard case .read(let source, _) = try store.beginSource(path: "y.pcap", size: 5, modified: 7) else { return }
+      first = source
+      try store.write(requests: [request(.ok, micros: 5, point: .server, service: 0, pod: 0)], source: source, ids: [:])
+      // No finishSource: the process "died" here.
+    }
+    let reopened = try kind.make("resume", directory: directory)
+    #expect(try reopened.beginSource(path: "y.pcap", size: 5, modified: 7) == .read(id: first, restarted: true))
+    #expect(try reopened.summary().requests == 0)
+    try reopened.finishSource(first)
+    #expect(try reopened.beginSource(path: "y.pcap", size: 5, modified: 7) == .skip)
+    // A changed file is a new source.
+    guard case .read(let second, false) = try reopened.beginSource(path: "y.pcap", size: 6, modified: 8) else {
+      Issue.record("a changed file is not a new source")
+      return
+    }
+    #expect(second != first)
+  }
+
+  /// ClickHouse: records land on both shards of the cluster; retention drops whole hourly
+  /// partitions.
+  @Test(arguments: StoreKind.available.filter { $0 != .sqlite })
+  func clickhouseShardsAndRetention(_ kind: StoreKind) throws {
+    defer { kind.drop("retention") }
+    let store = try #require(try kind.make("retention", directory: directory) as? ClickHouseStore)
+    guard case .read(let source, _) = try store.beginSource(path: "z.pcap", size: 1, modified: 1) else { return }
+    let hour: Int64 = 3_600_000_000
+    let base: Int64 = 1_764_000_000_000_000 - 1_764_000_000_000_000 % hour
+    var requests: [TaggedRequest] = []
+    for index in 0..<200 {
+      var record = request(.ok, micros: 10, point: .server, service: 0, pod: 0)
+      record.request.startMicros = base + (index < 100 ? 0 : hour) + Int64(index)
+      requests.append(record)
+    }
+    try store.write(requests: requests, source: source, ids: [:])
+    try store.finishSource(source)
+    let database = store.target.database
+    if kind == .clickhouseCluster {
+      let counts = try store.target.shards.map {
+        Int(try store.rows("SELECT count() FROM \(database).requests_local", on: $0).first?.first ?? "0") ?? 0
+      }
+      #expect(counts.allSatisfy { $0 > 0 } && counts.reduce(0, +) == 200, "rows per shard \(counts)")
+    }
+    #expect(try store.summary().requests == 200)
+    let dropped = try store.dropPartitions(olderThan: base + hour)
+    #expect(dropped >= 1)
+    #expect(try store.summary().requests == 100)
+  }
+
+  @Test func sqliteQueriesAreReadOnly() throws {
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let store = try SQLiteStore(path: "\(directory)/c.sqlite")
+    #expect(throws: (any Error).self) { try store.query("DELETE FROM requests") }
+  }
+}
