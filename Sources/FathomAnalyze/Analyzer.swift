@@ -101,6 +101,10 @@ public struct Analyzer {
         try store.write(
           requests: Array(requests[batch..<min(requests.count, batch + 10_000)]), source: entry.source, ids: ids)
       }
+      var rollups = RollupBuilder()
+      for flow in flows { rollups.add(flow) }
+      for request in requests { rollups.add(request) }
+      try store.write(rollups: rollups, source: entry.source, ids: ids)
       try store.finishSource(entry.source)
     }
     return Result(summary: try store.summary(), notes: notes)

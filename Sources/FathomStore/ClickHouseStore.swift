@@ -28,7 +28,7 @@ public final class ClickHouseStore: RecordStore {
   let session: URLSession
   /// Attempts per request; a failing server gets a bounded retry, then a clear error.
   let attempts = 4
-  static let schemaVersion = 1
+  static let schemaVersion = 2
 
   public init(_ target: Target) throws {
     self.target = target
@@ -162,6 +162,46 @@ public final class ClickHouseStore: RecordStore {
         try execute("SELECT max(version) FROM \(db).schema_migrations").trimmingCharacters(in: .whitespacesAndNewlines))
       ?? 0
     guard applied < Self.schemaVersion else { return }
+    if applied < 1 { try migrateV1(servers: servers) }
+    if applied < 2 { try migrateV2(servers: servers) }
+  }
+
+  /// v2: 1 s and 1 min rollups; partitions of 4 h and 12 h (DeepFlow's retention units).
+  func migrateV2(servers: [String]) throws {
+    let db = target.database
+    for resolution in RollupBuilder.resolutions {
+      let partitionSeconds = resolution == 1 ? 14_400 : 43_200
+      let requestColumns = (RollupSchema.requestKey + RollupSchema.requestValues).map { "\($0) \(Self.rollupType($0))" }
+      let flowColumns = (RollupSchema.flowKey + RollupSchema.flowValues).map { "\($0) \(Self.rollupType($0))" }
+      for (kind, columns) in [("request", requestColumns), ("flow", flowColumns)] {
+        let table = RollupSchema.table(kind, resolution)
+        for server in servers {
+          try execute(
+            """
+            CREATE TABLE IF NOT EXISTS \(db).\(table)\(localSuffix) (\(columns.joined(separator: ", ")))
+            ENGINE = MergeTree() PARTITION BY intDiv(interval_start, \(partitionSeconds)) ORDER BY (server_service, interval_start)
+            """, on: server)
+        }
+        if let cluster = target.cluster {
+          try execute(
+            "CREATE TABLE IF NOT EXISTS \(db).\(table) AS \(db).\(table)_local ENGINE = Distributed(\(cluster), \(db), \(table)_local, rand())"
+          )
+        }
+      }
+    }
+    try execute("INSERT INTO \(db).schema_migrations (version) VALUES (2)")
+  }
+
+  static func rollupType(_ column: String) -> String {
+    switch column {
+    case "protocol", "observation_point", "endpoint", "histogram": "String"
+    case "interval_start", "latency_sum_us", "latency_max_us", "source_id": "Int64"
+    default: "UInt64"
+    }
+  }
+
+  func migrateV1(servers: [String]) throws {
+    let db = target.database
     // v1. Dictionary and sources are small and live on the server queries go to.
     try execute(
       """
@@ -189,7 +229,29 @@ public final class ClickHouseStore: RecordStore {
         )
       }
     }
-    try execute("INSERT INTO \(db).schema_migrations (version) VALUES (\(Self.schemaVersion))")
+    try execute("INSERT INTO \(db).schema_migrations (version) VALUES (1)")
+  }
+
+  public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
+    func id(_ value: Int32) -> String { Self.id(value, ids) }
+    for resolution in RollupBuilder.resolutions {
+      let tables: [(String, [[String]], [String])] = [
+        (
+          "request", RollupSchema.requestRows(rollups, resolution: resolution, source: source, id: id),
+          RollupSchema.requestKey + RollupSchema.requestValues
+        ),
+        (
+          "flow", RollupSchema.flowRows(rollups, resolution: resolution, source: source, id: id),
+          RollupSchema.flowKey + RollupSchema.flowValues
+        ),
+      ]
+      for (kind, rows, columns) in tables where !rows.isEmpty {
+        let body = rows.map { row in row.map(Self.escape).joined(separator: "\t") }.joined(separator: "\n") + "\n"
+        try execute(
+          "INSERT INTO \(target.database).\(RollupSchema.table(kind, resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
+          body: Data(body.utf8))
+      }
+    }
   }
 
   // MARK: Writing
@@ -204,8 +266,12 @@ public final class ClickHouseStore: RecordStore {
     if row == "0" {
       // An earlier run stopped inside this source: remove its rows everywhere, then read it again.
       for server in target.cluster == nil ? [target.url] : target.shards {
-        for table in ["flows", "requests"] {
-          try execute("ALTER TABLE \(db).\(table)\(localSuffix) DELETE WHERE source_id = \(id)", on: server)
+        let rollups = RollupBuilder.resolutions.flatMap {
+          [RollupSchema.table("request", $0), RollupSchema.table("flow", $0)]
+        }
+        for table in ["flows", "requests"] + rollups {
+          let column = table.contains("rollup") ? "toUInt64(source_id)" : "source_id"
+          try execute("ALTER TABLE \(db).\(table)\(localSuffix) DELETE WHERE \(column) = \(id)", on: server)
           try waitForMutations(table: "\(table)\(localSuffix)", on: server)
         }
       }
@@ -408,27 +474,28 @@ public final class ClickHouseStore: RecordStore {
     summary.flows = Int(try rows("SELECT count() FROM \(db).flows").first?.first ?? "0") ?? 0
     summary.requests = Int(try rows("SELECT count() FROM \(db).requests").first?.first ?? "0") ?? 0
 
+    // Services at the server (`s`), from the 1-minute rollups; percentiles from merged histograms.
+    let rollup = "\(db).\(RollupSchema.table("request", 60))"
     var pods: [String: [String: Int]] = [:]
     for row in try rows(
-      "SELECT server_service, server_pod, count() FROM \(db).requests WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service, server_pod"
+      "SELECT server_service, server_pod, sum(requests) FROM \(rollup) WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service, server_pod"
     ) where row.count == 3 {
       if let pod = names[row[1]] { pods[row[0], default: [:]][pod.name] = Int(row[2]) ?? 0 }
     }
-    // quantileExact(level) is the element at floor(level × n) of the sorted values, as the
-    // SQLite store computes it.
     for row in try rows(
       """
-      SELECT server_service, count(), sum(status = 'server_error'), sum(status = 'client_error'), sum(status = 'timeout'),
-        quantileExactIf(0.5)(duration_us, status != 'timeout'), quantileExactIf(0.99)(duration_us, status != 'timeout')
-      FROM \(db).requests WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service
-      """) where row.count == 7
+      SELECT server_service, sum(requests), sum(server_errors), sum(client_errors), sum(timeouts), groupArray(histogram)
+      FROM \(rollup) WHERE observation_point = 's' AND server_service != 0 GROUP BY server_service
+      """) where row.count == 6
     {
       guard let name = names[row[0]] else { continue }
+      var histogram = LatencyHistogram()
+      for encoded in Self.parseArray(row[5]) { histogram.merge(LatencyHistogram(encoded: encoded)) }
       summary.services.append(
         .init(
           namespace: name.namespace, name: name.name, requests: Int(row[1]) ?? 0, serverErrors: Int(row[2]) ?? 0,
-          clientErrors: Int(row[3]) ?? 0, timeouts: Int(row[4]) ?? 0, p50Micros: Int64(row[5]) ?? 0,
-          p99Micros: Int64(row[6]) ?? 0, pods: pods[row[0]] ?? [:]))
+          clientErrors: Int(row[3]) ?? 0, timeouts: Int(row[4]) ?? 0, p50Micros: histogram.quantile(0.5),
+          p99Micros: histogram.quantile(0.99), pods: pods[row[0]] ?? [:]))
     }
     summary.services.sort { ($0.requests, $1.namespace, $1.name) > ($1.requests, $0.namespace, $0.name) }
 
@@ -514,6 +581,21 @@ public final class ClickHouseStore: RecordStore {
         for partition in partitions.compactMap(\.first) {
           try execute("ALTER TABLE \(target.database).\(table) DROP PARTITION ID '\(partition)'", on: server)
           dropped += 1
+        }
+      }
+      // Rollups are partitioned by intDiv(interval_start, 4 h or 12 h): drop the whole ones.
+      for resolution in RollupBuilder.resolutions {
+        let span = resolution == 1 ? Int64(14_400) : Int64(43_200)
+        for kind in ["request", "flow"] {
+          let table = "\(RollupSchema.table(kind, resolution))\(localSuffix)"
+          let partitions = try rows(
+            "SELECT DISTINCT partition_id FROM system.parts WHERE database = '\(target.database)' AND table = '\(table)' AND active",
+            on: server)
+          for partition in partitions.compactMap(\.first) {
+            guard let index = Int64(partition), (index + 1) * span <= micros / 1_000_000 else { continue }
+            try execute("ALTER TABLE \(target.database).\(table) DROP PARTITION ID '\(partition)'", on: server)
+            dropped += 1
+          }
         }
       }
     }

@@ -12,9 +12,61 @@ public protocol RecordStore: AnyObject {
   func register(_ resources: [Resource]) throws -> [Int32: Int64]
   func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws
   func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws
+  /// Stores 1 s and 1 min rollups (partial aggregates; queries sum them).
+  func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws
   func finishSource(_ source: Int64) throws
   /// The summary `fathom analyze` prints.
   func summary() throws -> AnalysisSummary
+}
+
+/// Rollup tables and columns, shared by both stores.
+enum RollupSchema {
+  /// `request_rollup_1s`, `flow_rollup_1m`, ...
+  static func table(_ kind: String, _ resolution: Int64) -> String {
+    "\(kind)_rollup_\(resolution == 1 ? "1s" : "1m")"
+  }
+
+  static let requestKey = [
+    "source_id", "interval_start", "client_pod", "client_service", "server_pod", "server_service", "protocol",
+    "observation_point", "endpoint",
+  ]
+  static let requestValues = [
+    "requests", "responses", "client_errors", "server_errors", "timeouts", "latency_sum_us", "latency_max_us",
+    "histogram",
+  ]
+  static let flowKey = [
+    "source_id", "interval_start", "client_pod", "server_pod", "server_service", "observation_point", "protocol",
+  ]
+  static let flowValues = [
+    "bytes", "packets", "new_flows", "closed_flows", "retransmissions", "zero_windows", "rtt_sum_us", "rtt_count",
+    "rtt_max_us", "establish_failures", "resets",
+  ]
+
+  /// One row per rollup entry, as text fields in column order (ids translated to the store's).
+  static func requestRows(_ rollups: RollupBuilder, resolution: Int64, source: Int64, id: (Int32) -> String)
+    -> [[String]]
+  {
+    (rollups.requests[resolution] ?? [:]).map { key, value in
+      [
+        String(source), String(key.intervalStart), id(key.clientPod), id(key.clientService), id(key.serverPod),
+        id(key.serverService), key.protocolName, key.observationPoint, key.endpoint, String(value.requests),
+        String(value.responses), String(value.clientErrors), String(value.serverErrors), String(value.timeouts),
+        String(value.latencySum), String(value.latencyMax), value.histogram.encoded,
+      ]
+    }
+  }
+
+  static func flowRows(_ rollups: RollupBuilder, resolution: Int64, source: Int64, id: (Int32) -> String) -> [[String]]
+  {
+    (rollups.flows[resolution] ?? [:]).map { key, value in
+      [
+        String(source), String(key.intervalStart), id(key.clientPod), id(key.serverPod), id(key.serverService),
+        key.observationPoint, key.protocolName, String(value.bytes), String(value.packets), String(value.newFlows),
+        String(value.closedFlows), String(value.retransmissions), String(value.zeroWindows), String(value.rttSum),
+        String(value.rttCount), String(value.rttMax), String(value.establishFailures), String(value.resets),
+      ]
+    }
+  }
 }
 
 public enum SourceStart: Sendable, Equatable {

@@ -67,7 +67,54 @@ public final class SQLiteStore: RecordStore {
           CREATE INDEX requests_x_request_id ON requests (x_request_id_req);
           """)
     }
+    migrator.registerMigration("v2-rollups") { db in
+      for resolution in RollupBuilder.resolutions {
+        let requests = RollupSchema.table("request", resolution)
+        let flows = RollupSchema.table("flow", resolution)
+        try db.execute(
+          sql: """
+            CREATE TABLE \(requests) (source_id INTEGER NOT NULL, interval_start INTEGER NOT NULL,
+              client_pod INTEGER NOT NULL, client_service INTEGER NOT NULL, server_pod INTEGER NOT NULL,
+              server_service INTEGER NOT NULL, protocol TEXT NOT NULL, observation_point TEXT NOT NULL,
+              endpoint TEXT NOT NULL, requests INTEGER NOT NULL, responses INTEGER NOT NULL,
+              client_errors INTEGER NOT NULL, server_errors INTEGER NOT NULL, timeouts INTEGER NOT NULL,
+              latency_sum_us INTEGER NOT NULL, latency_max_us INTEGER NOT NULL, histogram TEXT NOT NULL);
+            CREATE INDEX \(requests)_service ON \(requests) (server_service, observation_point, interval_start);
+            CREATE TABLE \(flows) (source_id INTEGER NOT NULL, interval_start INTEGER NOT NULL,
+              client_pod INTEGER NOT NULL, server_pod INTEGER NOT NULL, server_service INTEGER NOT NULL,
+              observation_point TEXT NOT NULL, protocol TEXT NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+              new_flows INTEGER NOT NULL, closed_flows INTEGER NOT NULL, retransmissions INTEGER NOT NULL,
+              zero_windows INTEGER NOT NULL, rtt_sum_us INTEGER NOT NULL, rtt_count INTEGER NOT NULL,
+              rtt_max_us INTEGER NOT NULL, establish_failures INTEGER NOT NULL, resets INTEGER NOT NULL);
+            CREATE INDEX \(flows)_service ON \(flows) (server_service, interval_start);
+            """)
+      }
+    }
     return migrator
+  }
+
+  public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
+    func id(_ value: Int32) -> String { value == 0 ? "0" : String(ids[value] ?? 0) }
+    try pool.write { db in
+      for resolution in RollupBuilder.resolutions {
+        let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
+        let requestStatement = try db.makeStatement(
+          sql:
+            "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
+        )
+        for row in RollupSchema.requestRows(rollups, resolution: resolution, source: source, id: id) {
+          try requestStatement.execute(arguments: StatementArguments(row))
+        }
+        let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
+        let flowStatement = try db.makeStatement(
+          sql:
+            "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
+        )
+        for row in RollupSchema.flowRows(rollups, resolution: resolution, source: source, id: id) {
+          try flowStatement.execute(arguments: StatementArguments(row))
+        }
+      }
+    }
   }
 
   public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
@@ -81,6 +128,12 @@ public final class SQLiteStore: RecordStore {
         if completed { return .skip }
         try db.execute(sql: "DELETE FROM flows WHERE source_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM requests WHERE source_id = ?", arguments: [id])
+        for resolution in RollupBuilder.resolutions {
+          for kind in ["request", "flow"] {
+            try db.execute(
+              sql: "DELETE FROM \(RollupSchema.table(kind, resolution)) WHERE source_id = ?", arguments: [id])
+          }
+        }
         try db.execute(
           sql: "UPDATE sources SET started_at = ? WHERE id = ?", arguments: [Int64(Date().timeIntervalSince1970), id])
         return .read(id: id, restarted: true)
@@ -198,32 +251,32 @@ public final class SQLiteStore: RecordStore {
       summary.flows = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM flows") ?? 0
       summary.requests = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM requests") ?? 0
 
-      // Services: measured where the server is observed (its own interface, `s`).
+      // Services: measured where the server is observed (its own interface, `s`), from the
+      // 1-minute rollups (latency percentiles from their merged histograms).
+      let services = RollupSchema.table("request", 60)
       let serviceRows = try Row.fetchAll(
         db,
         sql: """
-          SELECT r.server_service AS id, s.namespace, s.name, COUNT(*) AS requests,
-            SUM(r.status = 'server_error') AS server_errors, SUM(r.status = 'client_error') AS client_errors,
-            SUM(r.status = 'timeout') AS timeouts
-          FROM requests r JOIN resources s ON s.id = r.server_service
+          SELECT r.server_service AS id, s.namespace, s.name, SUM(r.requests) AS requests,
+            SUM(r.server_errors) AS server_errors, SUM(r.client_errors) AS client_errors, SUM(r.timeouts) AS timeouts
+          FROM \(services) r JOIN resources s ON s.id = r.server_service
           WHERE r.observation_point = 's' AND r.server_service != 0
           GROUP BY r.server_service ORDER BY requests DESC, s.namespace, s.name
           """)
       for row in serviceRows {
         let id: Int64 = row["id"]
-        let durations = try Int64.fetchAll(
-          db,
-          sql:
-            "SELECT duration_us FROM requests WHERE observation_point = 's' AND server_service = ? AND status != 'timeout' ORDER BY duration_us",
+        var histogram = LatencyHistogram()
+        for encoded in try String.fetchAll(
+          db, sql: "SELECT histogram FROM \(services) WHERE observation_point = 's' AND server_service = ?",
           arguments: [id])
-        func percentile(_ p: Double) -> Int64 {
-          durations.isEmpty ? 0 : durations[min(durations.count - 1, Int(Double(durations.count) * p))]
+        {
+          histogram.merge(LatencyHistogram(encoded: encoded))
         }
         var pods: [String: Int] = [:]
         for podRow in try Row.fetchAll(
           db,
           sql: """
-            SELECT p.name AS pod, COUNT(*) AS requests FROM requests r JOIN resources p ON p.id = r.server_pod
+            SELECT p.name AS pod, SUM(r.requests) AS requests FROM \(services) r JOIN resources p ON p.id = r.server_pod
             WHERE r.observation_point = 's' AND r.server_service = ? GROUP BY r.server_pod
             """, arguments: [id])
         {
@@ -233,8 +286,8 @@ public final class SQLiteStore: RecordStore {
           .init(
             namespace: row["namespace"], name: row["name"], requests: row["requests"],
             serverErrors: row["server_errors"],
-            clientErrors: row["client_errors"], timeouts: row["timeouts"], p50Micros: percentile(0.5),
-            p99Micros: percentile(0.99), pods: pods))
+            clientErrors: row["client_errors"], timeouts: row["timeouts"], p50Micros: histogram.quantile(0.5),
+            p99Micros: histogram.quantile(0.99), pods: pods))
       }
 
       // DNS: counted once per lookup, at the client's own interface where it was captured there,

@@ -98,12 +98,16 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     requests.append(request(.serverError, micros: 50_000, point: .server, service: 1, pod: 2))
     requests.append(request(.ok, micros: 10, point: .client, service: 1, pod: 2))  // another observation point
     try store.write(requests: requests, source: source, ids: ids)
+    var rollups = RollupBuilder()
+    for request in requests { rollups.add(request) }
+    try store.write(rollups: rollups, source: source, ids: ids)
     try store.finishSource(source)
     let summary = try store.summary()
     let row = try #require(summary.services.first)
     #expect(row.namespace == "shop" && row.name == "checkout")
     #expect(row.requests == 99 && row.serverErrors == 1 && row.pods == ["checkout-a": 99])
-    #expect(row.p50Micros == 1049 && row.p99Micros == 50_000)
+    // Percentiles come from the rollups' histograms: within 1/16 of the exact 1,049 and 50,000.
+    #expect(abs(row.p50Micros - 1049) <= 1049 / 16 + 1 && abs(row.p99Micros - 50_000) <= 50_000 / 16 + 1)
     // SmartEncoding: the records hold ids, the names live once in the dictionary.
     if let sqlite = store as? SQLiteStore {
       let stored = try sqlite.query("SELECT DISTINCT server_service, server_pod FROM requests")
@@ -162,6 +166,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
       requests.append(record)
     }
     try store.write(requests: requests, source: source, ids: [:])
+    var rollups = RollupBuilder()
+    for request in requests { rollups.add(request) }
+    try store.write(rollups: rollups, source: source, ids: [:])
     try store.finishSource(source)
     let database = store.target.database
     if kind == .clickhouseCluster {
@@ -174,6 +181,32 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     let dropped = try store.dropPartitions(olderThan: base + hour)
     #expect(dropped >= 1)
     #expect(try store.summary().requests == 100)
+  }
+
+  @Test func histogramQuantilesAreWithinTheBucketPrecision() {
+    var histogram = LatencyHistogram()
+    var values: [Int64] = []
+    var seed: UInt64 = 42
+    for _ in 0..<10_000 {
+      seed = seed &* 6_364_136_223_846_793_005 &+ 1
+      let value = Int64(seed >> 44)  // 0 ..< 1M µs
+      values.append(value)
+      histogram.add(value)
+    }
+    values.sort()
+    for p in [0.5, 0.9, 0.99] {
+      let exact = values[Int(Double(values.count) * p)]
+      #expect(abs(histogram.quantile(p) - exact) <= exact / 16 + 1, "p\(p): \(histogram.quantile(p)) vs \(exact)")
+    }
+    var halves = [LatencyHistogram(), LatencyHistogram()]
+    for (index, value) in values.enumerated() { halves[index % 2].add(value) }
+    halves[0].merge(halves[1])
+    #expect(halves[0] == histogram)
+    #expect(LatencyHistogram(encoded: histogram.encoded) == histogram)
+    for micros: Int64 in [0, 15, 16, 17, 1000, 123_456, 9_999_999] {
+      let middle = LatencyHistogram.value(LatencyHistogram.bucket(micros))
+      #expect(abs(middle - micros) <= micros / 16 + 1, "\(micros) → \(middle)")
+    }
   }
 
   @Test func sqliteQueriesAreReadOnly() throws {
