@@ -12,6 +12,8 @@ public struct Analyzer {
     public var captures: [String] = []
     /// Kubernetes objects valid at all times (`kubectl get -o json|yaml` output, a List, ...).
     public var clusterFile: String?
+    /// A watch-style event log of the objects (`fathom kube watch`, a lab's event log).
+    public var clusterEvents: String?
     /// A `fathom lab record` directory: its captures, event log and node interfaces.
     public var labRecording: String?
     public var database = "fathom.sqlite"
@@ -38,6 +40,8 @@ public struct Analyzer {
       let manifest = try LabRecording(directory: recording)
       index = try ClusterIndex(eventLog: manifest.eventLogPath)
       captures = manifest.captures
+    } else if let events = options.clusterEvents {
+      index = try ClusterIndex(eventLog: events)
     } else if let clusterFile = options.clusterFile {
       index = ClusterIndex(snapshot: try KubeDecoder.decode(file: clusterFile))
     } else {

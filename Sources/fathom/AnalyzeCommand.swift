@@ -12,6 +12,8 @@ struct AnalyzeCommand: ParsableCommand {
   @Argument(help: "Capture files (a file named after a node, e.g. node-1.pcap, was taken on that node).")
   var captures: [String] = []
   @Option(help: "Kubernetes objects (kubectl get -o json|yaml, a List, API list responses).") var cluster: String?
+  @Option(help: "Objects' event log over time (`fathom kube watch --out`, a lab's objects-events.jsonl).")
+  var clusterEvents: String?
   @Option(help: "A `fathom lab record` directory (captures, objects event log, interfaces).") var labRecording: String?
   @Option(help: "SQLite file to store into (created or migrated).") var db = "fathom.sqlite"
   @Option(help: "Store into ClickHouse at this HTTP URL instead (e.g. http://127.0.0.1:8123).") var clickhouse: String?
@@ -22,8 +24,8 @@ struct AnalyzeCommand: ParsableCommand {
   @Option(help: "table or json.") var format = "table"
 
   func validate() throws {
-    guard cluster == nil || labRecording == nil else {
-      throw ValidationError("use --cluster or --lab-recording, not both")
+    guard [cluster, clusterEvents, labRecording].compactMap({ $0 }).count <= 1 else {
+      throw ValidationError("use one of --cluster, --cluster-events, --lab-recording")
     }
     guard !captures.isEmpty || labRecording != nil else {
       throw ValidationError("give capture files or --lab-recording")
@@ -38,6 +40,7 @@ struct AnalyzeCommand: ParsableCommand {
     var options = Analyzer.Options()
     options.captures = captures
     options.clusterFile = cluster
+    options.clusterEvents = clusterEvents
     options.labRecording = labRecording
     options.database = db
     if let clickhouse {

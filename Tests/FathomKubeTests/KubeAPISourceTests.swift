@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+
+@testable import FathomKube
+
+/// No Kubernetes API server can run here, so the live source is tested against a small HTTP server
+/// inside this test that replays real list responses (VictoriaMetrics' recorded PodLists) and
+/// scripted watch streams: events, a bookmark, then `410 Gone`, which must make the client list
+/// again and report what disappeared.
+final class ReplayAPIServer: @unchecked Sendable {
+  let listener: Int32
+  let port: UInt16
+  let lock = NSLock()
+  var requests: [String] = []
+  var stopped = false
+  let firstList: String
+  let secondList: String
+
+  init() throws {
+    let fixtures = KubeTestData.root.appendingPathComponent("victoriametrics")
+    firstList = try String(contentsOf: fixtures.appendingPathComponent("pod__L28__PodList.json"), encoding: .utf8)
+      .replacingOccurrences(of: "\"resourceVersion\": \"72425\"", with: "\"resourceVersion\": \"100\"")
+    secondList = try String(
+      contentsOf: fixtures.appendingPathComponent("api_watcher__L200__PodList.json"), encoding: .utf8
+    )
+    .replacingOccurrences(of: "\"resourceVersion\": \"72425\"", with: "\"resourceVersion\": \"200\"")
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    listen(fd, 16)
+    _ = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    listener = fd
+    port = UInt16(bigEndian: address.sin_port)
+    Thread.detachNewThread { [self] in serve() }
+  }
+
+  func stop() {
+    lock.withLock { stopped = true }
+    shutdown(listener, Int32(SHUT_RDWR))
+    close(listener)
+  }
+
+  func serve() {
+    while true {
+      let client = accept(listener, nil, nil)
+      guard client >= 0 else { return }
+      Thread.detachNewThread { [self] in handle(client) }
+    }
+  }
+
+  func handle(_ fd: Int32) {
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 8192)
+    let count = read(fd, &buffer, buffer.count)
+    guard count > 0 else { return }
+    let head = String(decoding: buffer[0..<count], as: UTF8.self)
+    let target = head.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+    let listCount = lock.withLock { () -> Int in
+      requests.append(target)
+      return requests.filter { !$0.contains("watch=1") }.count
+    }
+    func respond(_ body: String, stream: Bool = false) {
+      let header =
+        stream
+        ? "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        : "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+      var bytes = Array((header + body).utf8)
+      _ = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+    if !target.contains("watch=1") {
+      respond(listCount == 1 ? firstList : secondList)
+    } else if target.contains("resourceVersion=100") {
+      // A change to the listed pod, then a bookmark moving the version on; the stream ends.
+      let modified =
+        "{\"type\":\"MODIFIED\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"etcd-m01\",\"namespace\":\"kube-system\",\"resourceVersion\":\"120\",\"labels\":{\"tier\":\"changed\"}},\"spec\":{\"nodeName\":\"test-node\"},\"status\":{\"phase\":\"Running\",\"podIP\":\"172.17.0.2\"}}}\n"
+      let bookmark =
+        "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"150\"}}}\n"
+      respond(modified + bookmark, stream: true)
+    } else if target.contains("resourceVersion=150") {
+      respond(
+        "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"too old resource version: 150 (180)\",\"reason\":\"Expired\",\"code\":410}}\n",
+        stream: true)
+    } else {
+      usleep(200_000)
+      respond("", stream: true)
+    }
+  }
+}
+
+@Suite(.enabled(if: KubeTestData.available)) struct KubeAPISourceTests {
+  @Test func listWatchBookmarkGoneRelist() throws {
+    let server = try ReplayAPIServer()
+    defer { server.stop() }
+    final class Events: @unchecked Sendable {
+      let lock = NSLock()
+      var items: [(String, String)] = []
+    }
+    let events = Events()
+    let source = KubeAPISource(config: KubeAPIConfig(server: "http://127.0.0.1:\(server.port)", token: "t0ken")) {
+      type, object in
+      let name = (object["metadata"] as? [String: Any])?["name"] as? String ?? "?"
+      events.lock.withLock { events.items.append((type, name)) }
+    }
+    let done = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+      source.run(resources: [.init(path: "/api/v1/pods", kind: "Pod")], watchTimeoutSeconds: 5)
+      done.signal()
+    }
+    let deadline = Date().addingTimeInterval(10)
+    while Date() < deadline {
+      if events.lock.withLock({ events.items.contains { $0 == ("DELETED", "etcd-m01") } }) { break }
+      usleep(50_000)
+    }
+    source.stop()
+    _ = done.wait(timeout: .now() + 5)
+    let seen = events.lock.withLock { events.items }
+    // List → ADDED; watch → MODIFIED; bookmark moves the version; 410 → re-list: the new pod is
+    // ADDED and the one no longer listed DELETED.
+    #expect(seen.first.map { $0 == ("ADDED", "etcd-m01") } == true, "\(seen)")
+    #expect(seen.contains { $0 == ("MODIFIED", "etcd-m01") })
+    #expect(seen.contains { $0 == ("ADDED", "stack-name-1") })
+    #expect(seen.contains { $0 == ("DELETED", "etcd-m01") })
+    let counters = source.counters
+    #expect(counters.bookmarks == 1 && counters.relistsAfterGone >= 1 && counters.lists >= 2)
+    let requests = server.lock.withLock { server.requests }
+    #expect(
+      requests.contains {
+        $0.contains("watch=1") && $0.contains("allowWatchBookmarks=true") && $0.contains("resourceVersion=100")
+      })
+    #expect(requests.contains { $0.contains("resourceVersion=150") })
+  }
+
+  @Test func kubeconfigCurrentContext() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("kubeconfig-\(getpid())").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    try """
+    apiVersion: v1
+    kind: Config
+    current-context: lab
+    clusters:
+    - name: other
+      cluster: {server: "https://10.0.0.1:6443"}
+    - name: lab-cluster
+      cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+    contexts:
+    - name: lab
+      context: {cluster: lab-cluster, user: admin}
+    users:
+    - name: admin
+      user: {token: abc123}
+    """.write(toFile: path, atomically: true, encoding: .utf8)
+    let config = try KubeAPIConfig.kubeconfig(path)
+    #expect(config.server == "https://127.0.0.1:6443" && config.token == "abc123" && config.insecure)
+    #expect(throws: KubeDecoder.Failure.self) { try KubeAPIConfig.kubeconfig("/nonexistent/kubeconfig") }
+  }
+}
