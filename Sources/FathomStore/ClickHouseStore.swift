@@ -49,7 +49,7 @@ public final class ClickHouseStore: RecordStore {
 
   /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
   @discardableResult
-  func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
+  public func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
     let base = url ?? target.url
     var components = URLComponents(string: base)
     var request: URLRequest
@@ -541,6 +541,40 @@ public final class ClickHouseStore: RecordStore {
       return .init(kind: parts[0], server: parts[1], count: count)
     }.sorted { ($0.count, $1.kind, $1.server) > ($1.count, $0.kind, $0.server) }
     return summary
+  }
+
+  public func red(namespace: String, name: String, fromMicros: Int64, toMicros: Int64) throws
+    -> AnalysisSummary.ServiceRow?
+  {
+    let db = target.database
+    let quoted = { (text: String) in "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'" }
+    guard
+      let id = try rows(
+        "SELECT id FROM \(db).resources FINAL WHERE kind = 'service' AND namespace = \(quoted(namespace)) AND name = \(quoted(name))"
+      ).first?.first
+    else { return nil }
+    let filter =
+      "observation_point = 's' AND server_service = \(id) AND interval_start >= \(fromMicros / 1_000_000) AND interval_start < \(toMicros / 1_000_000)"
+    let table = "\(db).\(RollupSchema.table("request", 60))"
+    guard
+      let totals = try rows(
+        "SELECT sum(requests), sum(server_errors), sum(client_errors), sum(timeouts), groupArray(histogram) FROM \(table) WHERE \(filter)"
+      ).first, totals.count == 5
+    else { return nil }
+    var histogram = LatencyHistogram()
+    for encoded in Self.parseArray(totals[4]) { histogram.merge(LatencyHistogram(encoded: encoded)) }
+    var names: [String: String] = [:]
+    for row in try rows("SELECT id, name FROM \(db).resources FINAL WHERE kind = 'pod'") where row.count == 2 {
+      names[row[0]] = row[1]
+    }
+    var pods: [String: Int] = [:]
+    for row in try rows("SELECT server_pod, sum(requests) FROM \(table) WHERE \(filter) GROUP BY server_pod") where row.count == 2 {
+      pods[names[row[0]] ?? row[0]] = Int(row[1]) ?? 0
+    }
+    return .init(
+      namespace: namespace, name: name, requests: Int(totals[0]) ?? 0, serverErrors: Int(totals[1]) ?? 0,
+      clientErrors: Int(totals[2]) ?? 0, timeouts: Int(totals[3]) ?? 0, p50Micros: histogram.quantile(0.5),
+      p99Micros: histogram.quantile(0.99), pods: pods)
   }
 
   /// Parses ClickHouse's TSV rendering of Array(String): `['a','b']`.

@@ -17,6 +17,8 @@ public protocol RecordStore: AnyObject {
   func finishSource(_ source: Int64) throws
   /// The summary `fathom analyze` prints.
   func summary() throws -> AnalysisSummary
+  /// RED of one Service measured at its pods (`s`) over a time range, from the 1-minute rollups.
+  func red(namespace: String, name: String, fromMicros: Int64, toMicros: Int64) throws -> AnalysisSummary.ServiceRow?
 }
 
 /// Rollup tables and columns, shared by both stores.

@@ -344,6 +344,46 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
+  public func red(namespace: String, name: String, fromMicros: Int64, toMicros: Int64) throws
+    -> AnalysisSummary.ServiceRow?
+  {
+    try pool.read { db in
+      guard
+        let id = try Int64.fetchOne(
+          db, sql: "SELECT id FROM resources WHERE kind = 'service' AND namespace = ? AND name = ?",
+          arguments: [namespace, name])
+      else { return nil }
+      let table = RollupSchema.table("request", 60)
+      let range: StatementArguments = [id, fromMicros / 1_000_000, toMicros / 1_000_000]
+      let where_ = "observation_point = 's' AND server_service = ? AND interval_start >= ? AND interval_start < ?"
+      guard
+        let totals = try Row.fetchOne(
+          db,
+          sql: "SELECT SUM(requests) AS requests, SUM(server_errors) AS server_errors, SUM(client_errors) AS client_errors, SUM(timeouts) AS timeouts FROM \(table) WHERE \(where_)",
+          arguments: range)
+      else { return nil }
+      var histogram = LatencyHistogram()
+      for encoded in try String.fetchAll(db, sql: "SELECT histogram FROM \(table) WHERE \(where_)", arguments: range) {
+        histogram.merge(LatencyHistogram(encoded: encoded))
+      }
+      var pods: [String: Int] = [:]
+      for row in try Row.fetchAll(
+        db,
+        sql: "SELECT p.name AS pod, SUM(r.requests) AS n FROM \(table) r JOIN resources p ON p.id = r.server_pod WHERE r.\(where_.replacingOccurrences(of: " AND ", with: " AND r.")) GROUP BY r.server_pod",
+        arguments: range)
+      {
+        pods[row["pod"]] = row["n"]
+      }
+      let requests: Int = totals["requests"] ?? 0
+      let serverErrors: Int = totals["server_errors"] ?? 0
+      let clientErrors: Int = totals["client_errors"] ?? 0
+      let timeouts: Int = totals["timeouts"] ?? 0
+      return AnalysisSummary.ServiceRow(
+        namespace: namespace, name: name, requests: requests, serverErrors: serverErrors, clientErrors: clientErrors,
+        timeouts: timeouts, p50Micros: histogram.quantile(0.5), p99Micros: histogram.quantile(0.99), pods: pods)
+    }
+  }
+
   static func rcodeName(_ code: Int) -> String {
     let names = [0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"]
     return names[code] ?? String(code)

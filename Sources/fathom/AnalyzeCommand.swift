@@ -131,3 +131,38 @@ struct QueryCommand: ParsableCommand {
     }
   }
 }
+
+/// `fathom store-bench`: ingest rate and RED query time of a store (make bench).
+struct StoreBenchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "store-bench", abstract: "Measure a store's ingest rate and RED query time on synthetic records.",
+    shouldDisplay: false)
+  @Option(help: "Records to write (one hour of traffic).") var records = 1_000_000
+  @Option(help: "SQLite file (removed first).") var db = "/tmp/fathom-store-bench.sqlite"
+  @Option(help: "ClickHouse HTTP URL instead of SQLite.") var clickhouse: String?
+
+  func run() throws {
+    let store: RecordStore
+    if let clickhouse {
+      var target = ClickHouseStore.Target(url: clickhouse)
+      target.database = "fathom_bench_\(getpid())"
+      store = try ClickHouseStore(target)
+    } else {
+      for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: db + suffix) }
+      store = try SQLiteStore(path: db)
+    }
+    let result = try StoreBenchmark.run(store: store, records: records) {
+      FileHandle.standardError.write(Data("\($0)\n".utf8))
+    }
+    let size = clickhouse == nil ? ((try? FileManager.default.attributesOfItem(atPath: db)[.size] as? Int) ?? 0) : 0
+    print(
+      String(
+        format: "%@: %d records in %.2f s = %.0f records/s; RED of one service over the hour: %.1f ms (%d requests, p99 %.1f ms)%@",
+        clickhouse == nil ? "sqlite" : "clickhouse", result.records, result.ingestSeconds, result.recordsPerSecond,
+        result.redMillis, result.red?.requests ?? 0, Double(result.red?.p99Micros ?? 0) / 1000,
+        size > 0 ? String(format: "; %.0f bytes/record on disk", Double(size) / Double(result.records)) : ""))
+    if let clickhouse, let store = store as? ClickHouseStore {
+      _ = try? store.execute("DROP DATABASE IF EXISTS fathom_bench_\(getpid())", on: clickhouse)
+    }
+  }
+}

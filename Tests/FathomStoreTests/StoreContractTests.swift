@@ -108,6 +108,11 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(row.requests == 99 && row.serverErrors == 1 && row.pods == ["checkout-a": 99])
     // Percentiles come from the rollups' histograms: within 1/16 of the exact 1,049 and 50,000.
     #expect(abs(row.p50Micros - 1049) <= 1049 / 16 + 1 && abs(row.p99Micros - 50_000) <= 50_000 / 16 + 1)
+    // RED of one Service over a time range, from the rollups.
+    let red = try #require(try store.red(namespace: "shop", name: "checkout", fromMicros: 0, toMicros: 10_000_000))
+    #expect(red.requests == 99 && red.serverErrors == 1 && red.pods == ["checkout-a": 99])
+    #expect(try store.red(namespace: "shop", name: "checkout", fromMicros: 10_000_000, toMicros: 20_000_000)?.requests ?? 0 == 0)
+    #expect(try store.red(namespace: "shop", name: "nothing", fromMicros: 0, toMicros: 10_000_000) == nil)
     // SmartEncoding: the records hold ids, the names live once in the dictionary.
     if let sqlite = store as? SQLiteStore {
       let stored = try sqlite.query("SELECT DISTINCT server_service, server_pod FROM requests")

@@ -1,0 +1,87 @@
+import FathomKube
+import FathomRecords
+import FathomStore
+import Foundation
+
+/// Ingest and query speed of a store on synthetic tagged requests (`fathom store-bench`, part of
+/// `make bench`): 20 Services × 5 pods, one hour of requests, 1% server errors, latencies spread
+/// over three decades. Tagging is not timed (it is a separate stage); writing the records and
+/// building and writing their rollups is.
+public enum StoreBenchmark {
+  public struct Result: Sendable {
+    public var records: Int
+    public var ingestSeconds: Double
+    public var redMillis: Double
+    public var red: AnalysisSummary.ServiceRow?
+    public var recordsPerSecond: Double { Double(records) / ingestSeconds }
+  }
+
+  public static func run(store: RecordStore, records: Int, progress: (String) -> Void) throws -> Result {
+    let base: Int64 = 1_764_000_000_000_000 - 1_764_000_000_000_000 % 3_600_000_000
+    var resources: [Resource] = []
+    for service in 0..<20 {
+      resources.append(
+        Resource(
+          id: Int32(service + 1), kind: .service, namespace: "bench", name: "service-\(service)", labels: [:],
+          detail: "ClusterIP", workload: "", validFromMicros: base, validToMicros: base + 3_600_000_000))
+    }
+    for pod in 0..<100 {
+      resources.append(
+        Resource(
+          id: Int32(21 + pod), kind: .pod, namespace: "bench", name: "service-\(pod / 5)-pod-\(pod % 5)",
+          labels: ["app": "service-\(pod / 5)"], detail: "node-\(pod % 4)", workload: "Deployment/service-\(pod / 5)",
+          validFromMicros: base, validToMicros: base + 3_600_000_000))
+    }
+    let ids = try store.register(resources)
+    guard case .read(let source, _) = try store.beginSource(path: "store-bench-\(UUID().uuidString)", size: Int64(records), modified: 0)
+    else { throw KubeDecoder.Failure(message: "store-bench: source not accepted") }
+
+    let batch = 10_000
+    var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
+    var rollups = RollupBuilder()
+    var ingest = 0.0
+    var written = 0
+    let step = max(1, 3_600_000_000 / Int64(records))
+    while written < records {
+      let count = min(batch, records - written)
+      var requests: [TaggedRequest] = []
+      requests.reserveCapacity(count)
+      for index in written..<(written + count) {
+        seed = seed &* 6_364_136_223_846_793_005 &+ 1442_695_040_888_963_407
+        let pod = Int32(seed >> 33) % 100
+        let duration = Int64(100 + (seed >> 40) % 1000) * (1 + Int64((seed >> 20) % 100 == 0 ? 100 : 0))
+        var request = RequestLog(
+          startMicros: base + Int64(index) * step, endMicros: base + Int64(index) * step + duration, durationMicros: duration,
+          applicationProtocol: .http, clientIP: IPAddress(ipv4: 0x0af4_0106), clientPort: UInt16(truncatingIfNeeded: index),
+          serverIP: IPAddress(ipv4: 0x0af4_0200 | UInt32(pod)), serverPort: 8080, flowID: UInt64(index))
+        request.method = "GET"
+        request.resource = "/api/items/\(index % 50)"
+        request.endpoint = "/api/items"
+        request.domain = "service-\(pod / 5)"
+        request.status = (seed >> 50) % 100 == 0 ? .serverError : .ok
+        request.code = request.status == .ok ? 200 : 503
+        request.requestID = "req-\(index)"
+        var tags = RecordTags()
+        tags.observationPoint = .server
+        tags.server = EndpointIdentity(kind: .pod, pod: 21 + pod, service: 1 + pod / 5)
+        tags.client = EndpointIdentity(kind: .pod, pod: 21 + (pod + 7) % 100)
+        requests.append(TaggedRequest(request: request, tags: tags))
+      }
+      let start = Date()
+      try store.write(requests: requests, source: source, ids: ids)
+      for request in requests { rollups.add(request) }
+      if (written + count) % 1_000_000 == 0 || written + count == records {
+        try store.write(rollups: rollups, source: source, ids: ids)
+        rollups = RollupBuilder()
+      }
+      ingest += Date().timeIntervalSince(start)
+      written += count
+      if written % 1_000_000 == 0 { progress("\(written) records, \(Int(Double(written) / ingest)) records/s") }
+    }
+    try store.finishSource(source)
+    let queryStart = Date()
+    let red = try store.red(namespace: "bench", name: "service-3", fromMicros: base, toMicros: base + 3_600_000_000)
+    let redMillis = Date().timeIntervalSince(queryStart) * 1000
+    return Result(records: records, ingestSeconds: ingest, redMillis: redMillis, red: red)
+  }
+}
