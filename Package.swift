@@ -37,7 +37,10 @@ let package = Package(
     // Storage behind one protocol: SQLite (GRDB) embedded, SmartEncoding dictionaries.
     .target(
       name: "FathomStore",
-      dependencies: ["FathomRecords", "FathomKube", .product(name: "GRDB", package: "GRDB.swift")]),
+      dependencies: [
+        "FathomRecords", "FathomKube", .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "GRDBSQLite", package: "GRDB.swift"),
+      ], swiftSettings: hotPath),
     // `fathom analyze`: pipeline → tagging → store → summary.
     .target(
       name: "FathomAnalyze", dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomLab", "FathomRecords"]),

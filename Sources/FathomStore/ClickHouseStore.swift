@@ -1,10 +1,69 @@
 import FathomKube
 import FathomRecords
 import Foundation
+import Synchronization
 
 #if canImport(FoundationNetworking)
   import FoundationNetworking
 #endif
+
+/// Builds a TabSeparated body in one byte buffer, without a String per field.
+struct TSVWriter: ~Copyable {
+  var buffer: OutputBuffer
+
+  init(capacity: Int) { buffer = OutputBuffer(capacity: capacity) }
+
+  mutating func separator(_ last: Bool) { buffer.append(byte: last ? 10 : 9) }
+
+  mutating func field(_ value: Int64, last: Bool = false) {
+    buffer.append(value)
+    separator(last)
+  }
+
+  mutating func field(_ value: UInt64, last: Bool = false) {
+    buffer.append(value)
+    separator(last)
+  }
+
+  mutating func field(_ address: IPAddress) {
+    buffer.append(address)
+    separator(false)
+  }
+
+  mutating func field(_ text: StaticString) {
+    buffer.append(text)
+    separator(false)
+  }
+
+  mutating func field(_ text: String, last: Bool = false) {
+    if text.utf8.contains(where: { $0 == 9 || $0 == 10 || $0 == 13 || $0 == 92 }) {
+      buffer.append(string: ClickHouseStore.escape(text))
+    } else {
+      buffer.append(string: text)
+    }
+    separator(last)
+  }
+
+  mutating func optional(_ value: Int64?) {
+    if let value { buffer.append(value) } else { buffer.append("\\N") }
+    separator(false)
+  }
+
+  mutating func id(_ value: Int32, _ ids: [Int32: Int64]) {
+    field(value == 0 ? 0 : UInt64(bitPattern: ids[value] ?? 0))
+  }
+
+  mutating func endpoint(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) {
+    field(identity.kind.rawValue)
+    id(identity.pod, ids)
+    id(identity.workload, ids)
+    id(identity.node, ids)
+    id(identity.service, ids)
+    id(identity.namespace, ids)
+  }
+
+  var data: Data { Data(buffer.bytes) }
+}
 
 /// ClickHouse over its HTTP interface, for users who outgrow one machine. MergeTree tables
 /// partitioned by hour of the record's start (retention drops whole partitions), and — with a
@@ -26,6 +85,8 @@ public final class ClickHouseStore: RecordStore {
 
   let target: Target
   let session: URLSession
+  /// One keep-alive connection per server (plain http only).
+  let connections = Mutex<[String: HTTPConnection?]>([:])
   /// Attempts per request; a failing server gets a bounded retry, then a clear error.
   let attempts = 4
   static let schemaVersion = 2
@@ -70,15 +131,37 @@ public final class ClickHouseStore: RecordStore {
     }
     request.httpMethod = "POST"
     var lastError = ""
+    let connection = connections.withLock { connections -> HTTPConnection? in
+      if let existing = connections[base] { return existing }
+      let created = request.url.flatMap { HTTPConnection(url: $0) }
+      connections[base] = created
+      return created
+    }
     for attempt in 0..<attempts {
       if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
-      let (data, response, error) = Self.send(request, session: session)
-      if let error {
-        lastError = "\(error.localizedDescription)"
-        continue
+      let status: Int
+      let text: String
+      if let connection, let url = request.url {
+        // Plain http: our own keep-alive connection; https: URLSession.
+        do {
+          var target = url.path.isEmpty ? "/" : url.path
+          if let query = url.query { target += "?" + query }
+          let response = try connection.post(target, body: request.httpBody ?? Data())
+          status = response.status
+          text = String(decoding: response.body, as: UTF8.self)
+        } catch {
+          lastError = "\(error)"
+          continue
+        }
+      } else {
+        let (data, response, error) = Self.send(request, session: session)
+        if let error {
+          lastError = "\(error.localizedDescription)"
+          continue
+        }
+        status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        text = String(decoding: data ?? Data(), as: UTF8.self)
       }
-      let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-      let text = String(decoding: data ?? Data(), as: UTF8.self)
       if status == 200 { return text }
       lastError = "HTTP \(status): \(text.prefix(500))"
       // A statement ClickHouse rejected does not get better by repeating it.
@@ -246,10 +329,14 @@ public final class ClickHouseStore: RecordStore {
         ),
       ]
       for (kind, rows, columns) in tables where !rows.isEmpty {
-        let body = rows.map { row in row.map(Self.escape).joined(separator: "\t") }.joined(separator: "\n") + "\n"
+        var tsv = TSVWriter(capacity: rows.count * 160)
+        for row in rows {
+          for (index, field) in row.enumerated() { tsv.field(field, last: index == row.count - 1) }
+        }
+        let body = tsv.data
         try execute(
           "INSERT INTO \(target.database).\(RollupSchema.table(kind, resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          body: Data(body.utf8))
+          body: body)
       }
     }
   }
@@ -334,65 +421,91 @@ public final class ClickHouseStore: RecordStore {
 
   public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
     guard !flows.isEmpty else { return }
-    var body = ""
-    body.reserveCapacity(flows.count * 300)
+    var tsv = TSVWriter(capacity: flows.count * 320)
+    let sourceID = UInt64(bitPattern: source)
     for tagged in flows {
       let flow = tagged.flow
       let tags = tagged.tags
-      var fields: [String] = [
-        String(UInt64(bitPattern: source)), String(flow.startMicros), String(flow.endMicros),
-        flow.l4Protocol.description,
-        flow.clientIP.description, String(flow.clientPort), flow.serverIP.description, String(flow.serverPort),
-        Self.id(tags.captureNode, ids), Self.escape(tags.interface), tags.observationPoint.rawValue,
-      ]
-      fields += Self.endpointFields(tags.client, ids) + Self.endpointFields(tags.server, ids)
-      fields += [
-        Self.id(tags.answeredBy, ids), Self.id(tags.requestedService, ids), flow.closeType.rawValue,
-        flow.status.rawValue,
-        String(flow.clientToServer.packets), String(flow.clientToServer.l3Bytes), String(flow.serverToClient.packets),
-        String(flow.serverToClient.l3Bytes),
-        String(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions),
-        String(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows), String(flow.synRetransmissions),
-        String(flow.rttMicros), String(flow.srt.sumMicros), String(flow.srt.count),
-        flow.applicationProtocol?.description ?? "",
-        String(flow.application.requests), String(flow.application.responses), String(flow.application.serverErrors),
-        String(flow.application.clientErrors),
-      ]
-      body += fields.joined(separator: "\t") + "\n"
+      tsv.field(sourceID)
+      tsv.field(flow.startMicros)
+      tsv.field(flow.endMicros)
+      tsv.field(flow.l4Protocol.name)
+      tsv.field(flow.clientIP)
+      tsv.field(UInt64(flow.clientPort))
+      tsv.field(flow.serverIP)
+      tsv.field(UInt64(flow.serverPort))
+      tsv.id(tags.captureNode, ids)
+      tsv.field(tags.interface)
+      tsv.field(tags.observationPoint.rawValue)
+      tsv.endpoint(tags.client, ids)
+      tsv.endpoint(tags.server, ids)
+      tsv.id(tags.answeredBy, ids)
+      tsv.id(tags.requestedService, ids)
+      tsv.field(flow.closeType.name)
+      tsv.field(flow.status.name)
+      tsv.field(flow.clientToServer.packets)
+      tsv.field(flow.clientToServer.l3Bytes)
+      tsv.field(flow.serverToClient.packets)
+      tsv.field(flow.serverToClient.l3Bytes)
+      tsv.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
+      tsv.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
+      tsv.field(UInt64(flow.synRetransmissions))
+      tsv.field(UInt64(flow.rttMicros))
+      tsv.field(flow.srt.sumMicros)
+      tsv.field(UInt64(flow.srt.count))
+      tsv.field(flow.applicationProtocol?.description ?? "")
+      tsv.field(UInt64(flow.application.requests))
+      tsv.field(UInt64(flow.application.responses))
+      tsv.field(UInt64(flow.application.serverErrors))
+      tsv.field(UInt64(flow.application.clientErrors), last: true)
     }
     let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
-    try execute("INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: Data(body.utf8))
+    try execute("INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: tsv.data)
   }
 
   public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
     guard !requests.isEmpty else { return }
-    var body = ""
-    body.reserveCapacity(requests.count * 400)
+    var tsv = TSVWriter(capacity: requests.count * 360)
+    let sourceID = UInt64(bitPattern: source)
     for tagged in requests {
       let request = tagged.request
       let tags = tagged.tags
-      var fields: [String] = [
-        String(UInt64(bitPattern: source)), String(request.startMicros), String(request.endMicros),
-        String(request.durationMicros), request.applicationProtocol.description, Self.escape(request.version),
-        request.clientIP.description, String(request.clientPort), request.serverIP.description,
-        String(request.serverPort),
-        Self.id(tags.captureNode, ids), Self.escape(tags.interface), tags.observationPoint.rawValue,
-      ]
-      fields += Self.endpointFields(tags.client, ids) + Self.endpointFields(tags.server, ids)
-      fields += [
-        Self.id(tags.ingress, ids), Self.id(tags.answeredBy, ids), Self.id(tags.requestedService, ids),
-        Self.escape(request.method), Self.escape(request.domain), Self.escape(request.resource),
-        Self.escape(request.endpoint),
-        request.status.name.description, request.code.map { String($0) } ?? "\\N",
-        request.requestTCPSequence.map { String($0) } ?? "\\N", request.responseTCPSequence.map { String($0) } ?? "\\N",
-        Self.escape(request.requestID), Self.escape(request.responseRequestID), Self.escape(request.traceID),
-        Self.escape(request.spanID), String(request.requestBytes), String(request.responseBytes),
-        Self.escape(request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n")),
-      ]
-      body += fields.joined(separator: "\t") + "\n"
+      tsv.field(sourceID)
+      tsv.field(request.startMicros)
+      tsv.field(request.endMicros)
+      tsv.field(request.durationMicros)
+      tsv.field(request.applicationProtocol.name)
+      tsv.field(request.version)
+      tsv.field(request.clientIP)
+      tsv.field(UInt64(request.clientPort))
+      tsv.field(request.serverIP)
+      tsv.field(UInt64(request.serverPort))
+      tsv.id(tags.captureNode, ids)
+      tsv.field(tags.interface)
+      tsv.field(tags.observationPoint.rawValue)
+      tsv.endpoint(tags.client, ids)
+      tsv.endpoint(tags.server, ids)
+      tsv.id(tags.ingress, ids)
+      tsv.id(tags.answeredBy, ids)
+      tsv.id(tags.requestedService, ids)
+      tsv.field(request.method)
+      tsv.field(request.domain)
+      tsv.field(request.resource)
+      tsv.field(request.endpoint)
+      tsv.field(request.status.name)
+      tsv.optional(request.code.map { Int64($0) })
+      tsv.optional(request.requestTCPSequence.map { Int64($0) })
+      tsv.optional(request.responseTCPSequence.map { Int64($0) })
+      tsv.field(request.requestID)
+      tsv.field(request.responseRequestID)
+      tsv.field(request.traceID)
+      tsv.field(request.spanID)
+      tsv.field(request.requestBytes)
+      tsv.field(request.responseBytes)
+      tsv.field(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"), last: true)
     }
     let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
-    try execute("INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: Data(body.utf8))
+    try execute("INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: tsv.data)
   }
 
   static func id(_ value: Int32, _ ids: [Int32: Int64]) -> String {
@@ -408,7 +521,7 @@ public final class ClickHouseStore: RecordStore {
 
   /// TabSeparated escaping.
   static func escape(_ text: String) -> String {
-    guard text.contains(where: { $0 == "\t" || $0 == "\n" || $0 == "\\" || $0 == "\r" }) else { return text }
+    guard text.utf8.contains(where: { $0 == 9 || $0 == 10 || $0 == 13 || $0 == 92 }) else { return text }
     var output = ""
     for character in text {
       switch character {

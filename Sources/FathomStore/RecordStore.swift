@@ -51,7 +51,8 @@ enum RollupSchema {
     (rollups.requests[resolution] ?? [:]).map { key, value in
       [
         String(source), String(key.intervalStart), id(key.clientPod), id(key.clientService), id(key.serverPod),
-        id(key.serverService), key.protocolName, key.observationPoint, key.endpoint, String(value.requests),
+        id(key.serverService), (ApplicationProtocol(rawValue: key.protocolCode) ?? .http).description,
+        RollupBuilder.point(key.observationPoint).rawValue, rollups.endpoints[Int(key.endpoint)], String(value.requests),
         String(value.responses), String(value.clientErrors), String(value.serverErrors), String(value.timeouts),
         String(value.latencySum), String(value.latencyMax), value.histogram.encoded,
       ]
@@ -63,7 +64,8 @@ enum RollupSchema {
     (rollups.flows[resolution] ?? [:]).map { key, value in
       [
         String(source), String(key.intervalStart), id(key.clientPod), id(key.serverPod), id(key.serverService),
-        key.observationPoint, key.protocolName, String(value.bytes), String(value.packets), String(value.newFlows),
+        RollupBuilder.point(key.observationPoint).rawValue, (L4Protocol(rawValue: key.l4Protocol) ?? .tcp).description,
+        String(value.bytes), String(value.packets), String(value.newFlows),
         String(value.closedFlows), String(value.retransmissions), String(value.zeroWindows), String(value.rttSum),
         String(value.rttCount), String(value.rttMax), String(value.establishFailures), String(value.resets),
       ]

@@ -69,9 +69,12 @@ public struct RequestRollupKey: Hashable, Sendable {
   public var clientService: Int32
   public var serverPod: Int32
   public var serverService: Int32
-  public var protocolName: String
-  public var observationPoint: String
-  public var endpoint: String
+  /// `ApplicationProtocol.rawValue`.
+  public var protocolCode: UInt8
+  /// Index into `ObservationPoint.allCases`.
+  public var observationPoint: UInt8
+  /// Index into the builder's `endpoints`.
+  public var endpoint: Int32
 }
 
 public struct RequestRollup: Sendable {
@@ -91,8 +94,9 @@ public struct FlowRollupKey: Hashable, Sendable {
   public var clientPod: Int32
   public var serverPod: Int32
   public var serverService: Int32
-  public var observationPoint: String
-  public var protocolName: String
+  /// Index into `ObservationPoint.allCases`.
+  public var observationPoint: UInt8
+  public var l4Protocol: UInt8
 }
 
 public struct FlowRollup: Sendable {
@@ -116,18 +120,34 @@ public struct RollupBuilder: Sendable {
   public static let resolutions: [Int64] = [1, 60]
   public private(set) var requests: [Int64: [RequestRollupKey: RequestRollup]] = [:]
   public private(set) var flows: [Int64: [FlowRollupKey: FlowRollup]] = [:]
+  /// Endpoints seen, interned so keys hash no strings per record.
+  public private(set) var endpoints: [String] = []
+  private var endpointIndex: [String: Int32] = [:]
+  static let points = ObservationPoint.allCases
 
   public init() {}
+
+  static func pointCode(_ point: ObservationPoint) -> UInt8 { UInt8(points.firstIndex(of: point) ?? 0) }
+  public static func point(_ code: UInt8) -> ObservationPoint { points[Int(code)] }
+
+  mutating func intern(_ endpoint: String) -> Int32 {
+    if let index = endpointIndex[endpoint] { return index }
+    let index = Int32(endpoints.count)
+    endpoints.append(endpoint)
+    endpointIndex[endpoint] = index
+    return index
+  }
 
   public mutating func add(_ tagged: TaggedRequest) {
     let request = tagged.request
     let tags = tagged.tags
+    let endpoint = intern(request.endpoint)
+    let point = Self.pointCode(tags.observationPoint)
     for resolution in Self.resolutions {
       let key = RequestRollupKey(
         intervalStart: request.startMicros / 1_000_000 / resolution * resolution, clientPod: tags.client.pod,
         clientService: tags.client.service, serverPod: tags.server.pod, serverService: tags.server.service,
-        protocolName: request.applicationProtocol.description, observationPoint: tags.observationPoint.rawValue,
-        endpoint: request.endpoint)
+        protocolCode: request.applicationProtocol.rawValue, observationPoint: point, endpoint: endpoint)
       var value = requests[resolution, default: [:]][key] ?? RequestRollup()
       value.requests += 1
       switch request.status {
@@ -153,8 +173,7 @@ public struct RollupBuilder: Sendable {
       let key = FlowRollupKey(
         intervalStart: flow.startMicros / 1_000_000 / resolution * resolution, clientPod: tags.client.pod,
         serverPod: tags.server.pod, serverService: tags.server.service,
-        observationPoint: tags.observationPoint.rawValue,
-        protocolName: flow.l4Protocol.description)
+        observationPoint: Self.pointCode(tags.observationPoint), l4Protocol: flow.l4Protocol.rawValue)
       var value = flows[resolution, default: [:]][key] ?? FlowRollup()
       value.bytes += flow.clientToServer.l3Bytes + flow.serverToClient.l3Bytes
       value.packets += flow.clientToServer.packets + flow.serverToClient.packets

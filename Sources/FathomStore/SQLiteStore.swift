@@ -2,6 +2,47 @@ import FathomKube
 import FathomRecords
 import Foundation
 import GRDB
+import GRDBSQLite
+
+/// Binds one row's values straight into a prepared statement and steps it: the ingest path
+/// avoids GRDB's per-value boxing (StatementArguments), which cost more than SQLite itself.
+struct RowBinder {
+  let statement: OpaquePointer
+  var index: Int32 = 1
+  static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+  init(_ statement: OpaquePointer) {
+    self.statement = statement
+    sqlite3_reset(statement)
+  }
+
+  mutating func int(_ value: Int64) {
+    sqlite3_bind_int64(statement, index, value)
+    index += 1
+  }
+
+  mutating func int(_ value: Int) { int(Int64(value)) }
+
+  mutating func optional(_ value: Int64?) {
+    if let value { sqlite3_bind_int64(statement, index, value) } else { sqlite3_bind_null(statement, index) }
+    index += 1
+  }
+
+  mutating func text(_ value: String) {
+    var value = value
+    value.withUTF8 { bytes in
+      _ = sqlite3_bind_text(statement, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
+    }
+    index += 1
+  }
+
+  func step(_ db: Database) throws {
+    let result = sqlite3_step(statement)
+    guard result == SQLITE_DONE else {
+      throw DatabaseError(resultCode: ResultCode(rawValue: result), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+    }
+  }
+}
 
 /// The embedded default: one SQLite file in WAL mode through GRDB, versioned migrations,
 /// one transaction per batch (a killed run leaves a consistent file).
@@ -90,28 +131,63 @@ public final class SQLiteStore: RecordStore {
             """)
       }
     }
+    // The services summary and RED read the rollups; this index only slowed ingest (~15%).
+    migrator.registerMigration("v3-drop-requests-server-index") { db in
+      try db.execute(sql: "DROP INDEX IF EXISTS requests_server")
+    }
     return migrator
   }
 
   public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
-    func id(_ value: Int32) -> String { value == 0 ? "0" : String(ids[value] ?? 0) }
+    func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+    let points = ObservationPoint.allCases.map(\.rawValue)
     try pool.write { db in
       for resolution in RollupBuilder.resolutions {
         let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
         let requestStatement = try db.makeStatement(
-          sql:
-            "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
+          sql: "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
         )
-        for row in RollupSchema.requestRows(rollups, resolution: resolution, source: source, id: id) {
-          try requestStatement.execute(arguments: StatementArguments(row))
+        for (key, value) in rollups.requests[resolution] ?? [:] {
+          var row = RowBinder(requestStatement.sqliteStatement)
+          row.int(source)
+          row.int(key.intervalStart)
+          row.int(id(key.clientPod))
+          row.int(id(key.clientService))
+          row.int(id(key.serverPod))
+          row.int(id(key.serverService))
+          row.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).description)
+          row.text(points[Int(key.observationPoint)])
+          row.text(rollups.endpoints[Int(key.endpoint)])
+          row.int(Int64(value.requests))
+          row.int(Int64(value.responses))
+          row.int(Int64(value.clientErrors))
+          row.int(Int64(value.serverErrors))
+          row.int(Int64(value.timeouts))
+          row.int(value.latencySum)
+          row.int(value.latencyMax)
+          row.text(value.histogram.encoded)
+          try row.step(db)
         }
         let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
         let flowStatement = try db.makeStatement(
-          sql:
-            "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
+          sql: "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
         )
-        for row in RollupSchema.flowRows(rollups, resolution: resolution, source: source, id: id) {
-          try flowStatement.execute(arguments: StatementArguments(row))
+        for (key, value) in rollups.flows[resolution] ?? [:] {
+          var row = RowBinder(flowStatement.sqliteStatement)
+          row.int(source)
+          row.int(key.intervalStart)
+          row.int(id(key.clientPod))
+          row.int(id(key.serverPod))
+          row.int(id(key.serverService))
+          row.text(points[Int(key.observationPoint)])
+          row.text((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).description)
+          for counter in [
+            value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
+            value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
+          ] {
+            row.int(Int64(counter))
+          }
+          try row.step(db)
         }
       }
     }
@@ -185,33 +261,58 @@ public final class SQLiteStore: RecordStore {
     ]
   }
 
+  func bind(_ identity: EndpointIdentity, _ binder: inout RowBinder, _ id: (Int32) -> Int64) {
+    binder.text(identity.kind.rawValue)
+    binder.int(id(identity.pod))
+    binder.int(id(identity.workload))
+    binder.int(id(identity.node))
+    binder.int(id(identity.service))
+    binder.int(id(identity.namespace))
+  }
+
   public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
     guard !flows.isEmpty else { return }
     try pool.write { db in
       let statement = try db.makeStatement(
         sql: "INSERT INTO flows VALUES (\(Array(repeating: "?", count: 42).joined(separator: ",")))")
+      func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
       for tagged in flows {
         let flow = tagged.flow
         let tags = tagged.tags
-        func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
-        var values: [DatabaseValueConvertible?] = [
-          source, flow.startMicros, flow.endMicros, flow.l4Protocol.description, flow.clientIP.description,
-          Int(flow.clientPort), flow.serverIP.description, Int(flow.serverPort), id(tags.captureNode), tags.interface,
-          tags.observationPoint.rawValue,
-        ]
-        values += Self.endpointValues(tags.client, ids)
-        values += Self.endpointValues(tags.server, ids)
-        values += [
-          id(tags.answeredBy), id(tags.requestedService), flow.closeType.rawValue, flow.status.rawValue,
-          Int64(flow.clientToServer.packets), Int64(flow.clientToServer.l3Bytes), Int64(flow.serverToClient.packets),
-          Int64(flow.serverToClient.l3Bytes),
-          Int(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions),
-          Int(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows), Int(flow.synRetransmissions),
-          Int(flow.rttMicros), Int64(flow.srt.sumMicros), Int(flow.srt.count),
-          flow.applicationProtocol?.description ?? "", Int(flow.application.requests),
-          Int(flow.application.responses), Int(flow.application.serverErrors), Int(flow.application.clientErrors),
-        ]
-        try statement.execute(arguments: StatementArguments(values))
+        var row = RowBinder(statement.sqliteStatement)
+        row.int(source)
+        row.int(flow.startMicros)
+        row.int(flow.endMicros)
+        row.text(flow.l4Protocol.description)
+        row.text(flow.clientIP.description)
+        row.int(Int(flow.clientPort))
+        row.text(flow.serverIP.description)
+        row.int(Int(flow.serverPort))
+        row.int(id(tags.captureNode))
+        row.text(tags.interface)
+        row.text(tags.observationPoint.rawValue)
+        bind(tags.client, &row, id)
+        bind(tags.server, &row, id)
+        row.int(id(tags.answeredBy))
+        row.int(id(tags.requestedService))
+        row.text(flow.closeType.rawValue)
+        row.text(flow.status.rawValue)
+        row.int(Int64(flow.clientToServer.packets))
+        row.int(Int64(flow.clientToServer.l3Bytes))
+        row.int(Int64(flow.serverToClient.packets))
+        row.int(Int64(flow.serverToClient.l3Bytes))
+        row.int(Int(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
+        row.int(Int(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
+        row.int(Int(flow.synRetransmissions))
+        row.int(Int(flow.rttMicros))
+        row.int(Int64(flow.srt.sumMicros))
+        row.int(Int(flow.srt.count))
+        row.text(flow.applicationProtocol?.description ?? "")
+        row.int(Int(flow.application.requests))
+        row.int(Int(flow.application.responses))
+        row.int(Int(flow.application.serverErrors))
+        row.int(Int(flow.application.clientErrors))
+        try row.step(db)
       }
     }
   }
@@ -221,26 +322,45 @@ public final class SQLiteStore: RecordStore {
     try pool.write { db in
       let statement = try db.makeStatement(
         sql: "INSERT INTO requests VALUES (\(Array(repeating: "?", count: 43).joined(separator: ",")))")
+      func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
       for tagged in requests {
         let request = tagged.request
         let tags = tagged.tags
-        func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
-        var values: [DatabaseValueConvertible?] = [
-          source, request.startMicros, request.endMicros, request.durationMicros,
-          request.applicationProtocol.description, request.version, request.clientIP.description,
-          Int(request.clientPort), request.serverIP.description, Int(request.serverPort), id(tags.captureNode),
-          tags.interface, tags.observationPoint.rawValue,
-        ]
-        values += Self.endpointValues(tags.client, ids)
-        values += Self.endpointValues(tags.server, ids)
-        values += [
-          id(tags.ingress), id(tags.answeredBy), id(tags.requestedService), request.method, request.domain,
-          request.resource, request.endpoint, request.status.name.description, request.code.map { Int($0) },
-          request.requestTCPSequence.map { Int64($0) }, request.responseTCPSequence.map { Int64($0) },
-          request.requestID, request.responseRequestID, request.traceID, request.spanID, Int64(request.requestBytes),
-          Int64(request.responseBytes), request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
-        ]
-        try statement.execute(arguments: StatementArguments(values))
+        var row = RowBinder(statement.sqliteStatement)
+        row.int(source)
+        row.int(request.startMicros)
+        row.int(request.endMicros)
+        row.int(request.durationMicros)
+        row.text(request.applicationProtocol.description)
+        row.text(request.version)
+        row.text(request.clientIP.description)
+        row.int(Int(request.clientPort))
+        row.text(request.serverIP.description)
+        row.int(Int(request.serverPort))
+        row.int(id(tags.captureNode))
+        row.text(tags.interface)
+        row.text(tags.observationPoint.rawValue)
+        bind(tags.client, &row, id)
+        bind(tags.server, &row, id)
+        row.int(id(tags.ingress))
+        row.int(id(tags.answeredBy))
+        row.int(id(tags.requestedService))
+        row.text(request.method)
+        row.text(request.domain)
+        row.text(request.resource)
+        row.text(request.endpoint)
+        row.text(request.status.name.description)
+        row.optional(request.code.map { Int64($0) })
+        row.optional(request.requestTCPSequence.map { Int64($0) })
+        row.optional(request.responseTCPSequence.map { Int64($0) })
+        row.text(request.requestID)
+        row.text(request.responseRequestID)
+        row.text(request.traceID)
+        row.text(request.spanID)
+        row.int(Int64(request.requestBytes))
+        row.int(Int64(request.responseBytes))
+        row.text(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
+        try row.step(db)
       }
     }
   }
