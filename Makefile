@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_PACKAGES := libpcap-dev zlib1g-dev
 LAB_PACKAGES := iproute2 iptables ethtool nginx-light dnsmasq redis-server curl procps
 TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump clickhouse-server sqlite3
-BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time
+BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time hyperfine
 
 .PHONY: demo test build bench fuzz deps-build deps-test deps-lab deps-bench clean
 

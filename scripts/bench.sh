@@ -95,3 +95,14 @@ for line in sys.stdin:
 for key in sorted(counts): print(key, counts[key])' > "$timing.fathom"
 paste "$timing.fathom" "$timing.tshark" | awk -F'\t' '{ printf "  %-32s %-32s %s\n", $1, $2, ($1 == $2 ? "same" : "DIFFERENT") }'
 cmp -s "$timing.fathom" "$timing.tshark" && echo "  equal" || { echo "  NOT EQUAL"; exit 1; }
+
+# Storage: ingest rate and the RED query of one service over an hour, SQLite and ClickHouse
+# (a single node started from the project's own config, scripts/clickhouse.sh).
+echo
+echo "storage (fathom store-bench: ${STORE_RECORDS:-1000000} synthetic requests over one hour, 20 services x 5 pods):"
+"$fathom" store-bench --records "${STORE_RECORDS:-1000000}"
+if command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ]; then
+  scripts/clickhouse.sh start >/dev/null
+  "$fathom" store-bench --records "${STORE_RECORDS:-1000000}" --clickhouse http://127.0.0.1:18123
+  scripts/clickhouse.sh stop >/dev/null
+fi
