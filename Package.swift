@@ -41,6 +41,8 @@ let package = Package(
         "FathomRecords", "FathomKube", .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "GRDBSQLite", package: "GRDB.swift"),
       ], swiftSettings: hotPath),
+    // AutoTracing: a request's spans across observation points, proxies and services.
+    .target(name: "FathomTracing", dependencies: ["FathomStore"]),
     // `fathom analyze`: pipeline → tagging → store → summary.
     .target(
       name: "FathomAnalyze", dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomLab", "FathomRecords"]),
@@ -56,6 +58,7 @@ let package = Package(
         "FathomLab",
         "FathomAnalyze",
         "FathomStore",
+        "FathomTracing",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.
@@ -69,7 +72,8 @@ let package = Package(
       name: "FathomProtocolsTests",
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
-    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore"]),
+    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing"]),
+    .testTarget(name: "FathomTracingTests", dependencies: ["FathomTracing", "FathomStore"]),
     .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
     .testTarget(name: "FathomStoreTests", dependencies: ["FathomStore", "FathomKube", "FathomRecords"]),
     .testTarget(

@@ -502,7 +502,9 @@ public final class ClickHouseStore: RecordStore {
       tsv.field(request.spanID)
       tsv.field(request.requestBytes)
       tsv.field(request.responseBytes)
-      tsv.field(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"), last: true)
+      tsv.field(
+        request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
+        last: true)
     }
     let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
     try execute("INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: tsv.data)
@@ -660,7 +662,9 @@ public final class ClickHouseStore: RecordStore {
     -> AnalysisSummary.ServiceRow?
   {
     let db = target.database
-    let quoted = { (text: String) in "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'" }
+    let quoted = { (text: String) in
+      "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
     guard
       let id = try rows(
         "SELECT id FROM \(db).resources FINAL WHERE kind = 'service' AND namespace = \(quoted(namespace)) AND name = \(quoted(name))"
@@ -681,7 +685,8 @@ public final class ClickHouseStore: RecordStore {
       names[row[0]] = row[1]
     }
     var pods: [String: Int] = [:]
-    for row in try rows("SELECT server_pod, sum(requests) FROM \(table) WHERE \(filter) GROUP BY server_pod") where row.count == 2 {
+    for row in try rows("SELECT server_pod, sum(requests) FROM \(table) WHERE \(filter) GROUP BY server_pod")
+    where row.count == 2 {
       pods[names[row[0]] ?? row[0]] = Int(row[1]) ?? 0
     }
     return .init(

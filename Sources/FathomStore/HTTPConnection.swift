@@ -108,7 +108,8 @@ final class HTTPConnection {
   }
 
   private func exchange(_ target: String, body: Data) throws -> (status: Int, body: Data) {
-    let head = "POST \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\nConnection: keep-alive\r\n\r\n"
+    let head =
+      "POST \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\nConnection: keep-alive\r\n\r\n"
     try Array(head.utf8).withUnsafeBytes { try sendAll($0) }
     try body.withUnsafeBytes { try sendAll($0) }
 

@@ -52,7 +52,8 @@ enum RollupSchema {
       [
         String(source), String(key.intervalStart), id(key.clientPod), id(key.clientService), id(key.serverPod),
         id(key.serverService), (ApplicationProtocol(rawValue: key.protocolCode) ?? .http).description,
-        RollupBuilder.point(key.observationPoint).rawValue, rollups.endpoints[Int(key.endpoint)], String(value.requests),
+        RollupBuilder.point(key.observationPoint).rawValue, rollups.endpoints[Int(key.endpoint)],
+        String(value.requests),
         String(value.responses), String(value.clientErrors), String(value.serverErrors), String(value.timeouts),
         String(value.latencySum), String(value.latencyMax), value.histogram.encoded,
       ]

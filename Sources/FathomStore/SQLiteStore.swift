@@ -39,7 +39,8 @@ struct RowBinder {
   func step(_ db: Database) throws {
     let result = sqlite3_step(statement)
     guard result == SQLITE_DONE else {
-      throw DatabaseError(resultCode: ResultCode(rawValue: result), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+      throw DatabaseError(
+        resultCode: ResultCode(rawValue: result), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
     }
   }
 }
@@ -135,6 +136,11 @@ public final class SQLiteStore: RecordStore {
     migrator.registerMigration("v3-drop-requests-server-index") { db in
       try db.execute(sql: "DROP INDEX IF EXISTS requests_server")
     }
+    // Trace assembly looks requests up by sequence number and response X-Request-ID.
+    migrator.registerMigration("v4-trace-indexes") { db in
+      try db.execute(sql: "CREATE INDEX requests_seq ON requests (req_tcp_seq)")
+      try db.execute(sql: "CREATE INDEX requests_x_request_id_resp ON requests (x_request_id_resp)")
+    }
     return migrator
   }
 
@@ -145,7 +151,8 @@ public final class SQLiteStore: RecordStore {
       for resolution in RollupBuilder.resolutions {
         let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
         let requestStatement = try db.makeStatement(
-          sql: "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
+          sql:
+            "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
         )
         for (key, value) in rollups.requests[resolution] ?? [:] {
           var row = RowBinder(requestStatement.sqliteStatement)
@@ -170,7 +177,8 @@ public final class SQLiteStore: RecordStore {
         }
         let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
         let flowStatement = try db.makeStatement(
-          sql: "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
+          sql:
+            "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
         )
         for (key, value) in rollups.flows[resolution] ?? [:] {
           var row = RowBinder(flowStatement.sqliteStatement)
@@ -359,7 +367,8 @@ public final class SQLiteStore: RecordStore {
         row.text(request.spanID)
         row.int(Int64(request.requestBytes))
         row.int(Int64(request.responseBytes))
-        row.text(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
+        row.text(
+          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
         try row.step(db)
       }
     }
@@ -479,7 +488,8 @@ public final class SQLiteStore: RecordStore {
       guard
         let totals = try Row.fetchOne(
           db,
-          sql: "SELECT SUM(requests) AS requests, SUM(server_errors) AS server_errors, SUM(client_errors) AS client_errors, SUM(timeouts) AS timeouts FROM \(table) WHERE \(where_)",
+          sql:
+            "SELECT SUM(requests) AS requests, SUM(server_errors) AS server_errors, SUM(client_errors) AS client_errors, SUM(timeouts) AS timeouts FROM \(table) WHERE \(where_)",
           arguments: range)
       else { return nil }
       var histogram = LatencyHistogram()
@@ -489,7 +499,8 @@ public final class SQLiteStore: RecordStore {
       var pods: [String: Int] = [:]
       for row in try Row.fetchAll(
         db,
-        sql: "SELECT p.name AS pod, SUM(r.requests) AS n FROM \(table) r JOIN resources p ON p.id = r.server_pod WHERE r.\(where_.replacingOccurrences(of: " AND ", with: " AND r.")) GROUP BY r.server_pod",
+        sql:
+          "SELECT p.name AS pod, SUM(r.requests) AS n FROM \(table) r JOIN resources p ON p.id = r.server_pod WHERE r.\(where_.replacingOccurrences(of: " AND ", with: " AND r.")) GROUP BY r.server_pod",
         arguments: range)
       {
         pods[row["pod"]] = row["n"]

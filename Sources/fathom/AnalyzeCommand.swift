@@ -157,7 +157,8 @@ struct StoreBenchCommand: ParsableCommand {
     let size = clickhouse == nil ? ((try? FileManager.default.attributesOfItem(atPath: db)[.size] as? Int) ?? 0) : 0
     print(
       String(
-        format: "%@: %d records in %.2f s = %.0f records/s; RED of one service over the hour: %.1f ms (%d requests, p99 %.1f ms)%@",
+        format:
+          "%@: %d records in %.2f s = %.0f records/s; RED of one service over the hour: %.1f ms (%d requests, p99 %.1f ms)%@",
         clickhouse == nil ? "sqlite" : "clickhouse", result.records, result.ingestSeconds, result.recordsPerSecond,
         result.redMillis, result.red?.requests ?? 0, Double(result.red?.p99Micros ?? 0) / 1000,
         size > 0 ? String(format: "; %.0f bytes/record on disk", Double(size) / Double(result.records)) : ""))

@@ -14,7 +14,7 @@ struct Fathom: ParsableCommand {
     abstract: "Finds why a Kubernetes service is failing, from what crosses the wire.",
     subcommands: [
       FlowsCommand.self, RequestsCommand.self, CaptureCommand.self, LabCommand.self, AnalyzeCommand.self,
-      QueryCommand.self, KubeCommand.self, StoreBenchCommand.self,
+      QueryCommand.self, KubeCommand.self, StoreBenchCommand.self, TraceCommand.self, TracesCommand.self,
     ])
 }
 

@@ -1,0 +1,106 @@
+import FathomStore
+import Testing
+
+@testable import FathomTracing
+
+/// An in-memory TraceSource over a fixed list of records.
+struct MemorySource: TraceSource {
+  var records: [StoredRequest]
+  func requests(xRequestID: String) throws -> [StoredRequest] { records.filter { $0.xRequestID == xRequestID } }
+  func requests(traceID: String) throws -> [StoredRequest] { records.filter { $0.traceID == traceID } }
+  func request(id: Int64) throws -> StoredRequest? { records.first { $0.id == id } }
+  func requests(requestSequence: Int64, from: Int64, to: Int64) throws -> [StoredRequest] {
+    records.filter { $0.requestSequence == requestSequence && (from...to).contains($0.startMicros) }
+  }
+  func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest] {
+    records.filter {
+      $0.clientIP == clientIP && $0.protocolName == protocolName && (from...to).contains($0.startMicros)
+    }
+  }
+  func candidates(service: String, onlyErrors: Bool, slowerThanMicros: Int64?, since: Int64, limit: Int) throws
+    -> [StoredRequest]
+  { [] }
+}
+
+@Suite struct TraceAssemblerTests {
+  /// A pod calls a Service by a short name: the search-path miss and the answer, then the request
+  /// seen at the client's veth, both node uplinks and the server's veth (DNAT in between), then
+  /// the server's own call to a second Service that fails with 503.
+  static let records: [StoredRequest] = {
+    var id: Int64 = 0
+    func request(
+      _ point: String, _ node: String, start: Int64, duration: Int64, client: (String, String),
+      server: (String, String),
+      serverKind: String = "pod", service: String = "", seq: Int64?, code: Int? = 200, status: String = "ok",
+      protocolName: String = "http", domain: String = "", answers: String = "", xid: String = "abc"
+    ) -> StoredRequest {
+      id += 1
+      return StoredRequest(
+        id: id, startMicros: start, durationMicros: duration, protocolName: protocolName,
+        method: protocolName == "dns" ? "A" : "GET", domain: domain, resource: protocolName == "dns" ? domain : "/",
+        status: status, code: code, clientIP: client.0, clientPort: 40000, serverIP: server.0, serverPort: 80,
+        observationPoint: point, node: node, clientPod: client.1, serverPod: server.1, serverService: service,
+        serverKind: serverKind, xRequestID: protocolName == "dns" ? "" : xid, requestSequence: seq, answers: answers)
+    }
+    let client = ("10.244.1.6", "shop/loadgen")
+    let web = ("10.244.2.3", "shop/web")
+    let clusterIP = ("10.96.100.3", "")
+    let dns = ("10.96.0.10", "")
+    return [
+      request(
+        "c", "node-1", start: 1_000, duration: 300, client: client, server: dns, serverKind: "service", seq: nil,
+        code: 3,
+        status: "client_error", protocolName: "dns", domain: "web.shop.shop.svc.cluster.local"),
+      request(
+        "c", "node-1", start: 1_400, duration: 300, client: client, server: dns, serverKind: "service", seq: nil,
+        code: 0,
+        protocolName: "dns", domain: "web.shop.svc.cluster.local", answers: "A 10.96.100.3"),
+      // The request: s-nd and s on node-2 were captured on another host (clock 3 µs apart).
+      request("s", "node-2", start: 2_503, duration: 9_000, client: client, server: web, seq: 7),
+      request(
+        "c", "node-1", start: 2_000, duration: 10_000, client: client, server: clusterIP, serverKind: "service",
+        service: "shop/web", seq: 7),
+      request("s-nd", "node-2", start: 2_403, duration: 9_200, client: client, server: web, seq: 7),
+      request("c-nd", "node-1", start: 2_100, duration: 9_800, client: client, server: web, seq: 7),
+      // web's own call to the api Service, refused with 503 by the api pod.
+      request(
+        "c", "node-2", start: 4_000, duration: 5_000, client: web, server: ("10.96.100.9", ""), serverKind: "service",
+        service: "shop/api", seq: 99, code: 503, status: "server_error"),
+      request(
+        "s", "node-2", start: 4_100, duration: 4_800, client: web, server: ("10.244.2.9", "shop/api"), seq: 99,
+        code: 503,
+        status: "server_error"),
+    ]
+  }()
+
+  @Test func spansFollowThePathAndTheBreakPointIsFound() throws {
+    let trace = try #require(
+      try TraceAssembler(source: MemorySource(records: Self.records)).assemble(xRequestID: "abc"))
+    let summary = trace.spans.map { "\($0.kind.rawValue):\($0.request.observationPoint):\($0.request.node)" }
+    #expect(
+      summary == [
+        "dns:c:node-1", "dns:c:node-1", "network:c:node-1", "network:c-nd:node-1", "network:s-nd:node-2",
+        "network:s:node-2",
+        "network:c:node-2", "network:s:node-2",
+      ])
+    try #require(trace.spans.count == 8)
+    // Parent = previous span in a set; the call hangs under the server span of the request.
+    #expect(trace.spans[3].parent == 2 && trace.spans[5].parent == 4)
+    #expect(trace.spans[6].parent == 5 && trace.spans[7].parent == 6)
+    #expect(!trace.noDNSSeen)
+    #expect(trace.breakPoint?.span == 7)
+    #expect(trace.breakPoint?.reason.contains("503") == true)
+    // Self time: the server span of the request waited 4.8 ms of its 9 ms on the call.
+    #expect(trace.spans[5].selfMicros == 9_000 - 5_000)
+    #expect(trace.slowestSegment == 7)
+    let json = trace.jsonObject
+    #expect((json["spans"] as? [[String: Any]])?.count == 8)
+  }
+
+  @Test func aRequestToAnAddressNoLookupAnsweredIsMarked() throws {
+    let records = Self.records.filter { $0.protocolName != "dns" }
+    let trace = try #require(try TraceAssembler(source: MemorySource(records: records)).assemble(xRequestID: "abc"))
+    #expect(trace.noDNSSeen)
+    #expect(try TraceAssembler(source: MemorySource(records: records)).assemble(xRequestID: "nope") == nil)
+  }
+}
