@@ -45,7 +45,8 @@ let package = Package(
     .target(name: "FathomTracing", dependencies: ["FathomStore"]),
     // `fathom analyze`: pipeline → tagging → store → summary.
     .target(
-      name: "FathomAnalyze", dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomLab", "FathomRecords"]),
+      name: "FathomAnalyze",
+      dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomTracing", "FathomLab", "FathomRecords"]),
     // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
     // it produces what the pipeline reads (captures, objects, samples, load truth).
     .target(

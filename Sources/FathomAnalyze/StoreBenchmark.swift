@@ -1,6 +1,7 @@
 import FathomKube
 import FathomRecords
 import FathomStore
+import FathomTracing
 import Foundation
 
 /// Ingest and query speed of a store on synthetic tagged requests (`fathom store-bench`, part of
@@ -13,6 +14,8 @@ public enum StoreBenchmark {
     public var ingestSeconds: Double
     public var redMillis: Double
     public var red: AnalysisSummary.ServiceRow?
+    /// Assembling the trace of one request by its X-Request-ID (stores that are a TraceSource).
+    public var traceMillis: Double?
     public var recordsPerSecond: Double { Double(records) / ingestSeconds }
   }
 
@@ -82,6 +85,12 @@ public enum StoreBenchmark {
     let queryStart = Date()
     let red = try store.red(namespace: "bench", name: "service-3", fromMicros: base, toMicros: base + 3_600_000_000)
     let redMillis = Date().timeIntervalSince(queryStart) * 1000
-    return Result(records: records, ingestSeconds: ingest, redMillis: redMillis, red: red)
+    var traceMillis: Double?
+    if let source = store as? TraceSource {
+      let traceStart = Date()
+      _ = try TraceAssembler(source: source).assemble(xRequestID: "req-\(records / 2)")
+      traceMillis = Date().timeIntervalSince(traceStart) * 1000
+    }
+    return Result(records: records, ingestSeconds: ingest, redMillis: redMillis, red: red, traceMillis: traceMillis)
   }
 }

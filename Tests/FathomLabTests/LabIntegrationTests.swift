@@ -1,5 +1,6 @@
 import FathomAnalyze
 import FathomStore
+import FathomTracing
 import Foundation
 import Testing
 
@@ -223,6 +224,33 @@ struct LabIntegrationTests {
       analysis.summary.dns.contains {
         $0.name.hasPrefix("frontend.shop.svc.cluster.local.") && $0.rcodes["NXDOMAIN"] ?? 0 > 0
       })
+
+    // Traces: sampled requests of every path, with the load's truth as the oracle: each trace
+    // holds every hop its path crosses, at the server pods (`s`), in path order.
+    let assembler = TraceAssembler(source: try SQLiteStore(path: analyzeOptions.database))
+    var traced = 0
+    var complete = 0
+    var missing: [String] = []
+    var perPath: [String: Int] = [:]
+    for line in truth {
+      guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+        record["status"] as? Int == 200, let id = record["x_request_id"] as? String, let path = record["path"] as? String,
+        perPath[path, default: 0] < 12
+      else { continue }
+      perPath[path, default: 0] += 1
+      traced += 1
+      let trace = try assembler.assemble(xRequestID: id)
+      let servers = (trace?.spans ?? []).filter { $0.kind == .network && $0.request.observationPoint == "s" }
+        .map { String($0.request.serverPod.split(separator: "/").last ?? "") }
+      var expected = ["frontend-", "checkout-", "payment-", "redis-"]
+      if path == "ingress-pod" { expected.insert("ingress-nginx-controller-", at: 0) }
+      if path == "ingress-hostnetwork" { expected.insert("ingress-edge-", at: 0) }
+      var position = 0
+      for server in servers where position < expected.count && server.hasPrefix(expected[position]) { position += 1 }
+      if position == expected.count { complete += 1 } else if missing.count < 5 { missing.append("\(path) \(id): \(servers)") }
+    }
+    #expect(perPath.count == 5, "paths traced: \(perPath)")
+    #expect(traced >= 30 && complete * 100 >= traced * 99, "\(complete)/\(traced) traces complete; \(missing)")
 
     // kubectl reads the replayed objects offline.
     if (try? Shell.resolve("kubectl")) != nil {
