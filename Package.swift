@@ -43,6 +43,8 @@ let package = Package(
       ], swiftSettings: hotPath),
     // AutoTracing: a request's spans across observation points, proxies and services.
     .target(name: "FathomTracing", dependencies: ["FathomStore"]),
+    // The runbook: six steps over the store, objects and samples; a ranked verdict.
+    .target(name: "FathomDiagnosis", dependencies: ["FathomStore", "FathomKube", "FathomTracing"]),
     // `fathom analyze`: pipeline → tagging → store → summary.
     .target(
       name: "FathomAnalyze",
@@ -60,6 +62,7 @@ let package = Package(
         "FathomAnalyze",
         "FathomStore",
         "FathomTracing",
+        "FathomDiagnosis",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // libFuzzer entry point for the decoder; built only by `make fuzz` with -sanitize=fuzzer.
@@ -73,7 +76,8 @@ let package = Package(
       name: "FathomProtocolsTests",
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
-    .testTarget(name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing"]),
+    .testTarget(
+      name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomKube"]),
     .testTarget(name: "FathomTracingTests", dependencies: ["FathomTracing", "FathomStore"]),
     .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
     .testTarget(name: "FathomStoreTests", dependencies: ["FathomStore", "FathomKube", "FathomRecords"]),

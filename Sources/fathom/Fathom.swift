@@ -15,6 +15,7 @@ struct Fathom: ParsableCommand {
     subcommands: [
       FlowsCommand.self, RequestsCommand.self, CaptureCommand.self, LabCommand.self, AnalyzeCommand.self,
       QueryCommand.self, KubeCommand.self, StoreBenchCommand.self, TraceCommand.self, TracesCommand.self,
+      DiagnoseCommand.self,
     ])
 }
 

@@ -1,0 +1,59 @@
+import ArgumentParser
+import FathomAnalyze
+import FathomDiagnosis
+import FathomKube
+import FathomStore
+import Foundation
+
+/// `fathom diagnose`: the runbook on a lab recording or a store.
+struct DiagnoseCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "diagnose",
+    abstract: "Walk the runbook for a Service and name the faulty component with evidence.")
+  @Option(help: "NAMESPACE/NAME of the Service whose users complain.") var service: String
+  @Option(help: "A `fathom lab record` directory (analysed into --db first if needed).") var labRecording: String?
+  @Option(help: "SQLite store (default: fathom.sqlite inside the recording).") var db: String?
+  @Option(help: "Kubernetes objects at the end of the window (default: the recording's objects.json).") var objects:
+    String?
+  @Option(help: "Resource samples, JSON lines (default: the recording's samples.jsonl).") var samples: String?
+  @Option(help: "Thresholds (JSON) overriding the defaults of docs/runbook.md.") var config: String?
+  @Option(help: "text or json.") var format = "text"
+
+  func run() throws {
+    do {
+      let database = db ?? labRecording.map { "\($0)/fathom.sqlite" } ?? "fathom.sqlite"
+      if let labRecording, !FileManager.default.fileExists(atPath: database) {
+        var options = Analyzer.Options()
+        options.labRecording = labRecording
+        options.database = database
+        _ = try Analyzer(options: options).run { _ in }
+      }
+      let objectsPath = objects ?? labRecording.map { "\($0)/objects.json" }
+      let samplesPath = samples ?? labRecording.map { "\($0)/samples.jsonl" }
+      let objectList = try objectsPath.map { try KubeDecoder.decode(file: $0) } ?? []
+      let sampleLines = (samplesPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "")
+        .split(separator: "\n").compactMap {
+          (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }
+      var input = DiagnosisInput(
+        store: try SQLiteStore(path: database), objects: objectList, samples: sampleLines, service: service)
+      if let config {
+        input.thresholds = try JSONDecoder().decode(
+          Thresholds.self, from: Data(contentsOf: URL(fileURLWithPath: config)))
+      }
+      let diagnosis = try Runbook(input: input).diagnose()
+      if format == "json" {
+        let data = try JSONSerialization.data(
+          withJSONObject: diagnosis.jsonObject, options: [.sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
+      } else {
+        print(diagnosis.text, terminator: "")
+      }
+    } catch let error as ExitCode {
+      throw error
+    } catch {
+      FileHandle.standardError.write(Data("fathom diagnose: \(error)\n".utf8))
+      throw ExitCode.failure
+    }
+  }
+}
