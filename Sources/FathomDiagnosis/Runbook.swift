@@ -199,13 +199,38 @@ public struct Runbook {
     let red = try redByPod()
     let calls = try downstream(podServices: podServices)
 
+    // Services the path's pods tried to resolve count as called even when no connection
+    // followed (the name did not resolve).
+    var serviceNames: [String: String] = [:]
+    for object in input.objects {
+      if case .service(let service) = object, let name = service.metadata?.name {
+        let namespace = service.metadata?.namespace ?? "default"
+        serviceNames["\(name).\(namespace).svc.cluster.local"] = "\(namespace)/\(name)"
+      }
+    }
+    var resolved: [String: Set<String>] = [:]
+    for row in try rows(
+      """
+      SELECT DISTINCT cp.namespace || '/' || cp.name, r.domain FROM requests r JOIN resources cp ON cp.id = r.client_pod
+      WHERE r.protocol = 'dns' AND r.observation_point = 'c'
+      """) where row.count == 2
+    {
+      if let service = serviceNames[row[1]] {
+        for caller in podServices[row[0]] ?? [] where caller != service { resolved[caller, default: []].insert(service) }
+      }
+    }
+
     // The Services on the target's path: the target and everything below it.
     var path: [String] = [input.service]
     var index = 0
     while index < path.count {
-      for next in (calls[path[index]] ?? []).sorted() where !path.contains(next) { path.append(next) }
+      for next in (calls[path[index]] ?? []).union(resolved[path[index]] ?? []).sorted() where !path.contains(next) {
+        path.append(next)
+      }
       index += 1
     }
+    // DNS has its own step; its answers (NXDOMAIN, REFUSED) are not the service's errors.
+    let dnsServices = Set(path.filter { $0.hasSuffix("/kube-dns") })
     let pathPods = Set(podServices.filter { !Set($0.value).isDisjoint(with: path) }.keys)
 
     // 1. Node/Pod.
@@ -273,7 +298,7 @@ public struct Runbook {
     // 2. Backend service: golden metrics at the server pods, deepest failing Service first.
     var serviceEvidence: [String] = []
     var serviceStatus = StepResult.Status.ok
-    for service in path {
+    for service in path where !dnsServices.contains(service) {
       let pods = red[service] ?? [:]
       let total = pods.values.reduce(PodRED()) { sum, pod in
         var sum = sum
@@ -416,56 +441,94 @@ public struct Runbook {
     for service in path {
       let failures = try connectionFailures(to: service)
       let total = failures.values.reduce(0, +)
-      let refused = (failures["server_reset"] ?? 0) + (failures["icmp_unreachable"] ?? 0)
-      let unanswered = (failures["client_syn_repeat"] ?? 0) + (failures["timeout"] ?? 0)
-      let resetByPod = (failures["server_establish_reset"] ?? 0) + (failures["client_establish_reset"] ?? 0)
+      let refused = failures["server_reset"] ?? 0
+      // Connections the pods themselves reset at once (seen at the pods' own interfaces).
+      let resetByPods =
+        Int(
+          try rows(
+            """
+            SELECT COUNT(*) FROM flows f JOIN resources ss ON ss.id = f.server_service
+            WHERE ss.namespace || '/' || ss.name = '\(service)' AND f.server_kind = 'pod' AND f.observation_point = 's'
+              AND f.close_type IN ('server_reset', 'server_establish_reset')
+            """
+          ).first?.first ?? "0") ?? 0
       let endpoints = endpoints(of: service)
       serviceStepEvidence.append(
-        "\(service): \(total) connections to the ClusterIP/NodePort, refused \(refused), unanswered \(unanswered); endpoints "
+        "\(service): \(total) connections to the ClusterIP/NodePort, refused or reset \(refused), reset by the pods \(resetByPods); endpoints "
           + (endpoints.map { "\($0.ready) ready, \($0.notReady) not ready" } ?? "unknown"))
       if let endpoints, endpoints.ready == 0 {
         serviceStepStatus = .failed
         let selector = serviceObject(service)?.spec?.selector ?? [:]
-        let matching = podServices.filter { $0.value.contains(service) }.count
-        findings.append(
-          Finding(
-            component: "service \(service)", kind: matching == 0 ? "selector matches no pods" : "no ready endpoints",
-            step: "service", score: matching == 0 ? 0.97 : 0.8,
-            evidence: [
-              "Endpoints empty (\(endpoints.notReady) not ready); selector \(selector.map { "\($0.key)=\($0.value)" }.joined(separator: ",")) matches \(matching) pods",
-              "\(refused) connections refused by the node (kube-proxy REJECT)",
-            ], next: matching == 0 ? "fix the Service's selector" : "why its pods are not ready"))
-      } else if total > 0, resetByPod * 5 >= total && resetByPod > 0 {
+        let members = podServices.filter { $0.value.contains(service) }.keys.sorted()
+        if members.isEmpty {
+          findings.append(
+            Finding(
+              component: "service \(service)", kind: "selector matches no pods", step: "service", score: 0.97,
+              evidence: [
+                "Endpoints empty; selector \(selector.map { "\($0.key)=\($0.value)" }.joined(separator: ",")) matches no pod",
+                "\(refused) connections refused by the node (kube-proxy REJECT)",
+              ], next: "fix the Service's selector"))
+        } else {
+          // The pods exist but none is ready: the pods are the fault, the Service only shows it.
+          for pod in members {
+            findings.append(
+              Finding(
+                component: "pod \(pod)", kind: "pod down", step: "service", score: 0.9,
+                evidence: [
+                  "\(service) has no ready endpoints (\(endpoints.notReady) not ready); \(refused) connections refused by the node"
+                ], next: "why \(pod) is not ready: its process, probe and logs"))
+          }
+          findings.append(
+            Finding(
+              component: "service \(service)", kind: "no ready endpoints", step: "service", score: 0.5,
+              evidence: ["Endpoints list \(endpoints.notReady) not-ready addresses"], next: "the pods behind it"))
+        }
+      } else if resetByPods > 0, resetByPods * 5 >= max(1, total) {
         serviceStepStatus = .failed
-        let targetPorts = serviceObject(service)?.spec?.ports?.compactMap { $0.targetPort?.description } ?? []
+        let service_ = serviceObject(service)
+        let targetPorts = service_?.spec?.ports?.compactMap { $0.targetPort?.description } ?? []
+        var containerPorts = Set<Int>()
+        for object in input.objects {
+          if case .pod(let pod) = object, podServices["\(pod.metadata?.namespace ?? "")/\(pod.metadata?.name ?? "")"]?.contains(service) == true {
+            for container in pod.spec?.containers ?? [] { containerPorts.formUnion(container.ports?.compactMap(\.containerPort) ?? []) }
+          }
+        }
         findings.append(
           Finding(
             component: "service \(service)", kind: "wrong targetPort", step: "service", score: 0.96,
             evidence: [
-              "\(resetByPod) of \(total) connections reset by the pods at once",
-              "targetPort \(targetPorts.joined(separator: ","))",
-            ],
-            next: "compare the Service's targetPort with the containers' ports"))
-      } else if total > 0, unanswered > 0, Double(unanswered) / Double(total) > 0.05 {
-        serviceStepStatus = .failed
-        let byNode = try rows(
+              "\(resetByPods) connections reset by the pods at once (\(total) to the ClusterIP)",
+              "targetPort \(targetPorts.joined(separator: ",")); the pods listen on \(containerPorts.sorted().map(String.init).joined(separator: ","))",
+            ], next: "set the Service's targetPort to the containers' port"))
+      } else {
+        // Connections never answered, from one node only: that node's rules are stale.
+        var byNode: [(node: String, failed: Int, total: Int)] = []
+        for row in try rows(
           """
-          SELECT n.name, COUNT(*) FROM flows f JOIN resources n ON n.id = f.capture_node JOIN resources ss ON ss.id = f.server_service
-          WHERE ss.namespace || '/' || ss.name = '\(service)' AND f.close_type IN ('client_syn_repeat', 'timeout')
-            AND f.observation_point = 'c-nd' GROUP BY n.name
-          """)
-        let nodes = byNode.map { "\($0[0]) \($0[1])" }.joined(separator: ", ")
-        let single = byNode.count == 1 ? byNode[0][0] : nil
-        findings.append(
-          Finding(
-            component: single.map { "node \($0) kube-proxy" } ?? "service \(service)", kind: "connections unanswered",
-            step: "service", score: single != nil ? 0.85 : 0.6,
-            evidence: [
-              "\(unanswered) of \(total) connections to \(service) never answered",
-              "by node: \(nodes.isEmpty ? "-" : nodes)",
-            ],
-            next: single.map { "iptables-save -t nat on \($0): stale KUBE-SEP rules for \(service)" }
-              ?? "the Service's endpoints and the nodes' rules"))
+          SELECT n.name, SUM(f.close_type IN ('client_syn_repeat', 'timeout', 'server_reset', 'icmp_unreachable')
+              OR (f.close_type = 'in_progress' AND f.syn_retransmissions > 0)), COUNT(*)
+          FROM flows f JOIN resources n ON n.id = f.capture_node JOIN resources ss ON ss.id = f.server_service
+          WHERE ss.namespace || '/' || ss.name = '\(service)' AND f.server_kind = 'service' AND f.observation_point = 'c'
+          GROUP BY n.name
+          """) where row.count == 3
+        {
+          byNode.append((row[0], Int(row[1]) ?? 0, Int(row[2]) ?? 0))
+        }
+        let share = { (entry: (node: String, failed: Int, total: Int)) in Double(entry.failed) / Double(max(1, entry.total)) }
+        if let worst = byNode.max(by: { share($0) < share($1) }), share(worst) > 0.05 {
+          serviceStepStatus = .failed
+          let others = byNode.filter { $0.node != worst.node }
+          let othersShare = others.isEmpty ? 0 : others.map(share).reduce(0, +) / Double(others.count)
+          let single = othersShare * 3 < share(worst)
+          findings.append(
+            Finding(
+              component: single ? "node \(worst.node) kube-proxy" : "service \(service)", kind: "connections unanswered",
+              step: "service", score: single ? 0.88 : 0.6,
+              evidence: [
+                String(format: "from %@: %d of %d connections to %@ never answered (%.0f%%); other nodes %.1f%%", worst.node, worst.failed, worst.total, service, share(worst) * 100, othersShare * 100)
+              ],
+              next: single ? "iptables-save -t nat on \(worst.node): KUBE-SEP rules of \(service) pointing at a pod that is gone" : "the Service's endpoints and every node's rules"))
+        }
       }
     }
     steps.append(StepResult(step: "service", status: serviceStepStatus, evidence: serviceStepEvidence))
