@@ -603,24 +603,41 @@ public struct Runbook {
     // 6. Path: retransmissions by node, break points of failing requests.
     var pathEvidence: [String] = []
     var pathStatus = StepResult.Status.ok
+    // Loss on a link shows as retransmissions on every uplink the flows cross; the node whose
+    // own external traffic (to or from outside the cluster, crossing no other node) retransmits
+    // is the one whose uplink loses packets.
+    var lossyNodes: [(node: String, share: Double, external: Double)] = []
     for row in try rows(
       """
-      SELECT n.name, SUM(f.retransmissions), SUM(f.c2s_packets + f.s2c_packets) FROM flows f JOIN resources n ON n.id = f.capture_node
-      WHERE f.observation_point IN ('c-nd', 's-nd') GROUP BY n.name
-      """) where row.count == 3
+      SELECT n.name, SUM(f.retransmissions + f.syn_retransmissions), SUM(f.c2s_packets + f.s2c_packets),
+        SUM(CASE WHEN f.client_kind = 'external' OR f.server_kind = 'external' THEN f.retransmissions + f.syn_retransmissions ELSE 0 END),
+        SUM(CASE WHEN f.client_kind = 'external' OR f.server_kind = 'external' THEN f.c2s_packets + f.s2c_packets ELSE 0 END)
+      FROM flows f JOIN resources n ON n.id = f.capture_node
+      WHERE f.observation_point IN ('c-nd', 's-nd') OR (f.observation_point IN ('c', 's') AND f.interface = 'eth0')
+      GROUP BY n.name
+      """) where row.count == 5
     {
-      let retransmissions = Double(row[1]) ?? 0
-      let packets = max(1, Double(row[2]) ?? 1)
-      let share = retransmissions / packets
-      pathEvidence.append(String(format: "%@ uplink: %.1f%% of packets retransmitted", row[0], share * 100))
-      if share > thresholds.retransmissionShare {
-        pathStatus = .failed
+      let share = (Double(row[1]) ?? 0) / max(1, Double(row[2]) ?? 1)
+      let external = (Double(row[3]) ?? 0) / max(1, Double(row[4]) ?? 1)
+      pathEvidence.append(
+        String(format: "%@ uplink: %.1f%% of packets retransmitted (%.1f%% of its traffic with outside the cluster)", row[0], share * 100, external * 100))
+      if share > thresholds.retransmissionShare { lossyNodes.append((row[0], share, external)) }
+    }
+    if !lossyNodes.isEmpty {
+      pathStatus = .failed
+      let ranked = lossyNodes.sorted { $0.external > $1.external }
+      let localized = ranked.count == 1 || ranked[0].external > 3 * ranked[1].external
+      for (position, node) in ranked.enumerated() {
         findings.append(
           Finding(
-            component: "node \(row[0]) uplink", kind: "packet loss", step: "path", score: 0.7 + min(0.25, share),
-            evidence: [String(format: "%.1f%% of the packets crossing its uplink were retransmissions", share * 100)],
-            next: "the node's NIC, link and drops (ip -s link)"))
+            component: "node \(node.node) uplink", kind: "packet loss", step: "path",
+            score: localized ? (position == 0 ? 0.93 : 0.5) : 0.7,
+            evidence: [
+              String(format: "%.1f%% of the packets crossing its uplink were retransmissions; %.1f%% of its traffic with outside the cluster", node.share * 100, node.external * 100)
+            ], next: "the node's NIC, link and drops (ip -s link, ethtool -S)"))
       }
+      // Loss explains unanswered connections; they are not stale rules then.
+      for index in findings.indices where findings[index].kind == "connections unanswered" { findings[index].score *= 0.7 }
     }
     let assembler = TraceAssembler(source: input.store)
     let failing = try input.store.candidates(

@@ -1,4 +1,6 @@
 import FathomAnalyze
+import FathomDiagnosis
+import FathomKube
 import FathomStore
 import FathomTracing
 import Foundation
@@ -251,6 +253,39 @@ struct LabIntegrationTests {
     }
     #expect(perPath.count == 5, "paths traced: \(perPath)")
     #expect(traced >= 30 && complete * 100 >= traced * 99, "\(complete)/\(traced) traces complete; \(missing)")
+
+    // The runbook: nothing on a healthy recording; the right component first under a
+    // representative subset of the faults (make scenarios runs them all).
+    func diagnose(_ directory: String) throws -> Diagnosis {
+      var options = Analyzer.Options()
+      options.labRecording = directory
+      options.database = "\(directory)/fathom.sqlite"
+      _ = try Analyzer(options: options).run { _ in }
+      let samples = (Files.read("\(directory)/samples.jsonl") ?? "").split(separator: "\n").compactMap {
+        (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+      }
+      let input = DiagnosisInput(
+        store: try SQLiteStore(path: options.database), objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
+        samples: samples, service: "shop/frontend")
+      return try Runbook(input: input).diagnose()
+    }
+    let healthy = try diagnose(recording)
+    #expect(healthy.verdict.isEmpty && !healthy.steps.contains { $0.status == .failed }, "healthy: \(healthy.text)")
+    #expect(healthy.seconds < 2)
+    for (fault, expected) in [
+      ("pod-errors", "pod shop/checkout-"), ("svc-no-endpoints", "service shop/payment"), ("dns-nxdomain", "dns"),
+      ("ingress-wrong-backend", "ingress shop/web"),
+    ] {
+      _ = try injector.apply(fault, target: nil)
+      usleep(3_000_000)
+      let directory = "\(scratch)/\(fault)"
+      try LabRecorder(store: store).record(duration: 6, output: directory, runLoad: true, rate: nil) { _ in }
+      _ = try injector.heal(fault)
+      let diagnosis = try diagnose(directory)
+      let top = diagnosis.verdict.first?.component ?? "none"
+      #expect(top.hasPrefix(expected), "\(fault): top verdict \(top), expected \(expected)\n\(diagnosis.text)")
+      #expect(try waitUntilAllReady(25))
+    }
 
     // kubectl reads the replayed objects offline.
     if (try? Shell.resolve("kubectl")) != nil {
