@@ -273,7 +273,7 @@ public struct Runbook {
         findings.append(
           Finding(
             component: component, kind: isNode ? "node not ready" : (restarts > 0 ? "pod crash loop" : "pod not ready"),
-            step: "node-pod", score: isNode ? 0.9 : (restarts > 0 ? 0.85 : 0.6), evidence: [what],
+            step: "node-pod", score: isNode ? 0.99 : (restarts > 0 ? 0.85 : 0.6), evidence: [what],
             next: isNode ? "check the node's kubelet and uplink" : "kubectl describe pod; its logs and last exit code"))
       } else if periods > 0, Double(throttled) / Double(periods) > thresholds.throttledShare {
         if nodePodStatus == .ok { nodePodStatus = .warning }
