@@ -8,7 +8,7 @@ LAB_PACKAGES := iproute2 iptables ethtool nginx-light dnsmasq redis-server curl 
 TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump clickhouse-server sqlite3
 BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time hyperfine
 
-.PHONY: demo test build bench fuzz deps-build deps-test deps-lab deps-bench clean
+.PHONY: demo test build bench fuzz scenarios deps-build deps-test deps-lab deps-bench clean
 
 define install_missing
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -43,9 +43,17 @@ demo: deps-lab build
 	.build/release/fathom lab record --duration 10 --out /tmp/fathom-demo-recording
 	.build/release/fathom analyze --lab-recording /tmp/fathom-demo-recording --db /tmp/fathom-demo.sqlite
 	@echo
+	@echo "A guided fault: one checkout pod starts answering 500; record it, run the runbook, heal."
+	.build/release/fathom lab fault pod-errors
+	@sleep 3
+	rm -rf /tmp/fathom-demo-fault
+	.build/release/fathom lab record --duration 10 --out /tmp/fathom-demo-fault > /dev/null
+	.build/release/fathom lab heal
+	.build/release/fathom diagnose --service shop/frontend --lab-recording /tmp/fathom-demo-fault
+	@echo
 	@echo "The lab is still running. Try a fault, watch its symptom, heal it:"
 	@echo "  .build/release/fathom lab faults                     # the catalog"
-	@echo "  .build/release/fathom lab fault pod-errors            # one checkout pod answers 500"
+	@echo "  .build/release/fathom lab fault dns-nxdomain          # a Service's DNS record disappears"
 	@echo "  .build/release/fathom lab load --duration 10"
 	@echo "  .build/release/fathom lab record --duration 20 --out /tmp/rec && .build/release/fathom requests /tmp/rec/node-1.pcap"
 	@echo "  .build/release/fathom lab heal; .build/release/fathom lab down"
@@ -65,6 +73,10 @@ test: deps-test deps-lab
 # Single-core comparison with tcpdump, ndpiReader and tshark on a recorded capture (README).
 bench: deps-bench build
 	scripts/bench.sh
+
+# Every fault scenario of scenarios/ on the lab: fault, recording, diagnosis, score (docs/runbook.md).
+scenarios: deps-lab build
+	.build/release/fathom lab scenario run --all
 
 # libFuzzer on the decoder and flow table, bounded (FUZZ_SECONDS, default 120).
 FUZZ_SECONDS ?= 120

@@ -48,7 +48,10 @@ let package = Package(
     // `fathom analyze`: pipeline → tagging → store → summary.
     .target(
       name: "FathomAnalyze",
-      dependencies: ["FathomPipeline", "FathomKube", "FathomStore", "FathomTracing", "FathomLab", "FathomRecords"]),
+      dependencies: [
+        "FathomPipeline", "FathomKube", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomLab", "FathomRecords",
+        .product(name: "Yams", package: "Yams"),
+      ]),
     // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
     // it produces what the pipeline reads (captures, objects, samples, load truth).
     .target(

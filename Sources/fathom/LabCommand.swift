@@ -1,4 +1,5 @@
 import ArgumentParser
+import FathomAnalyze
 import FathomLab
 import Foundation
 
@@ -9,7 +10,7 @@ struct LabCommand: ParsableCommand {
     abstract: "A Kubernetes data plane from network namespaces: kube-proxy rules, DNS, ingress, demo services, faults.",
     subcommands: [
       LabUp.self, LabDown.self, LabStatus.self, LabObjects.self, LabExec.self, LabLoadCommand.self, LabRecord.self,
-      LabFault.self, LabHeal.self, LabFaults.self, LabTopology.self, LabController.self, LabServe.self,
+      LabFault.self, LabHeal.self, LabFaults.self, LabTopology.self, LabScenario.self, LabController.self, LabServe.self,
       LabLoadWorker.self, LabDNSDelay.self,
     ])
 }
@@ -226,4 +227,63 @@ struct LabDNSDelay: ParsableCommand {
   @Option var upstream: String
   @Option var delayMs: Int
   func run() throws { try labStep { try DNSDelay.run(listen: listen, upstream: upstream, delayMillis: delayMs) } }
+}
+
+/// `fathom lab scenario`: the runbook's score on the fault catalog.
+struct LabScenario: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "scenario", abstract: "Run fault scenarios and score the diagnoses.", subcommands: [LabScenarioRun.self, LabScenarioList.self])
+}
+
+struct LabScenarioList: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "list", abstract: "The scenarios and their expectations.")
+  @Option(help: "Scenario directory.") var dir = "scenarios"
+  func run() throws {
+    try labStep {
+      for scenario in try Scenario.load(directory: dir) {
+        let expected = scenario.expect.map { "\($0.step): \($0.component) \($0.kind ?? "")" } ?? "healthy"
+        print("\(scenario.name.padding(toLength: 24, withPad: " ", startingAt: 0)) fault \(scenario.fault.padding(toLength: 22, withPad: " ", startingAt: 0)) → \(expected)")
+      }
+    }
+  }
+}
+
+struct LabScenarioRun: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "run", abstract: "Lab up if needed; per scenario: fault, record under load, diagnose, compare, heal.")
+  @Argument(help: "Scenario names (default with --all: every file in --dir).") var names: [String] = []
+  @Flag(help: "Run every scenario.") var all = false
+  @Option(help: "Scenario directory.") var dir = "scenarios"
+  @Option(help: "Where recordings and diagnoses go.") var out = "/tmp/fathom-scenarios"
+  @Option(help: "Seconds recorded per scenario.") var seconds: Double = 8
+  @Option(help: "table or json.") var format = "table"
+
+  func run() throws {
+    try labStep {
+      let scenarios = try Scenario.load(directory: dir).filter { all || names.contains($0.name) }
+      guard !scenarios.isEmpty else { throw LabError.command("no scenario selected (names, or --all)") }
+      let store = LabStore()
+      if !store.exists {
+        try Lab(store: store).up(try Topology.load(path: nil)) { print($0) }
+      }
+      try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+      var harness = ScenarioHarness(store: store, workDirectory: out)
+      harness.recordSeconds = seconds
+      var outcomes: [ScenarioHarness.Outcome] = []
+      for scenario in scenarios {
+        let outcome = try harness.run(scenario) { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+        FileHandle.standardError.write(Data("\(outcome.scenario): rank \(outcome.rank), top \(outcome.got)\n".utf8))
+        outcomes.append(outcome)
+      }
+      if format == "json" {
+        let rows = outcomes.map {
+          ["scenario": $0.scenario, "expected": $0.expected, "got": $0.got, "rank": $0.rank, "seconds": $0.seconds] as [String: Any]
+        }
+        let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+      } else {
+        print(ScenarioHarness.table(outcomes), terminator: "")
+      }
+    }
+  }
 }
