@@ -623,6 +623,46 @@ public struct Runbook {
         String(format: "%@ uplink: %.1f%% of packets retransmitted (%.1f%% of its traffic with outside the cluster)", row[0], share * 100, external * 100))
       if share > thresholds.retransmissionShare { lossyNodes.append((row[0], share, external)) }
     }
+    // Where packets vanish: the same connection counted at a node's uplink and at its pod's veth
+    // (both captured on that node, one clock). Packets that passed the uplink capture but never
+    // reached the veth, or left the veth but never the uplink, were dropped inside that node.
+    var vanished: [String: (lost: Double, packets: Double)] = [:]
+    for (outer, inner, sameServer) in [("s-nd", "s", true), ("c-nd", "c", false)] {
+      for row in try rows(
+        """
+        SELECT n.name,
+          SUM(MAX(\(outer == "s-nd" ? "a.c2s_packets - b.c2s_packets" : "b.c2s_packets - a.c2s_packets"), 0)
+            + MAX(\(outer == "s-nd" ? "b.s2c_packets - a.s2c_packets" : "a.s2c_packets - b.s2c_packets"), 0)),
+          SUM(a.c2s_packets + a.s2c_packets)
+        FROM flows a JOIN flows b ON b.capture_node = a.capture_node AND b.client_ip = a.client_ip
+          AND b.client_port = a.client_port AND b.observation_point = '\(inner)' AND ABS(b.start_us - a.start_us) < 1000000
+          \(sameServer ? "AND b.server_ip = a.server_ip AND b.server_port = a.server_port" : "")
+          JOIN resources n ON n.id = a.capture_node
+        WHERE a.observation_point = '\(outer)' AND a.close_type NOT IN ('forced_report') GROUP BY n.name
+        """) where row.count == 3
+      {
+        var entry = vanished[row[0]] ?? (0, 0)
+        entry.lost += Double(row[1]) ?? 0
+        entry.packets += Double(row[2]) ?? 0
+        vanished[row[0]] = entry
+      }
+    }
+    for (node, entry) in vanished.sorted(by: { $0.key < $1.key }) where entry.packets > 0 {
+      pathEvidence.append(String(format: "%@: %.0f of %.0f packets vanished between its uplink and its pods", node, entry.lost, entry.packets))
+    }
+    let dropShares = vanished.mapValues { $0.lost / max(1, $0.packets) }
+    if let worst = dropShares.max(by: { $0.value < $1.value }), worst.value > thresholds.retransmissionShare / 2 {
+      let others = dropShares.filter { $0.key != worst.key }.map(\.value)
+      if others.allSatisfy({ $0 * 3 < worst.value }) {
+        pathStatus = .failed
+        findings.append(
+          Finding(
+            component: "node \(worst.key) uplink", kind: "packet loss", step: "path", score: 0.95,
+            evidence: [
+              String(format: "%.1f%% of the packets of connections to and from its pods vanished between its uplink and the pods' interfaces", worst.value * 100)
+            ], next: "the node's NIC, link and drops (ip -s link, ethtool -S)"))
+      }
+    }
     if !lossyNodes.isEmpty {
       pathStatus = .failed
       let ranked = lossyNodes.sorted { $0.external > $1.external }
