@@ -60,7 +60,9 @@ public struct Analyzer {
     var notes: [String] = []
     var pending: [(source: Int64, flows: [TaggedFlow], requests: [TaggedRequest])] = []
     for (path, point) in captures {
-      let attributes = try FileManager.default.attributesOfItem(atPath: path)
+      guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+        throw KubeDecoder.Failure(message: "cannot read \(path): no such file")
+      }
       let size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
       let modified = Int64((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
       switch try store.beginSource(path: path, size: size, modified: modified) {

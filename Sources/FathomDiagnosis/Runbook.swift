@@ -689,6 +689,17 @@ public struct Runbook {
     }
     steps.append(StepResult(step: "path", status: pathStatus, evidence: pathEvidence))
 
+    // Nothing about the target at all: say so instead of "no fault".
+    let connectionsToTarget = try connectionFailures(to: input.service).values.reduce(0, +)
+    let targetSeen = (red[input.service].map { !$0.isEmpty } ?? false) || connectionsToTarget > 0
+    if !targetSeen {
+      findings.append(
+        Finding(
+          component: "service \(input.service)", kind: "no traffic captured", step: "service-golden", score: 0.1,
+          evidence: ["no request to its pods and no connection to its ClusterIP or NodePort in the store"],
+          next: "check the Service's name and that the captures cover its nodes and time"))
+    }
+
     // Rank: score, then runbook order.
     let order = ["node-pod", "service-golden", "dns", "service", "ingress", "path"]
     var seen = Set<String>()

@@ -22,6 +22,9 @@ struct DiagnoseCommand: ParsableCommand {
   func run() throws {
     do {
       let database = db ?? labRecording.map { "\($0)/fathom.sqlite" } ?? "fathom.sqlite"
+      guard labRecording != nil || FileManager.default.fileExists(atPath: database) else {
+        throw ValidationError("no store at \(database): give --lab-recording DIR, or --db FILE written by fathom analyze")
+      }
       if let labRecording, !FileManager.default.fileExists(atPath: database) {
         var options = Analyzer.Options()
         options.labRecording = labRecording
