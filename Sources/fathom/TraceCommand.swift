@@ -61,6 +61,10 @@ struct TracesCommand: ParsableCommand {
   @Option(help: "At most this many.") var limit = 20
 
   func run() throws {
+    guard FileManager.default.fileExists(atPath: db) else {
+      FileHandle.standardError.write(Data("fathom traces: no store at \(db) (fathom analyze writes one)\n".utf8))
+      throw ExitCode.failure
+    }
     let store = try SQLiteStore(path: db)
     var from = Int64.min
     if let since {
