@@ -79,7 +79,8 @@ public struct ScenarioHarness {
     let samples = ((try? String(contentsOfFile: "\(directory)/samples.jsonl", encoding: .utf8)) ?? "")
       .split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
     let input = DiagnosisInput(
-      store: try SQLiteStore(path: options.database), objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
+      store: try SQLiteStore(path: options.database),
+      objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
       samples: samples, service: scenario.service)
     let diagnosis = try Runbook(input: input).diagnose()
     let seconds = Date().timeIntervalSince(started)
@@ -112,7 +113,8 @@ public struct ScenarioHarness {
 
   public static func table(_ outcomes: [Outcome]) -> String {
     func pad(_ text: String, _ width: Int) -> String {
-      text.count >= width ? String(text.prefix(width - 1)) + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
+      text.count >= width
+        ? String(text.prefix(width - 1)) + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
     }
     var text = pad("scenario", 24) + pad("expected", 44) + pad("top verdict", 56) + "rank  time\n"
     for outcome in outcomes {

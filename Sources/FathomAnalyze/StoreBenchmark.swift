@@ -36,7 +36,9 @@ public enum StoreBenchmark {
           validFromMicros: base, validToMicros: base + 3_600_000_000))
     }
     let ids = try store.register(resources)
-    guard case .read(let source, _) = try store.beginSource(path: "store-bench-\(UUID().uuidString)", size: Int64(records), modified: 0)
+    guard
+      case .read(let source, _) = try store.beginSource(
+        path: "store-bench-\(UUID().uuidString)", size: Int64(records), modified: 0)
     else { throw KubeDecoder.Failure(message: "store-bench: source not accepted") }
 
     let batch = 10_000
@@ -54,8 +56,10 @@ public enum StoreBenchmark {
         let pod = Int32(seed >> 33) % 100
         let duration = Int64(100 + (seed >> 40) % 1000) * (1 + Int64((seed >> 20) % 100 == 0 ? 100 : 0))
         var request = RequestLog(
-          startMicros: base + Int64(index) * step, endMicros: base + Int64(index) * step + duration, durationMicros: duration,
-          applicationProtocol: .http, clientIP: IPAddress(ipv4: 0x0af4_0106), clientPort: UInt16(truncatingIfNeeded: index),
+          startMicros: base + Int64(index) * step, endMicros: base + Int64(index) * step + duration,
+          durationMicros: duration,
+          applicationProtocol: .http, clientIP: IPAddress(ipv4: 0x0af4_0106),
+          clientPort: UInt16(truncatingIfNeeded: index),
           serverIP: IPAddress(ipv4: 0x0af4_0200 | UInt32(pod)), serverPort: 8080, flowID: UInt64(index))
         request.method = "GET"
         request.resource = "/api/items/\(index % 50)"

@@ -216,7 +216,9 @@ public struct Runbook {
       """) where row.count == 2
     {
       if let service = serviceNames[row[1]] {
-        for caller in podServices[row[0]] ?? [] where caller != service { resolved[caller, default: []].insert(service) }
+        for caller in podServices[row[0]] ?? [] where caller != service {
+          resolved[caller, default: []].insert(service)
+        }
       }
     }
 
@@ -489,8 +491,12 @@ public struct Runbook {
         let targetPorts = service_?.spec?.ports?.compactMap { $0.targetPort?.description } ?? []
         var containerPorts = Set<Int>()
         for object in input.objects {
-          if case .pod(let pod) = object, podServices["\(pod.metadata?.namespace ?? "")/\(pod.metadata?.name ?? "")"]?.contains(service) == true {
-            for container in pod.spec?.containers ?? [] { containerPorts.formUnion(container.ports?.compactMap(\.containerPort) ?? []) }
+          if case .pod(let pod) = object,
+            podServices["\(pod.metadata?.namespace ?? "")/\(pod.metadata?.name ?? "")"]?.contains(service) == true
+          {
+            for container in pod.spec?.containers ?? [] {
+              containerPorts.formUnion(container.ports?.compactMap(\.containerPort) ?? [])
+            }
           }
         }
         findings.append(
@@ -514,7 +520,9 @@ public struct Runbook {
         {
           byNode.append((row[0], Int(row[1]) ?? 0, Int(row[2]) ?? 0))
         }
-        let share = { (entry: (node: String, failed: Int, total: Int)) in Double(entry.failed) / Double(max(1, entry.total)) }
+        let share = { (entry: (node: String, failed: Int, total: Int)) in
+          Double(entry.failed) / Double(max(1, entry.total))
+        }
         if let worst = byNode.max(by: { share($0) < share($1) }), share(worst) > 0.05 {
           serviceStepStatus = .failed
           let others = byNode.filter { $0.node != worst.node }
@@ -522,12 +530,17 @@ public struct Runbook {
           let single = othersShare * 3 < share(worst)
           findings.append(
             Finding(
-              component: single ? "node \(worst.node) kube-proxy" : "service \(service)", kind: "connections unanswered",
+              component: single ? "node \(worst.node) kube-proxy" : "service \(service)",
+              kind: "connections unanswered",
               step: "service", score: single ? 0.88 : 0.6,
               evidence: [
-                String(format: "from %@: %d of %d connections to %@ never answered (%.0f%%); other nodes %.1f%%", worst.node, worst.failed, worst.total, service, share(worst) * 100, othersShare * 100)
+                String(
+                  format: "from %@: %d of %d connections to %@ never answered (%.0f%%); other nodes %.1f%%", worst.node,
+                  worst.failed, worst.total, service, share(worst) * 100, othersShare * 100)
               ],
-              next: single ? "iptables-save -t nat on \(worst.node): KUBE-SEP rules of \(service) pointing at a pod that is gone" : "the Service's endpoints and every node's rules"))
+              next: single
+                ? "iptables-save -t nat on \(worst.node): KUBE-SEP rules of \(service) pointing at a pod that is gone"
+                : "the Service's endpoints and every node's rules"))
         }
       }
     }
@@ -620,7 +633,9 @@ public struct Runbook {
       let share = (Double(row[1]) ?? 0) / max(1, Double(row[2]) ?? 1)
       let external = (Double(row[3]) ?? 0) / max(1, Double(row[4]) ?? 1)
       pathEvidence.append(
-        String(format: "%@ uplink: %.1f%% of packets retransmitted (%.1f%% of its traffic with outside the cluster)", row[0], share * 100, external * 100))
+        String(
+          format: "%@ uplink: %.1f%% of packets retransmitted (%.1f%% of its traffic with outside the cluster)", row[0],
+          share * 100, external * 100))
       if share > thresholds.retransmissionShare { lossyNodes.append((row[0], share, external)) }
     }
     // Where packets vanish: the same connection counted at a node's uplink and at its pod's veth
@@ -648,7 +663,9 @@ public struct Runbook {
       }
     }
     for (node, entry) in vanished.sorted(by: { $0.key < $1.key }) where entry.packets > 0 {
-      pathEvidence.append(String(format: "%@: %.0f of %.0f packets vanished between its uplink and its pods", node, entry.lost, entry.packets))
+      pathEvidence.append(
+        String(
+          format: "%@: %.0f of %.0f packets vanished between its uplink and its pods", node, entry.lost, entry.packets))
     }
     let dropShares = vanished.mapValues { $0.lost / max(1, $0.packets) }
     if let worst = dropShares.max(by: { $0.value < $1.value }), worst.value > thresholds.retransmissionShare / 2 {
@@ -659,7 +676,10 @@ public struct Runbook {
           Finding(
             component: "node \(worst.key) uplink", kind: "packet loss", step: "path", score: 0.95,
             evidence: [
-              String(format: "%.1f%% of the packets of connections to and from its pods vanished between its uplink and the pods' interfaces", worst.value * 100)
+              String(
+                format:
+                  "%.1f%% of the packets of connections to and from its pods vanished between its uplink and the pods' interfaces",
+                worst.value * 100)
             ], next: "the node's NIC, link and drops (ip -s link, ethtool -S)"))
       }
     }
@@ -673,11 +693,16 @@ public struct Runbook {
             component: "node \(node.node) uplink", kind: "packet loss", step: "path",
             score: localized ? (position == 0 ? 0.93 : 0.5) : 0.7,
             evidence: [
-              String(format: "%.1f%% of the packets crossing its uplink were retransmissions; %.1f%% of its traffic with outside the cluster", node.share * 100, node.external * 100)
+              String(
+                format:
+                  "%.1f%% of the packets crossing its uplink were retransmissions; %.1f%% of its traffic with outside the cluster",
+                node.share * 100, node.external * 100)
             ], next: "the node's NIC, link and drops (ip -s link, ethtool -S)"))
       }
       // Loss explains unanswered connections; they are not stale rules then.
-      for index in findings.indices where findings[index].kind == "connections unanswered" { findings[index].score *= 0.7 }
+      for index in findings.indices where findings[index].kind == "connections unanswered" {
+        findings[index].score *= 0.7
+      }
     }
     let assembler = TraceAssembler(source: input.store)
     let failing = try input.store.candidates(

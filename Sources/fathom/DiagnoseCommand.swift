@@ -10,7 +10,11 @@ struct DiagnoseCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "diagnose",
     abstract: "Walk the runbook for a Service and name the faulty component with evidence.")
-  @Option(help: "NAMESPACE/NAME of the Service whose users complain.") var service: String
+  @Option(help: "NAMESPACE/NAME of the Service whose users complain.") var service: String?
+  @Option(help: "HOST/PATH an external user calls: the Ingress rule's backend Service is diagnosed.") var ingress:
+    String?
+  @Option(help: "NAMESPACE/WORKLOAD of the calling side (with --to).") var from: String?
+  @Option(help: "NAMESPACE/NAME of the Service called (with --from).") var to: String?
   @Option(help: "A `fathom lab record` directory (analysed into --db first if needed).") var labRecording: String?
   @Option(help: "SQLite store (default: fathom.sqlite inside the recording).") var db: String?
   @Option(help: "Kubernetes objects at the end of the window (default: the recording's objects.json).") var objects:
@@ -19,11 +23,44 @@ struct DiagnoseCommand: ParsableCommand {
   @Option(help: "Thresholds (JSON) overriding the defaults of docs/runbook.md.") var config: String?
   @Option(help: "text or json.") var format = "text"
 
+  func validate() throws {
+    let targets = [service != nil, ingress != nil, to != nil].filter { $0 }.count
+    guard targets == 1 else { throw ValidationError("give one of --service, --ingress HOST/PATH, --from W --to S") }
+    guard (from == nil) == (to == nil) else { throw ValidationError("--from and --to go together") }
+    guard ["text", "json"].contains(format) else { throw ValidationError("--format is text or json") }
+  }
+
+  /// The Service an `--ingress HOST/PATH` reaches: the matching rule's backend (host, then the
+  /// longest matching path).
+  static func ingressBackend(_ target: String, objects: [KubeObject]) -> String? {
+    let slash = target.firstIndex(of: "/") ?? target.endIndex
+    let host = String(target[..<slash])
+    let path = slash == target.endIndex ? "/" : String(target[slash...])
+    var best: (service: String, length: Int)?
+    for object in objects {
+      guard case .ingress(let ingress) = object else { continue }
+      let namespace = ingress.metadata?.namespace ?? "default"
+      for rule in ingress.spec?.rules ?? [] where rule.host == nil || rule.host == host {
+        for candidate in rule.http?.paths ?? [] {
+          let prefix = candidate.path ?? "/"
+          let matches =
+            candidate.pathType == "Exact"
+            ? path == prefix : (prefix == "/" || path == prefix || path.hasPrefix(prefix + "/"))
+          if matches, let name = candidate.backend?.service?.name, prefix.count > (best?.length ?? -1) {
+            best = ("\(namespace)/\(name)", prefix.count)
+          }
+        }
+      }
+    }
+    return best?.service
+  }
+
   func run() throws {
     do {
       let database = db ?? labRecording.map { "\($0)/fathom.sqlite" } ?? "fathom.sqlite"
       guard labRecording != nil || FileManager.default.fileExists(atPath: database) else {
-        throw ValidationError("no store at \(database): give --lab-recording DIR, or --db FILE written by fathom analyze")
+        throw ValidationError(
+          "no store at \(database): give --lab-recording DIR, or --db FILE written by fathom analyze")
       }
       if let labRecording, !FileManager.default.fileExists(atPath: database) {
         var options = Analyzer.Options()
@@ -38,8 +75,15 @@ struct DiagnoseCommand: ParsableCommand {
         .split(separator: "\n").compactMap {
           (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
         }
+      var target = service ?? to ?? ""
+      if let ingress {
+        guard let backend = Self.ingressBackend(ingress, objects: objectList) else {
+          throw ValidationError("no Ingress rule matches \(ingress) in the objects")
+        }
+        target = backend
+      }
       var input = DiagnosisInput(
-        store: try SQLiteStore(path: database), objects: objectList, samples: sampleLines, service: service)
+        store: try SQLiteStore(path: database), objects: objectList, samples: sampleLines, service: target)
       if let config {
         input.thresholds = try JSONDecoder().decode(
           Thresholds.self, from: Data(contentsOf: URL(fileURLWithPath: config)))

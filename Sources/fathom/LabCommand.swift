@@ -10,7 +10,8 @@ struct LabCommand: ParsableCommand {
     abstract: "A Kubernetes data plane from network namespaces: kube-proxy rules, DNS, ingress, demo services, faults.",
     subcommands: [
       LabUp.self, LabDown.self, LabStatus.self, LabObjects.self, LabExec.self, LabLoadCommand.self, LabRecord.self,
-      LabFault.self, LabHeal.self, LabFaults.self, LabTopology.self, LabScenario.self, LabController.self, LabServe.self,
+      LabFault.self, LabHeal.self, LabFaults.self, LabTopology.self, LabScenario.self, LabController.self,
+      LabServe.self,
       LabLoadWorker.self, LabDNSDelay.self,
     ])
 }
@@ -232,17 +233,21 @@ struct LabDNSDelay: ParsableCommand {
 /// `fathom lab scenario`: the runbook's score on the fault catalog.
 struct LabScenario: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "scenario", abstract: "Run fault scenarios and score the diagnoses.", subcommands: [LabScenarioRun.self, LabScenarioList.self])
+    commandName: "scenario", abstract: "Run fault scenarios and score the diagnoses.",
+    subcommands: [LabScenarioRun.self, LabScenarioList.self])
 }
 
 struct LabScenarioList: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "The scenarios and their expectations.")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "The scenarios and their expectations.")
   @Option(help: "Scenario directory.") var dir = "scenarios"
   func run() throws {
     try labStep {
       for scenario in try Scenario.load(directory: dir) {
         let expected = scenario.expect.map { "\($0.step): \($0.component) \($0.kind ?? "")" } ?? "healthy"
-        print("\(scenario.name.padding(toLength: 24, withPad: " ", startingAt: 0)) fault \(scenario.fault.padding(toLength: 22, withPad: " ", startingAt: 0)) → \(expected)")
+        print(
+          "\(scenario.name.padding(toLength: 24, withPad: " ", startingAt: 0)) fault \(scenario.fault.padding(toLength: 22, withPad: " ", startingAt: 0)) → \(expected)"
+        )
       }
     }
   }
@@ -277,7 +282,8 @@ struct LabScenarioRun: ParsableCommand {
       }
       if format == "json" {
         let rows = outcomes.map {
-          ["scenario": $0.scenario, "expected": $0.expected, "got": $0.got, "rank": $0.rank, "seconds": $0.seconds] as [String: Any]
+          ["scenario": $0.scenario, "expected": $0.expected, "got": $0.got, "rank": $0.rank, "seconds": $0.seconds]
+            as [String: Any]
         }
         let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))

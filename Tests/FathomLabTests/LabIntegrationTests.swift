@@ -236,7 +236,8 @@ struct LabIntegrationTests {
     var perPath: [String: Int] = [:]
     for line in truth {
       guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-        record["status"] as? Int == 200, let id = record["x_request_id"] as? String, let path = record["path"] as? String,
+        record["status"] as? Int == 200, let id = record["x_request_id"] as? String,
+        let path = record["path"] as? String,
         perPath[path, default: 0] < 12
       else { continue }
       perPath[path, default: 0] += 1
@@ -249,7 +250,11 @@ struct LabIntegrationTests {
       if path == "ingress-hostnetwork" { expected.insert("ingress-edge-", at: 0) }
       var position = 0
       for server in servers where position < expected.count && server.hasPrefix(expected[position]) { position += 1 }
-      if position == expected.count { complete += 1 } else if missing.count < 5 { missing.append("\(path) \(id): \(servers)") }
+      if position == expected.count {
+        complete += 1
+      } else if missing.count < 5 {
+        missing.append("\(path) \(id): \(servers)")
+      }
     }
     #expect(perPath.count == 5, "paths traced: \(perPath)")
     #expect(traced >= 30 && complete * 100 >= traced * 99, "\(complete)/\(traced) traces complete; \(missing)")
@@ -265,7 +270,8 @@ struct LabIntegrationTests {
         (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
       }
       let input = DiagnosisInput(
-        store: try SQLiteStore(path: options.database), objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
+        store: try SQLiteStore(path: options.database),
+        objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
         samples: samples, service: "shop/frontend")
       return try Runbook(input: input).diagnose()
     }

@@ -111,7 +111,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     // RED of one Service over a time range, from the rollups.
     let red = try #require(try store.red(namespace: "shop", name: "checkout", fromMicros: 0, toMicros: 10_000_000))
     #expect(red.requests == 99 && red.serverErrors == 1 && red.pods == ["checkout-a": 99])
-    #expect(try store.red(namespace: "shop", name: "checkout", fromMicros: 10_000_000, toMicros: 20_000_000)?.requests ?? 0 == 0)
+    #expect(
+      try store.red(namespace: "shop", name: "checkout", fromMicros: 10_000_000, toMicros: 20_000_000)?.requests ?? 0
+        == 0)
     #expect(try store.red(namespace: "shop", name: "nothing", fromMicros: 0, toMicros: 10_000_000) == nil)
     // SmartEncoding: the records hold ids, the names live once in the dictionary.
     if let sqlite = store as? SQLiteStore {
