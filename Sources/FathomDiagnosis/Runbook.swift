@@ -85,6 +85,9 @@ public struct Runbook {
 
   func rows(_ sql: String) throws -> [[String]] { try input.store.query(sql).rows }
 
+  /// A string as an SQL literal (names come from the command line and the captures).
+  func sql(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+
   /// RED at the server pods (`s`) per Service and pod, from the 1-minute rollups.
   func redByPod() throws -> [String: [String: PodRED]] {
     var result: [String: [String: PodRED]] = [:]
@@ -155,7 +158,7 @@ public struct Runbook {
     for row in try rows(
       """
       SELECT f.close_type, COUNT(*) FROM flows f JOIN resources ss ON ss.id = f.server_service
-      WHERE ss.namespace = '\(parts[0])' AND ss.name = '\(parts[1])' AND f.server_kind IN ('service', 'node_port')
+      WHERE ss.namespace = \(sql(parts[0])) AND ss.name = \(sql(parts[1])) AND f.server_kind IN ('service', 'node_port')
         AND f.observation_point IN ('c', 'c-nd') GROUP BY f.close_type
       """) where row.count == 2
     {
@@ -384,7 +387,7 @@ public struct Runbook {
     }
     for name in names {
       let lookups = try rows(
-        "SELECT code, status, duration_us FROM requests WHERE protocol = 'dns' AND observation_point = 'c' AND domain = '\(name)'"
+        "SELECT code, status, duration_us FROM requests WHERE protocol = 'dns' AND observation_point = 'c' AND domain = \(sql(name))"
       )
       let answered = lookups.filter { $0[0] == "0" }.count
       let nxdomain = lookups.filter { $0[0] == "3" }.count
@@ -450,7 +453,7 @@ public struct Runbook {
           try rows(
             """
             SELECT COUNT(*) FROM flows f JOIN resources ss ON ss.id = f.server_service
-            WHERE ss.namespace || '/' || ss.name = '\(service)' AND f.server_kind = 'pod' AND f.observation_point = 's'
+            WHERE ss.namespace || '/' || ss.name = \(sql(service)) AND f.server_kind = 'pod' AND f.observation_point = 's'
               AND f.close_type IN ('server_reset', 'server_establish_reset')
             """
           ).first?.first ?? "0") ?? 0
@@ -514,7 +517,7 @@ public struct Runbook {
           SELECT n.name, SUM(f.close_type IN ('client_syn_repeat', 'timeout', 'server_reset', 'icmp_unreachable')
               OR (f.close_type = 'in_progress' AND f.syn_retransmissions > 0)), COUNT(*)
           FROM flows f JOIN resources n ON n.id = f.capture_node JOIN resources ss ON ss.id = f.server_service
-          WHERE ss.namespace || '/' || ss.name = '\(service)' AND f.server_kind = 'service' AND f.observation_point = 'c'
+          WHERE ss.namespace || '/' || ss.name = \(sql(service)) AND f.server_kind = 'service' AND f.observation_point = 'c'
           GROUP BY n.name
           """) where row.count == 3
         {
