@@ -11,6 +11,8 @@ struct TraceCommand: ParsableCommand {
   @Option(help: "W3C trace id of the request.") var traceId: String?
   @Option(help: "Row id of one stored request (`fathom traces` lists them).") var request: Int64?
   @Option(help: "SQLite store.") var db = "fathom.sqlite"
+  @Option(help: "Read from ClickHouse at this HTTP URL instead.") var clickhouse: String?
+  @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
   @Option(help: "text or json.") var format = "text"
 
   func validate() throws {
@@ -21,11 +23,19 @@ struct TraceCommand: ParsableCommand {
   }
 
   func run() throws {
-    guard FileManager.default.fileExists(atPath: db) else {
-      FileHandle.standardError.write(Data("fathom trace: no store at \(db) (fathom analyze writes one)\n".utf8))
-      throw ExitCode.failure
+    let source: TraceSource
+    if let clickhouse {
+      var target = ClickHouseStore.Target(url: clickhouse)
+      target.database = clickhouseDatabase
+      source = try ClickHouseStore(target)
+    } else {
+      guard FileManager.default.fileExists(atPath: db) else {
+        FileHandle.standardError.write(Data("fathom trace: no store at \(db) (fathom analyze writes one)\n".utf8))
+        throw ExitCode.failure
+      }
+      source = try SQLiteStore(path: db)
     }
-    let assembler = TraceAssembler(source: try SQLiteStore(path: db))
+    let assembler = TraceAssembler(source: source)
     let trace: Trace?
     if let xRequestId {
       trace = try assembler.assemble(xRequestID: xRequestId)

@@ -190,6 +190,53 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(try store.summary().requests == 100)
   }
 
+  /// The same request at the client's and the server's interface, linked by sequence number and
+  /// X-Request-ID, reads back the same from every store (what trace assembly relies on).
+  @Test(arguments: StoreKind.available) func traceLookupsAgreeAcrossStores(_ kind: StoreKind) throws {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("trace")
+    }
+    let store = try kind.make("trace", directory: directory)
+    guard let source = store as? TraceSource else {
+      Issue.record("\(kind) is not a trace source")
+      return
+    }
+    let resources = [
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "web", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 10),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "web-a", labels: [:], detail: "node-1", workload: "",
+        validFromMicros: 0, validToMicros: 10),
+    ]
+    let ids = try store.register(resources)
+    guard case .read(let sourceID, _) = try store.beginSource(path: "trace.pcap", size: 1, modified: 1) else { return }
+    var records: [TaggedRequest] = []
+    for (point, start, status) in [
+      (ObservationPoint.client, Int64(5_000), RequestStatus.serverError), (.server, 5_100, .serverError),
+    ] {
+      var tagged = request(status, micros: 900, point: point, service: 1, pod: 2)
+      tagged.request.startMicros = start
+      tagged.request.requestTCPSequence = 4242
+      tagged.request.requestID = "xid-1"
+      tagged.request.code = 503
+      records.append(tagged)
+    }
+    try store.write(requests: records, source: sourceID, ids: ids)
+    try store.finishSource(sourceID)
+    let byID = try source.requests(xRequestID: "xid-1")
+    #expect(byID.count == 2)
+    #expect(Set(byID.map(\.observationPoint)) == ["c", "s"])
+    #expect(byID.allSatisfy { $0.serverService == "shop/web" && $0.serverPod == "shop/web-a" && $0.code == 503 })
+    #expect(try source.requests(requestSequence: 4242, from: 4_000, to: 6_000).count == 2)
+    let one = try #require(byID.first)
+    #expect(try source.request(id: one.id)?.startMicros == one.startMicros)
+    #expect(
+      try source.candidates(service: "shop/web", onlyErrors: true, slowerThanMicros: nil, since: 0, limit: 5).count == 1
+    )
+  }
+
   @Test func histogramQuantilesAreWithinTheBucketPrecision() {
     var histogram = LatencyHistogram()
     var values: [Int64] = []
