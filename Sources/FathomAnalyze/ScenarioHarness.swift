@@ -17,7 +17,9 @@ public struct Scenario: Codable, Sendable {
   /// A fault of the lab's catalog, or `none` for a healthy run.
   public var fault: String
   public var target: String?
-  public var service: String
+  /// The Service users complain about; or `ingress` (HOST/PATH): the matching rule's backend.
+  public var service: String?
+  public var ingress: String?
   /// Absent: a healthy run (no finding, no failed step).
   public var expect: Expectation?
 
@@ -78,10 +80,16 @@ public struct ScenarioHarness {
     _ = try Analyzer(options: options).run { _ in }
     let samples = ((try? String(contentsOfFile: "\(directory)/samples.jsonl", encoding: .utf8)) ?? "")
       .split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+    let objects = try KubeDecoder.decode(file: "\(directory)/objects.json")
+    var service = scenario.service ?? ""
+    if let ingress = scenario.ingress {
+      guard let backend = Runbook.ingressBackend(ingress, objects: objects) else {
+        throw LabError.topology("\(scenario.name): no Ingress rule matches \(ingress)")
+      }
+      service = backend
+    }
     let input = DiagnosisInput(
-      store: try SQLiteStore(path: options.database),
-      objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
-      samples: samples, service: scenario.service)
+      store: try SQLiteStore(path: options.database), objects: objects, samples: samples, service: service)
     let diagnosis = try Runbook(input: input).diagnose()
     let seconds = Date().timeIntervalSince(started)
     try diagnosis.text.write(toFile: "\(directory)/diagnosis.txt", atomically: true, encoding: .utf8)
@@ -116,9 +124,9 @@ public struct ScenarioHarness {
       text.count >= width
         ? String(text.prefix(width - 1)) + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
     }
-    var text = pad("scenario", 24) + pad("expected", 44) + pad("top verdict", 56) + "rank  time\n"
+    var text = pad("scenario", 40) + pad("expected", 44) + pad("top verdict", 56) + "rank  time\n"
     for outcome in outcomes {
-      text += pad(outcome.scenario, 24) + pad(outcome.expected, 44) + pad(outcome.got, 56)
+      text += pad(outcome.scenario, 40) + pad(outcome.expected, 44) + pad(outcome.got, 56)
       text += pad(outcome.rank == 0 ? "-" : String(outcome.rank), 6) + String(format: "%.2f s\n", outcome.seconds)
     }
     let first = outcomes.filter { $0.rank == 1 }.count

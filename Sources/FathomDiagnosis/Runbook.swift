@@ -73,6 +73,31 @@ public struct Runbook {
 
   public init(input: DiagnosisInput) { self.input = input }
 
+  /// The Service an `--ingress HOST/PATH` reaches: the matching rule's backend (host, then the
+  /// longest matching path).
+  public static func ingressBackend(_ target: String, objects: [KubeObject]) -> String? {
+    let slash = target.firstIndex(of: "/") ?? target.endIndex
+    let host = String(target[..<slash])
+    let path = slash == target.endIndex ? "/" : String(target[slash...])
+    var best: (service: String, length: Int)?
+    for object in objects {
+      guard case .ingress(let ingress) = object else { continue }
+      let namespace = ingress.metadata?.namespace ?? "default"
+      for rule in ingress.spec?.rules ?? [] where rule.host == nil || rule.host == host {
+        for candidate in rule.http?.paths ?? [] {
+          let prefix = candidate.path ?? "/"
+          let matches =
+            candidate.pathType == "Exact"
+            ? path == prefix : (prefix == "/" || path == prefix || path.hasPrefix(prefix + "/"))
+          if matches, let name = candidate.backend?.service?.name, prefix.count > (best?.length ?? -1) {
+            best = ("\(namespace)/\(name)", prefix.count)
+          }
+        }
+      }
+    }
+    return best?.service
+  }
+
   // MARK: Facts gathered from the store and objects
 
   struct PodRED {

@@ -30,31 +30,6 @@ struct DiagnoseCommand: ParsableCommand {
     guard ["text", "json"].contains(format) else { throw ValidationError("--format is text or json") }
   }
 
-  /// The Service an `--ingress HOST/PATH` reaches: the matching rule's backend (host, then the
-  /// longest matching path).
-  static func ingressBackend(_ target: String, objects: [KubeObject]) -> String? {
-    let slash = target.firstIndex(of: "/") ?? target.endIndex
-    let host = String(target[..<slash])
-    let path = slash == target.endIndex ? "/" : String(target[slash...])
-    var best: (service: String, length: Int)?
-    for object in objects {
-      guard case .ingress(let ingress) = object else { continue }
-      let namespace = ingress.metadata?.namespace ?? "default"
-      for rule in ingress.spec?.rules ?? [] where rule.host == nil || rule.host == host {
-        for candidate in rule.http?.paths ?? [] {
-          let prefix = candidate.path ?? "/"
-          let matches =
-            candidate.pathType == "Exact"
-            ? path == prefix : (prefix == "/" || path == prefix || path.hasPrefix(prefix + "/"))
-          if matches, let name = candidate.backend?.service?.name, prefix.count > (best?.length ?? -1) {
-            best = ("\(namespace)/\(name)", prefix.count)
-          }
-        }
-      }
-    }
-    return best?.service
-  }
-
   func run() throws {
     do {
       let database = db ?? labRecording.map { "\($0)/fathom.sqlite" } ?? "fathom.sqlite"
@@ -77,7 +52,7 @@ struct DiagnoseCommand: ParsableCommand {
         }
       var target = service ?? to ?? ""
       if let ingress {
-        guard let backend = Self.ingressBackend(ingress, objects: objectList) else {
+        guard let backend = Runbook.ingressBackend(ingress, objects: objectList) else {
           throw ValidationError("no Ingress rule matches \(ingress) in the objects")
         }
         target = backend
