@@ -73,23 +73,14 @@ public struct ScenarioHarness {
     try LabRecorder(store: store).record(duration: recordSeconds, output: directory, runLoad: true, rate: nil) { _ in }
     if scenario.fault != "none" { _ = try injector.heal(scenario.fault) }
 
-    var options = Analyzer.Options()
-    options.labRecording = directory
-    options.database = "\(directory)/fathom.sqlite"
     let started = Date()
-    _ = try Analyzer(options: options).run { _ in }
-    let samples = ((try? String(contentsOfFile: "\(directory)/samples.jsonl", encoding: .utf8)) ?? "")
-      .split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
-    let objects = try KubeDecoder.decode(file: "\(directory)/objects.json")
-    var service = scenario.service ?? ""
+    var input = try RecordingDiagnosis.input(recording: directory, service: scenario.service ?? "")
     if let ingress = scenario.ingress {
-      guard let backend = Runbook.ingressBackend(ingress, objects: objects) else {
+      guard let backend = Runbook.ingressBackend(ingress, objects: input.objects) else {
         throw LabError.topology("\(scenario.name): no Ingress rule matches \(ingress)")
       }
-      service = backend
+      input.service = backend
     }
-    let input = DiagnosisInput(
-      store: try SQLiteStore(path: options.database), objects: objects, samples: samples, service: service)
     let diagnosis = try Runbook(input: input).diagnose()
     let seconds = Date().timeIntervalSince(started)
     try diagnosis.text.write(toFile: "\(directory)/diagnosis.txt", atomically: true, encoding: .utf8)

@@ -202,18 +202,9 @@ public final class KubeAPISource: @unchecked Sendable {
   }
 
   func fetch(_ request: URLRequest) throws -> (Data, Int) {
-    final class Box: @unchecked Sendable {
-      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    session.dataTask(with: request) { data, response, error in
-      box.result = (data, response, error)
-      done.signal()
-    }.resume()
-    done.wait()
-    if let error = box.result.2 { throw error }
-    return (box.result.0 ?? Data(), (box.result.1 as? HTTPURLResponse)?.statusCode ?? 0)
+    let (data, response, error) = BlockingHTTP.send(request, session: session)
+    if let error { throw error }
+    return (data ?? Data(), (response as? HTTPURLResponse)?.statusCode ?? 0)
   }
 
   enum WatchOutcome {
@@ -259,6 +250,23 @@ public final class KubeAPISource: @unchecked Sendable {
     }
     if let error = stream.error { throw error }
     return .ended(latest)
+  }
+}
+
+/// One URLSession request, waited for: the API source and the ClickHouse store are synchronous.
+public enum BlockingHTTP {
+  public static func send(_ request: URLRequest, session: URLSession) -> (Data?, URLResponse?, Error?) {
+    final class Box: @unchecked Sendable {
+      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
+    }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    session.dataTask(with: request) { data, response, error in
+      box.result = (data, response, error)
+      done.signal()
+    }.resume()
+    done.wait()
+    return box.result
   }
 }
 

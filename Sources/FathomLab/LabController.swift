@@ -15,7 +15,6 @@ public final class LabController {
   let cgroups = Cgroups()
   var children: [pid_t: String] = [:]
   var lastSample = 0.0
-  var previousCPU: [String: Int] = [:]
 
   public init(store: LabStore) { self.store = store }
 

@@ -9,7 +9,6 @@ public enum LabNetwork {
   static let fabricBridge = "br-fabric"
 
   public static func build(_ plan: LabPlan) throws {
-    let network = plan.topology.cluster.nodeNetwork
     try addNamespace(LabPlan.fabricNamespace)
     try Shell.run(["ip", "-n", LabPlan.fabricNamespace, "link", "add", fabricBridge, "type", "bridge"])
     try Shell.run(["ip", "-n", LabPlan.fabricNamespace, "link", "set", fabricBridge, "up"])
@@ -35,7 +34,6 @@ public enum LabNetwork {
     try resolvConf(LabPlan.clientNamespace, nameservers: [plan.externalDNSIP], search: [], ndots: nil)
     try addNamespace(LabPlan.externalDNSNamespace)
     try uplink(namespace: LabPlan.externalDNSNamespace, fabricPort: "fl-extdns0", address: "\(plan.externalDNSIP)/24")
-    _ = network
 
     for pod in plan.pods where !pod.hostNetwork {
       try addPod(pod, plan: plan)

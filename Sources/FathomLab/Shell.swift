@@ -182,7 +182,7 @@ func rfc3339(_ time: Double, fraction: Bool = false) -> String {
 }
 
 /// Parses `rfc3339` output (and plain epoch seconds).
-func parseTime(_ text: String) -> Double? {
+public func parseTime(_ text: String) -> Double? {
   if let seconds = Double(text) { return seconds }
   let formatter = ISO8601DateFormatter()
   formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]

@@ -154,7 +154,7 @@ public final class ClickHouseStore: RecordStore {
           continue
         }
       } else {
-        let (data, response, error) = Self.send(request, session: session)
+        let (data, response, error) = BlockingHTTP.send(request, session: session)
         if let error {
           lastError = "\(error.localizedDescription)"
           continue
@@ -168,20 +168,6 @@ public final class ClickHouseStore: RecordStore {
       if (400..<500).contains(status) || text.contains("Code: ") && !text.contains("TOO_MANY") { break }
     }
     throw Failure(message: "clickhouse \(base): \(lastError) (\(sql.prefix(120)))")
-  }
-
-  static func send(_ request: URLRequest, session: URLSession) -> (Data?, URLResponse?, Error?) {
-    final class Box: @unchecked Sendable {
-      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    session.dataTask(with: request) { data, response, error in
-      box.result = (data, response, error)
-      done.signal()
-    }.resume()
-    done.wait()
-    return box.result
   }
 
   // MARK: Schema

@@ -95,17 +95,17 @@ public struct TraceAssembler {
     var hops = Self.spanSets(Array(all.values)).map { Hop(spans: $0, link: link) }
 
     // Calls without IDs made while serving a hop (Redis): children by timing.
-    var extra: [Hop] = []
+    var calls: [StoredRequest] = []
     for hop in hops where !hop.server.serverPod.isEmpty {
       let serverSide = hop.server
       for call in try source.requests(
         clientIP: serverSide.serverIP, protocolName: "redis", from: serverSide.startMicros, to: serverSide.endMicros)
       where all[call.id] == nil {
         all[call.id] = call
-        extra.append(Hop(spans: [call], link: "timing"))
+        calls.append(call)
       }
     }
-    for set in Self.spanSets(extra.flatMap(\.spans)) { hops.append(Hop(spans: set, link: "timing")) }
+    for set in Self.spanSets(calls) { hops.append(Hop(spans: set, link: "timing")) }
     hops.sort { $0.start < $1.start }
 
     // Parent of each hop: the latest-starting hop whose server is this hop's client and that
@@ -135,7 +135,7 @@ public struct TraceAssembler {
       var parent = parentSpan
       var level = depth
       for (position, request) in hops[index].spans.enumerated() {
-        let linkKind = position == 0 ? (parentSpan == nil ? hops[index].link : hops[index].link) : "seq"
+        let linkKind = position == 0 ? hops[index].link : "seq"
         spans.append(
           Span(id: spans.count, parent: parent, kind: .network, request: request, depth: level, link: linkKind))
         parent = spans.count - 1

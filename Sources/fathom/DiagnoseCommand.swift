@@ -32,24 +32,16 @@ struct DiagnoseCommand: ParsableCommand {
 
   func run() throws {
     do {
-      let database = db ?? labRecording.map { "\($0)/fathom.sqlite" } ?? "fathom.sqlite"
+      let database = db ?? labRecording.map(RecordingDiagnosis.database(of:)) ?? "fathom.sqlite"
       guard labRecording != nil || FileManager.default.fileExists(atPath: database) else {
         throw ValidationError(
           "no store at \(database): give --lab-recording DIR, or --db FILE written by fathom analyze")
       }
-      if let labRecording, !FileManager.default.fileExists(atPath: database) {
-        var options = Analyzer.Options()
-        options.labRecording = labRecording
-        options.database = database
-        _ = try Analyzer(options: options).run { _ in }
-      }
+      if let labRecording { try RecordingDiagnosis.analyzeIfNeeded(recording: labRecording, database: database) }
       let objectsPath = objects ?? labRecording.map { "\($0)/objects.json" }
       let samplesPath = samples ?? labRecording.map { "\($0)/samples.jsonl" }
       let objectList = try objectsPath.map { try KubeDecoder.decode(file: $0) } ?? []
-      let sampleLines = (samplesPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "")
-        .split(separator: "\n").compactMap {
-          (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        }
+      let sampleLines = RecordingDiagnosis.samples(at: samplesPath)
       var target = service ?? to ?? ""
       if let ingress {
         guard let backend = Runbook.ingressBackend(ingress, objects: objectList) else {

@@ -75,7 +75,7 @@ struct LabObjects: ParsableCommand {
     try labStep {
       var time: Double?
       if let at {
-        guard let parsed = parseRFC3339(at) else { throw LabError.command("--at: cannot read \(at)") }
+        guard let parsed = parseTime(at) else { throw LabError.command("--at: cannot read \(at)") }
         time = parsed
       }
       let list = try KubeObjects.list(eventsPath: events ?? LabStore().eventsPath, at: time)
@@ -83,15 +83,6 @@ struct LabObjects: ParsableCommand {
         withJSONObject: list, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
       print(String(decoding: data, as: UTF8.self))
     }
-  }
-
-  func parseRFC3339(_ text: String) -> Double? {
-    if let seconds = Double(text) { return seconds }
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
-    formatter.formatOptions = [.withInternetDateTime]
-    return formatter.date(from: text)?.timeIntervalSince1970
   }
 }
 

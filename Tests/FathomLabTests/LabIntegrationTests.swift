@@ -265,18 +265,7 @@ struct LabIntegrationTests {
     // The runbook: nothing on a healthy recording; the right component first under a
     // representative subset of the faults (make scenarios runs them all).
     func diagnose(_ directory: String) throws -> Diagnosis {
-      var options = Analyzer.Options()
-      options.labRecording = directory
-      options.database = "\(directory)/fathom.sqlite"
-      _ = try Analyzer(options: options).run { _ in }
-      let samples = (Files.read("\(directory)/samples.jsonl") ?? "").split(separator: "\n").compactMap {
-        (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-      }
-      let input = DiagnosisInput(
-        store: try SQLiteStore(path: options.database),
-        objects: try KubeDecoder.decode(file: "\(directory)/objects.json"),
-        samples: samples, service: "shop/frontend")
-      return try Runbook(input: input).diagnose()
+      try Runbook(input: try RecordingDiagnosis.input(recording: directory, service: "shop/frontend")).diagnose()
     }
     let healthy = try diagnose(recording)
     #expect(healthy.verdict.isEmpty && !healthy.steps.contains { $0.status == .failed }, "healthy: \(healthy.text)")
@@ -298,14 +287,16 @@ struct LabIntegrationTests {
         "pod-errors": "shop/checkout", "svc-no-endpoints": "shop/checkout", "dns-nxdomain": "shop/frontend",
         "ingress-wrong-backend": "kube-system/ingress",
       ][fault]!
-      let failedID = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap { line -> String? in
+      let failedID = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
+        line -> String? in
         guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
           (record["status"] as? Int ?? 0) >= 500
         else { return nil }
         return record["x_request_id"] as? String
       }.first
       if let failedID {
-        let trace = try TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite")).assemble(xRequestID: failedID)
+        let trace = try TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite")).assemble(
+          xRequestID: failedID)
         let point = trace?.breakPoint.map { trace!.spans[$0.span].request }
         let place = [point?.serverPod ?? "", point?.serverService ?? ""]
         #expect(place.contains { $0.hasPrefix(breakAt) }, "\(fault): break point at \(place), expected \(breakAt)")

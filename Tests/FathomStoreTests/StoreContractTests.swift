@@ -47,7 +47,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
       var request = URLRequest(url: URL(string: server)!)
       request.httpMethod = "POST"
       request.httpBody = Data("DROP DATABASE IF EXISTS \(database(name))".utf8)
-      _ = ClickHouseStore.send(request, session: URLSession.shared)
+      _ = BlockingHTTP.send(request, session: URLSession.shared)
     }
   }
 }
