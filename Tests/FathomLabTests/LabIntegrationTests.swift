@@ -287,22 +287,24 @@ struct LabIntegrationTests {
         "pod-errors": "shop/checkout", "svc-no-endpoints": "shop/checkout", "dns-nxdomain": "shop/frontend",
         "ingress-wrong-backend": "kube-system/ingress",
       ][fault]!
-      let failedID = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
+      // A request cut by the recording's start or end can miss its deeper spans, so a majority of
+      // up to five failed requests must break there.
+      let failedIDs = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
         line -> String? in
         guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
           (record["status"] as? Int ?? 0) >= 500
         else { return nil }
         return record["x_request_id"] as? String
-      }.first
-      if let failedID {
-        let trace = try TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite")).assemble(
-          xRequestID: failedID)
+      }.prefix(5)
+      let assembler = TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite"))
+      var places: [[String]] = []
+      for id in failedIDs {
+        let trace = try assembler.assemble(xRequestID: id)
         let point = trace?.breakPoint.map { trace!.spans[$0.span].request }
-        let place = [point?.serverPod ?? "", point?.serverService ?? ""]
-        #expect(place.contains { $0.hasPrefix(breakAt) }, "\(fault): break point at \(place), expected \(breakAt)")
-      } else {
-        Issue.record("\(fault): no failed request in the load truth")
+        places.append([point?.serverPod ?? "", point?.serverService ?? ""])
       }
+      let right = places.filter { $0.contains { $0.hasPrefix(breakAt) } }.count
+      #expect(!places.isEmpty && right * 2 > places.count, "\(fault): break points \(places), expected \(breakAt)")
       #expect(try waitUntilAllReady(25))
     }
 
