@@ -3,6 +3,7 @@ import FathomKube
 import FathomLab
 import FathomStore
 import Foundation
+import Synchronization
 import Yams
 
 /// A fault scenario with its expected diagnosis, written before the run (scenarios/*.yaml).
@@ -20,6 +21,8 @@ public struct Scenario: Codable, Sendable {
   /// The Service users complain about; or `ingress` (HOST/PATH): the matching rule's backend.
   public var service: String?
   public var ingress: String?
+  /// The access path the load takes (a load target's `path` of the topology); absent: all.
+  public var path: String?
   /// Absent: a healthy run (no finding, no failed step).
   public var expect: Expectation?
 
@@ -51,30 +54,55 @@ public struct ScenarioHarness {
 
   let store: LabStore
   let workDirectory: String
+  /// The diagnosed window: this long under the fault, after it had `settleSeconds` to show
+  /// (past the demo services' resolver cache and the first retries).
   public var recordSeconds: Double = 8
+  /// The healthy baseline recorded before the fault.
+  public var baselineSeconds: Double = 5
+  public var settleSeconds: Double = 3
 
   public init(store: LabStore, workDirectory: String) {
     self.store = store
     self.workDirectory = workDirectory
   }
 
+  /// One continuous recording under load: the healthy baseline, the fault applied, the settle
+  /// time, the window. The diagnosis gets the window and the baseline as an operator states them
+  /// ("fine until the fault, failing for the last N seconds"); the harness knows them by
+  /// construction, not from the diagnosis.
   public func run(_ scenario: Scenario, progress: (String) -> Void) throws -> Outcome {
     let injector = FaultInjector(store: store)
     _ = try injector.heal(nil)
     try waitUntilReady(seconds: 30)
-    if scenario.fault != "none" {
-      _ = try injector.apply(scenario.fault, target: scenario.target)
-      // Past the demo services' resolver cache and the first retries.
-      Thread.sleep(forTimeInterval: 3)
-    }
     let directory = "\(workDirectory)/\(scenario.name)"
     try? FileManager.default.removeItem(atPath: directory)
-    progress("\(scenario.name): recording \(Int(recordSeconds)) s")
-    try LabRecorder(store: store).record(duration: recordSeconds, output: directory, runLoad: true, rate: nil) { _ in }
-    if scenario.fault != "none" { _ = try injector.heal(scenario.fault) }
+    let total = baselineSeconds + settleSeconds + recordSeconds
+    progress(
+      "\(scenario.name): recording \(Int(total)) s on \(scenario.path ?? "every path") (baseline \(Int(baselineSeconds)) s, then \(scenario.fault))"
+    )
+    @Sendable func now() -> Double { Date().timeIntervalSince1970 }
+    let faultTime = Mutex<Double?>(nil)
+    let started = now()
+    let fault = scenario.fault
+    let target = scenario.target
+    let apply = LabRecorder.TimedAction(after: baselineSeconds) { [store] in
+      faultTime.withLock { $0 = now() }
+      if fault != "none" { _ = try FaultInjector(store: store).apply(fault, target: target) }
+    }
+    defer { if fault != "none" { _ = try? injector.heal(fault) } }
+    try LabRecorder(store: store).record(
+      duration: total, output: directory, runLoad: true, rate: nil, paths: scenario.path.map { [$0] }, during: apply
+    ) { _ in }
+    let ended = now()
+    if fault != "none" { _ = try injector.heal(fault) }
 
-    let started = Date()
-    var input = try RecordingDiagnosis.input(recording: directory, service: scenario.service ?? "")
+    let faultMicros = Int64((faultTime.withLock { $0 } ?? started + baselineSeconds) * 1e6)
+    let baseline = Int64((started + 0.5) * 1e6)...(faultMicros - 1)
+    let windowStart = faultMicros + Int64(settleSeconds * 1e6)
+    let clock = Date()
+    var input = try RecordingDiagnosis.input(
+      recording: directory, service: scenario.service ?? "", window: windowStart...Int64(ended * 1e6),
+      baseline: baseline)
     if let ingress = scenario.ingress {
       guard let backend = Runbook.ingressBackend(ingress, objects: input.objects) else {
         throw LabError.topology("\(scenario.name): no Ingress rule matches \(ingress)")
@@ -82,7 +110,7 @@ public struct ScenarioHarness {
       input.service = backend
     }
     let diagnosis = try Runbook(input: input).diagnose()
-    let seconds = Date().timeIntervalSince(started)
+    let seconds = Date().timeIntervalSince(clock)
     try diagnosis.text.write(toFile: "\(directory)/diagnosis.txt", atomically: true, encoding: .utf8)
 
     let top = diagnosis.verdict.first.map { "\($0.component) (\($0.kind))" } ?? "no finding"

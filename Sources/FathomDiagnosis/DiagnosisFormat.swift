@@ -3,7 +3,9 @@ import Foundation
 extension Diagnosis {
   /// The checklist in runbook order, then the ranked verdict.
   public var text: String {
-    var text = "diagnosis of \(service)\n\nCHECKLIST\n"
+    var text = "diagnosis of \(service)\n"
+    text += "window   \(window.map(Self.describe) ?? "everything stored")\n"
+    text += "baseline \(baseline.map(Self.describe) ?? "none")\n\nCHECKLIST\n"
     let marks: [StepResult.Status: String] = [
       .ok: "ok     ", .warning: "WARNING", .failed: "FAILED ", .skipped: "skipped",
     ]
@@ -24,9 +26,22 @@ extension Diagnosis {
     return text
   }
 
+  static func describe(_ range: ClosedRange<Int64>) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    func instant(_ micros: Int64) -> String {
+      formatter.string(from: Date(timeIntervalSince1970: Double(micros) / 1e6))
+    }
+    return String(
+      format: "%@ – %@ (%.1f s)", instant(range.lowerBound), instant(range.upperBound),
+      Double(range.upperBound - range.lowerBound) / 1e6)
+  }
+
   public var jsonObject: [String: Any] {
     [
       "service": service, "seconds": seconds,
+      "window": window.map { ["start_us": $0.lowerBound, "end_us": $0.upperBound] } ?? NSNull(),
+      "baseline": baseline.map { ["start_us": $0.lowerBound, "end_us": $0.upperBound] } ?? NSNull(),
       "steps": steps.map { ["step": $0.step, "status": $0.status.rawValue, "evidence": $0.evidence] as [String: Any] },
       "verdict": verdict.map {
         [

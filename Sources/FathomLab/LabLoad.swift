@@ -109,11 +109,24 @@ public struct LabLoad {
     public var total: Int
   }
 
-  /// Starts the workers; returns their pids and truth files.
-  public func start(rate: Double?, duration: Double, directory: String) throws -> [(pid_t, String)] {
+  /// Starts the workers; returns their pids and truth files. `paths` limits the load to those
+  /// access paths (the targets' `path` names); nil: every path.
+  public func start(rate: Double?, duration: Double, directory: String, paths: Set<String>? = nil) throws
+    -> [(pid_t, String)]
+  {
     let state = try store.load()
     let plan = LabPlan(state.topology)
-    let load = state.topology.load
+    var load = state.topology.load
+    if let paths {
+      let known = Set((load.inCluster + load.external).map(\.path))
+      guard paths.isSubset(of: known) else {
+        throw LabError.command(
+          "unknown load path \(paths.subtracting(known).sorted().joined(separator: ", ")); the topology has \(known.sorted().joined(separator: ", "))"
+        )
+      }
+      load.inCluster.removeAll { !paths.contains($0.path) }
+      load.external.removeAll { !paths.contains($0.path) }
+    }
     try Files.makeDirectory(directory)
     var workers: [(pid_t, String)] = []
     let clients = plan.pods.filter {
@@ -147,10 +160,10 @@ public struct LabLoad {
   /// Runs the load for `duration` seconds, calling `progress` with a summary every few seconds,
   /// and appends all truth records to `output`.
   public func run(
-    rate: Double?, duration: Double, output: String, progress: (Summary) -> Void
+    rate: Double?, duration: Double, output: String, paths: Set<String>? = nil, progress: (Summary) -> Void
   ) throws -> Summary {
     let directory = "\(store.root)/load-\(getpid())"
-    let workers = try start(rate: rate, duration: duration, directory: directory)
+    let workers = try start(rate: rate, duration: duration, directory: directory, paths: paths)
     var remaining = Set(workers.map(\.0))
     var lastReport = now()
     while !remaining.isEmpty {

@@ -21,6 +21,11 @@ public struct LabRecorder {
 
   public init(store: LabStore) { self.store = store }
 
+  final class TimedJob: @unchecked Sendable {
+    var error: Error?
+    var done = false
+  }
+
   final class CaptureJob: @unchecked Sendable {
     let capture: LiveCapture
     let path: String
@@ -32,8 +37,20 @@ public struct LabRecorder {
     }
   }
 
+  /// Something done while recording, `after` seconds into it (a fault applied after a healthy
+  /// baseline); its error ends the recording with that error.
+  public struct TimedAction: Sendable {
+    public var after: Double
+    public var action: @Sendable () throws -> Void
+    public init(after: Double, action: @escaping @Sendable () throws -> Void) {
+      self.after = after
+      self.action = action
+    }
+  }
+
   public func record(
-    duration: Double, output: String, runLoad: Bool, rate: Double?, progress: (String) -> Void
+    duration: Double, output: String, runLoad: Bool, rate: Double?, paths: Set<String>? = nil,
+    during timed: TimedAction? = nil, progress: (String) -> Void
   ) throws {
     let state = try store.load()
     let plan = LabPlan(state.topology)
@@ -69,8 +86,20 @@ public struct LabRecorder {
     progress("recording \(plan.nodes.count) nodes for \(Int(duration)) s into \(output)")
     let truthPath = "\(output)/load-truth.jsonl"
     try? FileManager.default.removeItem(atPath: truthPath)
+    let timedJob = timed.map { timed in
+      let job = TimedJob()
+      Thread.detachNewThread {
+        let delay = started + timed.after - now()
+        if delay > 0 { usleep(useconds_t(delay * 1e6)) }
+        do { try timed.action() } catch { job.error = error }
+        job.done = true
+      }
+      return job
+    }
     if runLoad {
-      let summary = try LabLoad(store: store).run(rate: rate, duration: max(0, duration - 1.5), output: truthPath) {
+      let summary = try LabLoad(store: store).run(
+        rate: rate, duration: max(0, duration - 1.5), output: truthPath, paths: paths
+      ) {
         progress(LabLoad.format($0))
       }
       progress(LabLoad.format(summary))
@@ -80,7 +109,8 @@ public struct LabRecorder {
       usleep(100_000)
     }
     let ended = now()
-    if let error = jobs.compactMap(\.error).first { throw error }
+    while let timedJob, !timedJob.done { usleep(10_000) }
+    if let error = jobs.compactMap(\.error).first ?? timedJob?.error { throw error }
 
     let eventLog = Files.read(store.eventsPath) ?? ""
     try Files.write(eventLog, to: "\(output)/objects-events.jsonl")
@@ -115,6 +145,8 @@ public struct LabRecorder {
           "kernel_drops": job.capture.counters.kernelDrops,
         ]
       },
+      "load_paths": runLoad
+        ? (paths?.sorted() ?? (state.topology.load.inCluster + state.topology.load.external).map(\.path)) : [],
       "external_client": plan.clientIP, "external_dns": plan.externalDNSIP,
       "files": [
         "objects_events": "objects-events.jsonl", "objects": "objects.json", "samples": "samples.jsonl",

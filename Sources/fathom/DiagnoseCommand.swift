@@ -5,21 +5,32 @@ import FathomKube
 import FathomStore
 import Foundation
 
-/// `fathom diagnose`: the runbook on a lab recording or a store.
+/// `fathom diagnose`: the runbook on a lab recording, a SQLite store or ClickHouse.
 struct DiagnoseCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "diagnose",
-    abstract: "Walk the runbook for a Service and name the faulty component with evidence.")
+    abstract: "Walk the runbook for a Service and name the faulty component with evidence.",
+    discussion: """
+      The window is the whole store unless --since (counted back from the newest record, as
+      captures are read after the fact) or --start/--end narrow it. The baseline is the period of
+      --baseline just before the window (default: as long as the window; 0s: none).
+      """)
   @Option(help: "NAMESPACE/NAME of the Service whose users complain.") var service: String?
   @Option(help: "HOST/PATH an external user calls: the Ingress rule's backend Service is diagnosed.") var ingress:
     String?
-  @Option(help: "NAMESPACE/WORKLOAD of the calling side (with --to).") var from: String?
+  @Option(help: "NAMESPACE/WORKLOAD of the calling side (with --to): its own lookups and connections only.")
+  var from: String?
   @Option(help: "NAMESPACE/NAME of the Service called (with --from).") var to: String?
   @Option(help: "A `fathom lab record` directory (analysed into --db first if needed).") var labRecording: String?
   @Option(help: "SQLite store (default: fathom.sqlite inside the recording).") var db: String?
-  @Option(help: "Kubernetes objects at the end of the window (default: the recording's objects.json).") var objects:
-    String?
+  @Option(help: "Read from ClickHouse at this HTTP URL instead of SQLite.") var clickhouse: String?
+  @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
+  @Option(help: "Kubernetes objects (default: the recording's, at the window's end).") var objects: String?
   @Option(help: "Resource samples, JSON lines (default: the recording's samples.jsonl).") var samples: String?
+  @Option(help: "Diagnose the last DURATION (30s, 5m, 1h) of what is stored.") var since: String?
+  @Option(help: "Window start (RFC 3339 or epoch seconds).") var start: String?
+  @Option(help: "Window end (RFC 3339 or epoch seconds).") var end: String?
+  @Option(help: "Baseline length before the window (default: the window's length; 0s: none).") var baseline: String?
   @Option(help: "Thresholds (JSON) overriding the defaults of docs/runbook.md.") var config: String?
   @Option(help: "text or json.") var format = "text"
 
@@ -27,21 +38,40 @@ struct DiagnoseCommand: ParsableCommand {
     let targets = [service != nil, ingress != nil, to != nil].filter { $0 }.count
     guard targets == 1 else { throw ValidationError("give one of --service, --ingress HOST/PATH, --from W --to S") }
     guard (from == nil) == (to == nil) else { throw ValidationError("--from and --to go together") }
+    guard since == nil || (start == nil && end == nil) else { throw ValidationError("--since or --start/--end") }
     guard ["text", "json"].contains(format) else { throw ValidationError("--format is text or json") }
+    guard clickhouse == nil || (db == nil && labRecording == nil) else {
+      throw ValidationError("--clickhouse replaces --db and --lab-recording")
+    }
   }
 
   func run() throws {
     do {
-      let database = db ?? labRecording.map(RecordingDiagnosis.database(of:)) ?? "fathom.sqlite"
-      guard labRecording != nil || FileManager.default.fileExists(atPath: database) else {
-        throw ValidationError(
-          "no store at \(database): give --lab-recording DIR, or --db FILE written by fathom analyze")
+      let store: any DiagnosisSource
+      if let clickhouse {
+        var target = ClickHouseStore.Target(url: clickhouse)
+        target.database = clickhouseDatabase
+        store = try ClickHouseStore(target)
+      } else {
+        let database = db ?? labRecording.map(RecordingDiagnosis.database(of:)) ?? "fathom.sqlite"
+        guard labRecording != nil || FileManager.default.fileExists(atPath: database) else {
+          throw ValidationError(
+            "no store at \(database): give --lab-recording DIR, --db FILE written by fathom analyze, or --clickhouse URL"
+          )
+        }
+        if let labRecording { try RecordingDiagnosis.analyzeIfNeeded(recording: labRecording, database: database) }
+        store = try SQLiteStore(path: database)
       }
-      if let labRecording { try RecordingDiagnosis.analyzeIfNeeded(recording: labRecording, database: database) }
-      let objectsPath = objects ?? labRecording.map { "\($0)/objects.json" }
+      let (window, baselineWindow) = try windows(store)
+      let objectList: [KubeObject]
+      if let objects {
+        objectList = try KubeDecoder.decode(file: objects)
+      } else if let labRecording {
+        objectList = try RecordingDiagnosis.objects(recording: labRecording, at: window?.upperBound)
+      } else {
+        objectList = []
+      }
       let samplesPath = samples ?? labRecording.map { "\($0)/samples.jsonl" }
-      let objectList = try objectsPath.map { try KubeDecoder.decode(file: $0) } ?? []
-      let sampleLines = RecordingDiagnosis.samples(at: samplesPath)
       var target = service ?? to ?? ""
       if let ingress {
         guard let backend = Runbook.ingressBackend(ingress, objects: objectList) else {
@@ -50,7 +80,9 @@ struct DiagnoseCommand: ParsableCommand {
         target = backend
       }
       var input = DiagnosisInput(
-        store: try SQLiteStore(path: database), objects: objectList, samples: sampleLines, service: target)
+        store: store, objects: objectList, samples: RecordingDiagnosis.samples(at: samplesPath, window: window),
+        service: target, window: window, baseline: baselineWindow)
+      input.from = from
       if let config {
         input.thresholds = try JSONDecoder().decode(
           Thresholds.self, from: Data(contentsOf: URL(fileURLWithPath: config)))
@@ -65,9 +97,27 @@ struct DiagnoseCommand: ParsableCommand {
       }
     } catch let error as ExitCode {
       throw error
+    } catch let error as ValidationError {
+      FileHandle.standardError.write(Data("fathom diagnose: \(error.message)\n".utf8))
+      throw ExitCode.failure
     } catch {
       FileHandle.standardError.write(Data("fathom diagnose: \(error)\n".utf8))
       throw ExitCode.failure
     }
+  }
+
+  /// The window from --since or --start/--end, and the baseline before it.
+  func windows(_ store: any DiagnosisSource) throws -> (ClosedRange<Int64>?, ClosedRange<Int64>?) {
+    let baselineSeconds = try baseline.map { try parseDuration($0, option: "--baseline") }
+    if let since {
+      return try DiagnosisInput.window(
+        lastSeconds: try parseDuration(since, option: "--since"), baselineSeconds: baselineSeconds, in: store)
+    }
+    guard start != nil || end != nil, let recorded = try store.recordedRange() else { return (nil, nil) }
+    let from = try start.map { try parseInstant($0, option: "--start") } ?? recorded.lowerBound
+    let to = try end.map { try parseInstant($0, option: "--end") } ?? recorded.upperBound
+    guard from <= to else { throw ValidationError("--start is after --end") }
+    let length = Double(to - from) / 1e6
+    return (from...to, DiagnosisInput.baseline(before: from, seconds: baselineSeconds ?? length, in: recorded))
   }
 }

@@ -78,12 +78,9 @@ struct TracesCommand: ParsableCommand {
     let store = try SQLiteStore(path: db)
     var from = Int64.min
     if let since {
-      let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-      guard let unit = since.last.flatMap({ units[$0] }), let value = Double(since.dropLast()) else {
-        throw ValidationError("--since: like 30s, 5m, 1h")
-      }
+      let seconds = try parseDuration(since, option: "--since")
       let newest = Int64(try store.query("SELECT MAX(start_us) FROM requests").rows.first?.first ?? "0") ?? 0
-      from = newest - Int64(value * unit * 1_000_000)
+      from = newest - Int64(seconds * 1_000_000)
     }
     let rows = try store.candidates(
       service: service, onlyErrors: status == "error", slowerThanMicros: status == "slow" ? Int64(slowMs * 1000) : nil,
