@@ -23,6 +23,9 @@ public struct Scenario: Codable, Sendable {
   public var ingress: String?
   /// The access path the load takes (a load target's `path` of the topology); absent: all.
   public var path: String?
+  /// Requests per second per sender and target; absent: the topology's. A fault that only
+  /// shows under load (CPU throttling) states the load it needs.
+  public var rate: Double?
   /// Absent: a healthy run (no finding, no failed step).
   public var expect: Expectation?
 
@@ -91,7 +94,7 @@ public struct ScenarioHarness {
     }
     defer { if fault != "none" { _ = try? injector.heal(fault) } }
     try LabRecorder(store: store).record(
-      duration: total, output: directory, runLoad: true, rate: nil, paths: scenario.path.map { [$0] }, during: apply
+      duration: total, output: directory, runLoad: true, rate: scenario.rate, paths: scenario.path.map { [$0] }, during: apply
     ) { _ in }
     let ended = now()
     if fault != "none" { _ = try injector.heal(fault) }
