@@ -13,9 +13,11 @@ extension RunbookContext {
   /// 1. Node/Pod: readiness, restarts, OOM kills and CPU throttling of the nodes and of the pods
   /// on the target's paths (clients, DNS, ingress, backends), from the resource samples.
   func nodePodStep() -> StepOutcome {
-    guard !input.samples.isEmpty else {
+    let hasNodes = input.objects.contains { if case .node = $0 { true } else { false } }
+    guard !input.samples.isEmpty || hasNodes else {
       return StepOutcome(
-        step: StepResult(step: "node-pod", status: .skipped, evidence: ["no resource samples"]), findings: [])
+        step: StepResult(step: "node-pod", status: .skipped, evidence: ["no resource samples and no Node objects"]),
+        findings: [])
     }
     var evidence: [String] = []
     var status = StepResult.Status.ok
@@ -46,7 +48,10 @@ extension RunbookContext {
       let notReady = notReadySamples[key, default: 0]
       let total = sampleCount[key, default: 1]
       let component = isNode ? "node \(name)" : "pod \(name)"
-      if notReady * 2 >= total || restarts > 0 || oom > 0 {
+      // Not ready in most of the window, or still not ready at its end (a fault that began
+      // within the window).
+      let notReadyNow = last["ready"] as? Bool == false
+      if notReady * 2 >= total || notReadyNow || restarts > 0 || oom > 0 {
         status = .failed
         let what = [
           notReady > 0 ? "not ready in \(notReady) of \(total) samples" : nil,
@@ -71,6 +76,20 @@ extension RunbookContext {
             ],
             next: "raise the pod's CPU limit or find what uses the CPU"))
       }
+    }
+    // The objects at the window's end: a node whose Ready condition is not True.
+    for object in input.objects {
+      guard case .node(let node) = object, !node.ready, let name = node.metadata?.name,
+        !findings.contains(where: { $0.component == "node \(name)" && $0.kind == "node not ready" })
+      else { continue }
+      status = .failed
+      let condition = node.status?.conditions?.first { $0.type == "Ready" }?.status ?? "missing"
+      evidence.append("node \(name): Ready condition \(condition) at the window's end")
+      findings.append(
+        Finding(
+          component: "node \(name)", kind: "node not ready", step: "node-pod", score: 0.99,
+          evidence: ["Ready condition \(condition) at the window's end"],
+          next: "check the node's kubelet and uplink"))
     }
     if evidence.isEmpty { evidence = ["\(latest.count) nodes and pods healthy"] }
     return StepOutcome(step: StepResult(step: "node-pod", status: status, evidence: evidence), findings: findings)
