@@ -116,6 +116,8 @@ public struct Runbook {
   public init(input: DiagnosisInput) { self.input = input }
 
   static let stepOrder = ["node-pod", "service-golden", "dns", "service", "ingress", "path"]
+  /// What a crash loop shows as in other steps.
+  static let podSymptoms: Set<String> = ["pod down", "pod not ready"]
 
   public func diagnose() throws -> Diagnosis {
     let started = Date()
@@ -129,6 +131,17 @@ public struct Runbook {
     if findings.contains(where: { $0.kind == "packet loss" && $0.step == "path" }) {
       for index in findings.indices where findings[index].kind == "connections unanswered" {
         findings[index].score *= 0.7
+      }
+    }
+    // A pod that is down because it crash-loops: one finding with the cause's kind, the
+    // strongest score and both steps' evidence.
+    let crashLooping = Set(findings.filter { $0.kind == "pod crash loop" }.map(\.component))
+    let symptoms = findings.filter { crashLooping.contains($0.component) && Self.podSymptoms.contains($0.kind) }
+    findings.removeAll { crashLooping.contains($0.component) && Self.podSymptoms.contains($0.kind) }
+    for index in findings.indices where findings[index].kind == "pod crash loop" {
+      for symptom in symptoms where symptom.component == findings[index].component {
+        findings[index].score = max(findings[index].score, symptom.score)
+        findings[index].evidence += symptom.evidence
       }
     }
     findings += try context.nothingSeenFindings()

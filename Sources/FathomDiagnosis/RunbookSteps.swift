@@ -77,6 +77,29 @@ extension RunbookContext {
             next: "raise the pod's CPU limit or find what uses the CPU"))
       }
     }
+    // The objects at the window's end: a pod of the path waiting in CrashLoopBackOff (kubelet
+    // holds it down between restarts, so the samples may show no restart in the window).
+    for object in input.objects {
+      guard case .pod(let pod) = object else { continue }
+      let key = Self.key(pod.metadata)
+      guard pathPods.contains(key),
+        let status = pod.status?.containerStatuses?.first(where: { $0.state?.waiting?.reason == "CrashLoopBackOff" }),
+        !findings.contains(where: { $0.component == "pod \(key)" && $0.kind == "pod crash loop" })
+      else { continue }
+      let exit = status.lastState?.terminated.map {
+        "last exit code \($0.exitCode.map(String.init) ?? "?") (\($0.reason ?? "?"))"
+      }
+      let what =
+        (["CrashLoopBackOff at the window's end", "\(status.restartCount ?? 0) restarts"] + [exit].compactMap { $0 })
+        .joined(separator: ", ")
+      evidence.append("pod \(key): \(what)")
+      findings.removeAll { $0.component == "pod \(key)" && $0.kind == "pod not ready" }
+      findings.append(
+        Finding(
+          component: "pod \(key)", kind: "pod crash loop", step: "node-pod", score: 0.85, evidence: [what],
+          next: "kubectl logs --previous; the last exit code and its reason"))
+    }
+    if findings.contains(where: { $0.step == "node-pod" && $0.score >= 0.6 }) { status = .failed }
     // The objects at the window's end: a node whose Ready condition is not True.
     for object in input.objects {
       guard case .node(let node) = object, !node.ready, let name = node.metadata?.name,

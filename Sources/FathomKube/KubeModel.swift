@@ -76,9 +76,24 @@ public struct Condition: Codable, Sendable, Equatable {
 }
 
 public struct ContainerStatus: Codable, Sendable, Equatable {
+  /// One of its fields is set: waiting (with a reason such as CrashLoopBackOff), running, or
+  /// terminated (with the exit code and reason).
+  public struct State: Codable, Sendable, Equatable {
+    public struct Waiting: Codable, Sendable, Equatable {
+      public var reason: String?
+    }
+    public struct Terminated: Codable, Sendable, Equatable {
+      public var exitCode: Int?
+      public var reason: String?
+    }
+    public var waiting: Waiting?
+    public var terminated: Terminated?
+  }
   public var name: String?
   public var ready: Bool?
   public var restartCount: Int?
+  public var state: State?
+  public var lastState: State?
 }
 
 public struct PodIP: Codable, Sendable, Equatable {

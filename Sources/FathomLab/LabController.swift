@@ -71,9 +71,13 @@ public final class LabController {
         }
         if !pod.stopped {
           pod.restarts += 1
-          // Kubernetes' CrashLoopBackOff starts at 10 s; the lab uses 1 s doubling to 16 s so that
-          // faults and their recovery fit in a short recording.
-          pod.nextStartAt = now() + min(16, pow(2, Double(min(pod.restarts - 1, 4))))
+          // Kubernetes' CrashLoopBackOff starts at 10 s, doubles to 5 min, and starts over after
+          // a container ran for 10 min; the lab uses 1 s doubling to 16 s, starting over after
+          // 32 s, so that faults and their recovery fit in a short recording.
+          let ranLong = pod.startedAt.map { now() - $0 >= 32 } ?? false
+          let streak = ranLong ? 1 : (pod.backoffStreak ?? 0) + 1
+          pod.backoffStreak = streak
+          pod.nextStartAt = now() + min(16, pow(2, Double(min(streak - 1, 4))))
         }
         state.pods[key] = pod
         log("pod \(key) exited with \(code); restarts \(pod.restarts)")

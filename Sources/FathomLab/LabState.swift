@@ -31,6 +31,8 @@ public struct LabState: Codable, Sendable {
     /// Killed again a few seconds after each restart (pod-crash).
     public var crashLoop = false
     public var startedAt: Double?
+    /// Exits in a row without a long run between them: the back-off's exponent.
+    public var backoffStreak: Int?
     public var nextStartAt: Double = 0
     public var lastExitCode: Int32?
     public var lastTerminationReason: String?
