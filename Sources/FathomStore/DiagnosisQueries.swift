@@ -126,6 +126,13 @@ extension SQLiteStore: DiagnosisSource {
     }
   }
 
+  public func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
+    let (rows, names) = try textRows(
+      "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = '\(clientIP.replacingOccurrences(of: "'", with: "''"))'"
+    )
+    return rows.compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+  }
+
   public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
     let (rows, names) = try textRows(
       "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE start_us <= \(to) AND end_us >= \(from)")
@@ -161,6 +168,13 @@ extension SQLiteStore: DiagnosisSource {
 }
 
 extension ClickHouseStore: DiagnosisSource {
+  public func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
+    let names = try names()
+    return try rows(
+      "SELECT \(DiagnosisSQL.flowColumns) FROM \(target.database).flows WHERE start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))"
+    ).compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+  }
+
   public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
     let names = try names()
     return try rows(

@@ -83,6 +83,9 @@ public protocol TraceSource {
   /// Candidates for `fathom traces`: requests to a Service at its pods, newest first.
   func candidates(service: String, onlyErrors: Bool, slowerThanMicros: Int64?, since: Int64, limit: Int) throws
     -> [StoredRequest]
+  /// The connections (flow records) from one client address and port that started within a
+  /// time range: the handshake before a request.
+  func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact]
 }
 
 extension SQLiteStore: TraceSource {

@@ -1,8 +1,11 @@
 import FathomStore
 
-/// One span of an assembled trace: a request as one observation point saw it, or a DNS lookup.
+/// One span of an assembled trace: a request as one observation point saw it, a DNS lookup, or
+/// the TCP handshake a request waited for.
 public struct Span: Sendable {
-  public enum Kind: String, Sendable { case dns, network }
+  /// `connect`: from a connection's first SYN to its first request, shown when the handshake was
+  /// retransmitted or took long (otherwise that wait would count as the caller's own time).
+  public enum Kind: String, Sendable { case dns, network, connect }
   public var id: Int
   public var parent: Int?
   public var kind: Kind
@@ -39,6 +42,10 @@ public struct TraceAssembler {
   /// Same capture host: 50 ms; across hosts 10 ms more (REFERENCE.md).
   public var toleranceMicros: Int64 = 60_000
   public var dnsWindowMicros: Int64 = 5_000_000
+  /// A handshake shorter than this, and not retransmitted, is not shown as a span.
+  public var connectThresholdMicros: Int64 = 10_000
+  /// How far back a request's connection may have started.
+  public var connectWindowMicros: Int64 = 30_000_000
 
   public init(source: TraceSource) { self.source = source }
 
@@ -127,6 +134,12 @@ public struct TraceAssembler {
       parentOf[index] = best
     }
 
+    // The handshake each hop's first request waited for, seen where its client is.
+    var connects: [Int: StoredRequest] = [:]
+    for (index, hop) in hops.enumerated() {
+      connects[index] = try connect(before: hop.client)
+    }
+
     var spans: [Span] = []
     var lastSpanOfHop: [Int: Int] = [:]
     var noDNSSeen = false
@@ -134,6 +147,9 @@ public struct TraceAssembler {
     func emit(_ index: Int, parentSpan: Int?, depth: Int) {
       var parent = parentSpan
       var level = depth
+      if let connect = connects[index] {
+        spans.append(Span(id: spans.count, parent: parentSpan, kind: .connect, request: connect, depth: depth, link: "seq"))
+      }
       for (position, request) in hops[index].spans.enumerated() {
         let linkKind = position == 0 ? hops[index].link : "seq"
         spans.append(
@@ -183,7 +199,7 @@ public struct TraceAssembler {
       let children = spans.filter { $0.parent == index }.map(\.request.durationMicros).reduce(0, +)
       spans[index].selfMicros = max(0, spans[index].request.durationMicros - children)
     }
-    let slowest = spans.filter { $0.kind == .network }.max { $0.selfMicros < $1.selfMicros }?.id
+    let slowest = spans.filter { $0.kind != .dns }.max { $0.selfMicros < $1.selfMicros }?.id
 
     // Break point: the deepest failed span that has no failed descendant.
     var breakPoint: (Int, String)?
@@ -200,6 +216,43 @@ public struct TraceAssembler {
       )
     }
     return Trace(spans: spans, breakPoint: breakPoint, slowestSegment: slowest, noDNSSeen: noDNSSeen)
+  }
+
+  /// The handshake `request` waited for: its connection's record at the same capture point,
+  /// started shortly before it, when the request is the connection's first and the wait was
+  /// long or the SYN was retransmitted; as a pseudo-request (protocol `tcp`, method `connect`).
+  func connect(before request: StoredRequest) throws -> StoredRequest? {
+    guard request.protocolName != "dns", request.clientPort > 0 else { return nil }
+    let flows = try source.connections(
+      clientIP: request.clientIP, clientPort: request.clientPort, from: request.startMicros - connectWindowMicros,
+      to: request.startMicros)
+    guard
+      let flow = flows.filter({ $0.observationPoint == request.observationPoint && $0.node == request.node })
+        .max(by: { $0.startMicros < $1.startMicros })
+    else { return nil }
+    let wait = request.startMicros - flow.startMicros
+    guard flow.synRetransmissions > 0 || wait >= connectThresholdMicros else { return nil }
+    // Only a connection's first request waits for the handshake.
+    let earlier = try source.requests(
+      clientIP: request.clientIP, protocolName: request.protocolName, from: flow.startMicros, to: request.startMicros - 1
+    ).contains { $0.clientPort == request.clientPort && $0.observationPoint == request.observationPoint }
+    guard !earlier else { return nil }
+    var connect = request
+    connect.id = -request.id - 1
+    connect.startMicros = flow.startMicros
+    connect.durationMicros = wait
+    connect.protocolName = "tcp"
+    connect.method = "connect"
+    connect.domain = ""
+    connect.resource = flow.synRetransmissions > 0 ? " (\(flow.synRetransmissions) SYN retransmissions)" : ""
+    connect.status = "ok"
+    connect.code = nil
+    connect.xRequestID = ""
+    connect.traceID = ""
+    connect.requestSequence = nil
+    connect.responseSequence = nil
+    connect.serverPod = flow.serverPod.isEmpty ? request.serverPod : flow.serverPod
+    return connect
   }
 
   /// Groups records into network span sets (same request sequence number, else same client

@@ -34,6 +34,8 @@ extension Trace {
           request.code.map { [0: "NOERROR", 3: "NXDOMAIN", 2: "SERVFAIL", 5: "REFUSED"][$0] ?? String($0) }
           ?? request.status
         what = "DNS \(request.method) \(request.domain) \(rcode)"
+      case .connect:
+        what = "tcp connect\(request.resource)"
       case .network:
         let outcome = request.code.map(String.init) ?? request.status
         what = "\(request.protocolName) \(request.method) \(request.domain)\(request.resource) \(outcome)"

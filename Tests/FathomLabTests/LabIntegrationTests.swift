@@ -184,7 +184,7 @@ struct LabIntegrationTests {
 
     // A recording: one capture per node with packets, plus objects, samples, truth, manifest.
     let recording = "\(scratch)/recording"
-    try LabRecorder(store: store).record(duration: 4, output: recording, runLoad: true, rate: nil) { _ in }
+    try LabRecorder(store: store).record(duration: 8, output: recording, runLoad: true, rate: nil) { _ in }
     for node in plan.nodes {
       let size =
         (try? FileManager.default.attributesOfItem(atPath: "\(recording)/\(node.name).pcap")[.size] as? Int) ?? 0
@@ -227,8 +227,8 @@ struct LabIntegrationTests {
         $0.name.hasPrefix("frontend.shop.svc.cluster.local.") && $0.rcodes["NXDOMAIN"] ?? 0 > 0
       })
 
-    // Traces: sampled requests of every path, with the load's truth as the oracle: each trace
-    // holds every hop its path crosses, at the server pods (`s`), in path order.
+    // Traces: every answered request of every path, with the load's truth as the oracle: each
+    // trace holds every hop its path crosses, at the server pods (`s`), in path order.
     let assembler = TraceAssembler(source: try SQLiteStore(path: analyzeOptions.database))
     var traced = 0
     var complete = 0
@@ -237,8 +237,7 @@ struct LabIntegrationTests {
     for line in truth {
       guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
         record["status"] as? Int == 200, let id = record["x_request_id"] as? String,
-        let path = record["path"] as? String,
-        perPath[path, default: 0] < 12
+        let path = record["path"] as? String
       else { continue }
       perPath[path, default: 0] += 1
       traced += 1
@@ -257,55 +256,133 @@ struct LabIntegrationTests {
       }
     }
     #expect(perPath.count == 5, "paths traced: \(perPath)")
-    // Issue 6 asks for 99%; runs here gave 58–60 of 60 (a Redis call or a hop's order is
-    // occasionally missed, not yet understood), so CI holds the line at 95% and prints misses.
-    #expect(traced >= 30 && complete * 100 >= traced * 95, "\(complete)/\(traced) traces complete; \(missing)")
-    if complete < traced { print("traces incomplete: \(traced - complete) of \(traced): \(missing)") }
+    // Issue 6's goal: at least 99% complete.
+    #expect(traced >= 150 && complete * 100 >= traced * 99, "\(complete)/\(traced) traces complete; \(missing)")
+    print("traces complete: \(complete) of \(traced); misses: \(missing)")
 
-    // The runbook: nothing on a healthy recording; the right component first under a
-    // representative subset of the faults (make scenarios runs them all).
-    func diagnose(_ directory: String) throws -> Diagnosis {
-      try Runbook(input: try RecordingDiagnosis.input(recording: directory, service: "shop/frontend")).diagnose()
-    }
-    let healthy = try diagnose(recording)
+    // The runbook: nothing on a healthy recording of every path at once.
+    let healthy = try Runbook(input: try RecordingDiagnosis.input(recording: recording, service: "shop/frontend"))
+      .diagnose()
     #expect(healthy.verdict.isEmpty && !healthy.steps.contains { $0.status == .failed }, "healthy: \(healthy.text)")
     #expect(healthy.seconds < 2)
-    for (fault, expected) in [
-      ("pod-errors", "pod shop/checkout-"), ("svc-no-endpoints", "service shop/payment"), ("dns-nxdomain", "dns"),
-      ("ingress-wrong-backend", "ingress shop/web"),
-    ] {
-      _ = try injector.apply(fault, target: nil)
-      usleep(3_000_000)
-      let directory = "\(scratch)/\(fault)"
-      try LabRecorder(store: store).record(duration: 6, output: directory, runLoad: true, rate: nil) { _ in }
-      _ = try injector.heal(fault)
-      let diagnosis = try diagnose(directory)
-      let top = diagnosis.verdict.first?.component ?? "none"
-      #expect(top.hasPrefix(expected), "\(fault): top verdict \(top), expected \(expected)\n\(diagnosis.text)")
-      // The trace of a failed request breaks where the fault is.
-      let breakAt = [
-        "pod-errors": "shop/checkout", "svc-no-endpoints": "shop/checkout", "dns-nxdomain": "shop/frontend",
-        "ingress-wrong-backend": "kube-system/ingress",
-      ][fault]!
-      // A request cut by the recording's start or end can miss its deeper spans, so a majority of
-      // up to five failed requests must break there.
-      let failedIDs = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
-        line -> String? in
-        guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-          (record["status"] as? Int ?? 0) >= 500
+
+    // A representative subset of scenarios/ (make scenarios runs them all), one or two per access
+    // path, through the harness: healthy baseline, fault, window, diagnosis, heal.
+    let scenarioDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("scenarios").path
+    let subset = [
+      "healthy-nodeport", "pod-errors-ingress-hostnetwork", "svc-no-endpoints-nodeport", "dns-nxdomain-clusterip",
+      "ingress-wrong-backend-ingress-pod", "kube-proxy-stale-clusterip", "net-loss-clusterip",
+    ]
+    let scenarios = try Scenario.load(directory: scenarioDirectory).filter { subset.contains($0.name) }
+    #expect(scenarios.count == subset.count)
+    let harness = ScenarioHarness(store: store, workDirectory: "\(scratch)/scenarios")
+    for scenario in scenarios {
+      let outcome = try harness.run(scenario) { _ in }
+      #expect(outcome.rank == 1, "\(scenario.name): top verdict \(outcome.got), expected \(outcome.expected)")
+      #expect(outcome.seconds < 2, "\(scenario.name): \(outcome.seconds) s to verdict")
+      #expect(try waitUntilAllReady(25))
+      guard scenario.fault != "none" else { continue }
+      let directory = "\(scratch)/scenarios/\(scenario.name)"
+      let manifest = (try? JSONSerialization.jsonObject(with: Data((Files.read("\(directory)/manifest.json") ?? "").utf8)))
+        as? [String: Any]
+      let faultApplied = ((manifest?["faults"] as? [[String: Any]])?.first?["applied_at"] as? String).flatMap(parseTime)
+      let recordingEnd = (manifest?["end"] as? String).flatMap(parseTime) ?? .infinity
+      let truthRecords = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
+        (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+      }
+      let assembler = TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite"))
+      if scenario.fault == "net-loss" {
+        // Slow requests (answered, within the window and the capture): the segment that adds
+        // the latency is one that crosses the lossy node — a handshake that waited for a
+        // retransmitted SYN, an uplink, or a span on that node — not a pod's own work elsewhere.
+        var verdicts: [String] = []
+        for record in truthRecords {
+          guard record["status"] as? Int == 200, let sent = record["start_us"] as? Int,
+            let micros = record["duration_us"] as? Int, micros > 200_000,
+            Double(sent) / 1e6 > (faultApplied ?? 0) + 3, Double(sent + micros) / 1e6 < recordingEnd - 0.5,
+            let id = record["x_request_id"] as? String, let trace = try assembler.assemble(xRequestID: id),
+            let slowest = trace.slowestSegment
+          else { continue }
+          let span = trace.spans[slowest]
+          let crosses =
+            span.request.node == "node-2" || span.kind == .connect
+            || ["c-nd", "s-nd"].contains(span.request.observationPoint)
+          verdicts.append(
+            "\(crosses ? "ok" : "wrong") \(span.kind) \(span.request.observationPoint) \(span.request.node) \(span.selfMicros / 1000) ms")
+        }
+        let right = verdicts.filter { $0.hasPrefix("ok") }.count
+        #expect(verdicts.count >= 5 && right * 3 >= verdicts.count * 2, "net-loss slowest segments: \(verdicts)")
+        print("net-loss: \(right) of \(verdicts.count) slow requests' slowest segment crosses node-2")
+        continue
+      }
+      // The trace of a failed request breaks where the fault is: the Service (and node) whose
+      // span is the last to see it. A request cut by the recording's start or end can miss its
+      // deeper spans, so a majority of up to five failed requests in the window must break there.
+      let breakAt: [String: (service: String, node: String?)] = [
+        "pod-errors": ("shop/checkout", nil), "svc-no-endpoints": ("shop/checkout", nil),
+        "dns-nxdomain": ("shop/frontend", nil), "ingress-wrong-backend": ("kube-system/ingress", nil),
+        "kube-proxy-stale": ("shop/frontend", "node-1"),
+      ]
+      let expected = try #require(breakAt[scenario.fault])
+      let failedIDs = truthRecords.compactMap { record -> String? in
+        guard (record["status"] as? Int ?? 0) >= 500,
+          let sent = record["start_us"] as? Int, Double(sent) / 1e6 > (faultApplied ?? 0) + 3
         else { return nil }
         return record["x_request_id"] as? String
       }.prefix(5)
-      let assembler = TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite"))
-      var places: [[String]] = []
+      var places: [String] = []
       for id in failedIDs {
         let trace = try assembler.assemble(xRequestID: id)
-        let point = trace?.breakPoint.map { trace!.spans[$0.span].request }
-        places.append([point?.serverPod ?? "", point?.serverService ?? ""])
+        guard let trace, let breakPoint = trace.breakPoint else {
+          places.append("no break point")
+          continue
+        }
+        let request = trace.spans[breakPoint.span].request
+        let right =
+          (request.serverPod.hasPrefix(expected.service) || request.serverService.hasPrefix(expected.service))
+          && (expected.node == nil || request.node == expected.node)
+        places.append("\(right ? "ok" : "wrong") \(request.serverPod) \(request.serverService) on \(request.node)")
       }
-      let right = places.filter { $0.contains { $0.hasPrefix(breakAt) } }.count
-      #expect(!places.isEmpty && right * 2 > places.count, "\(fault): break points \(places), expected \(breakAt)")
-      #expect(try waitUntilAllReady(25))
+      let right = places.filter { $0.hasPrefix("ok") }.count
+      #expect(!places.isEmpty && right * 2 > places.count, "\(scenario.name): break points \(places), expected \(expected)")
+
+      // --from narrows the target's own evidence to the caller: frontend looks checkout up (and
+      // fails), the load generator never does.
+      if scenario.fault == "dns-nxdomain" {
+        var input = try RecordingDiagnosis.input(recording: directory, service: "shop/checkout")
+        input.from = "shop/frontend"
+        #expect(try Runbook(input: input).diagnose().verdict.first?.kind == "record missing")
+        input.from = "shop/loadgen"
+        #expect(try Runbook(input: input).diagnose().verdict.contains { $0.kind == "record missing" } == false)
+      }
+    }
+
+    // ClickHouse as the runbook's input: the same recording analysed into ClickHouse gives the
+    // same checklist and verdict as SQLite (when make test has started ClickHouse).
+    let clickhouseURL = "http://127.0.0.1:18123"
+    if (try? String(contentsOf: URL(string: "\(clickhouseURL)/?query=SELECT%201")!, encoding: .utf8)) != nil {
+      let directory = "\(scratch)/scenarios/pod-errors-ingress-hostnetwork"
+      var target = ClickHouseStore.Target(url: clickhouseURL)
+      target.database = "fathom_labtest_\(getpid())"
+      var options = Analyzer.Options()
+      options.labRecording = directory
+      options.clickhouse = target
+      _ = try Analyzer(options: options).run { _ in }
+      let clickhouse = try ClickHouseStore(target)
+      defer { _ = try? clickhouse.execute("DROP DATABASE IF EXISTS \(target.database)") }
+      var input = try RecordingDiagnosis.input(recording: directory, service: "shop/frontend")
+      let fromSQLite = try Runbook(input: input).diagnose()
+      input.store = clickhouse
+      let fromClickHouse = try Runbook(input: input).diagnose()
+      #expect(fromSQLite.steps.map(\.status) == fromClickHouse.steps.map(\.status))
+      // Figures alike; the example traces' lines may list spans of equal start in another order.
+      func figures(_ diagnosis: Diagnosis) -> [[String]] {
+        diagnosis.steps.map { $0.evidence.filter { !$0.hasPrefix("trace ") } }
+      }
+      #expect(figures(fromSQLite) == figures(fromClickHouse))
+      #expect(fromSQLite.verdict.map(\.component) == fromClickHouse.verdict.map(\.component))
+      #expect(fromClickHouse.verdict.first?.kind == "pod errors")
     }
 
     // kubectl reads the replayed objects offline.

@@ -237,6 +237,83 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     )
   }
 
+  /// The runbook's questions (flows overlapping a window, requests of one protocol at one
+  /// observation point, server rollups, the recorded range) get the same answers from every store.
+  @Test(arguments: StoreKind.available) func diagnosisQueriesAgreeAcrossStores(_ kind: StoreKind) throws {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("diagnosis")
+    }
+    let store = try kind.make("diagnosis", directory: directory)
+    guard let source = store as? DiagnosisSource else {
+      Issue.record("\(kind) is not a diagnosis source")
+      return
+    }
+    let resources = [
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "web", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "web-a", labels: [:], detail: "node-1", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000),
+      Resource(
+        id: 3, kind: .node, namespace: "", name: "node-1", labels: [:], detail: "", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000),
+    ]
+    let ids = try store.register(resources)
+    guard case .read(let sourceID, _) = try store.beginSource(path: "diag.pcap", size: 1, modified: 1) else { return }
+    // One refused connection to the ClusterIP at second 10, one long flow over seconds 5-30.
+    var flows: [TaggedFlow] = []
+    for (start, end, close) in [(Int64(10_000_000), Int64(10_001_000), CloseType.serverReset), (5_000_000, 30_000_000, .timeout)] {
+      var flow = FlowLog(
+        startMicros: start, endMicros: end, l4Protocol: .tcp, clientIP: IPAddress("10.244.1.6")!, clientPort: 40001,
+        serverIP: IPAddress("10.96.0.20")!, serverPort: 80)
+      flow.closeType = close
+      flow.clientToServer.packets = 3
+      flow.serverToClient.packets = 2
+      flow.clientToServer.retransmissions = 1
+      var tags = RecordTags()
+      tags.observationPoint = .client
+      tags.captureNode = 3
+      tags.interface = "eth0"
+      tags.server = EndpointIdentity(kind: .service, pod: 0, service: 1)
+      flows.append(TaggedFlow(flow: flow, tags: tags))
+    }
+    try store.write(flows: flows, source: sourceID, ids: ids)
+    // Requests at the server pod: two in second 12 (one failed), one in second 40.
+    var requests: [TaggedRequest] = []
+    var rollups = RollupBuilder()
+    for (start, status) in [(Int64(12_000_000), RequestStatus.ok), (12_500_000, .serverError), (40_000_000, .ok)] {
+      var tagged = request(status, micros: 2_000, point: .server, service: 1, pod: 2)
+      tagged.request.startMicros = start
+      tagged.request.endMicros = start + 2_000
+      requests.append(tagged)
+      rollups.add(tagged)
+    }
+    try store.write(requests: requests, source: sourceID, ids: ids)
+    try store.write(rollups: rollups, source: sourceID, ids: ids)
+    try store.finishSource(sourceID)
+
+    #expect(try source.recordedRange() == 5_000_000...40_002_000)
+    let window = Int64(9_000_000)...20_000_000
+    let facts = try source.flowFacts(from: window.lowerBound, to: window.upperBound)
+    #expect(facts.count == 2)
+    #expect(facts.allSatisfy { $0.serverService == "shop/web" && $0.node == "node-1" && $0.observationPoint == "c" })
+    #expect(facts.map(\.closeType).sorted() == ["server_reset", "timeout"])
+    #expect(facts.allSatisfy { $0.packets == 5 && $0.retransmissions == 1 })
+    #expect(try source.flowFacts(from: 31_000_000, to: 50_000_000).isEmpty)
+    let served = try source.requests(
+      protocolName: "http", observationPoint: "s", from: window.lowerBound, to: window.upperBound)
+    #expect(served.count == 2 && served.allSatisfy { $0.serverPod == "shop/web-a" })
+    #expect(try source.requests(protocolName: "dns", observationPoint: "s", from: 0, to: 50_000_000).isEmpty)
+    let rolled = try source.serverRollups(from: window.lowerBound, to: window.upperBound)
+    #expect(rolled.reduce(0) { $0 + $1.requests } == 2 && rolled.reduce(0) { $0 + $1.serverErrors } == 1)
+    #expect(rolled.allSatisfy { $0.service == "shop/web" && $0.pod == "shop/web-a" })
+    // Beyond an hour the 1-minute rollups answer: all three requests fall in minute 0.
+    let long = try source.serverRollups(from: 0, to: 7_200_000_000)
+    #expect(long.reduce(0) { $0 + $1.requests } == 3)
+  }
+
   @Test func histogramQuantilesAreWithinTheBucketPrecision() {
     var histogram = LatencyHistogram()
     var values: [Int64] = []

@@ -1,4 +1,4 @@
-import FathomStore
+@testable import FathomStore
 import Testing
 
 @testable import FathomTracing
@@ -6,6 +6,7 @@ import Testing
 /// An in-memory TraceSource over a fixed list of records.
 struct MemorySource: TraceSource {
   var records: [StoredRequest]
+  var flows: [FlowFact] = []
   func requests(xRequestID: String) throws -> [StoredRequest] { records.filter { $0.xRequestID == xRequestID } }
   func requests(traceID: String) throws -> [StoredRequest] { records.filter { $0.traceID == traceID } }
   func request(id: Int64) throws -> StoredRequest? { records.first { $0.id == id } }
@@ -20,6 +21,9 @@ struct MemorySource: TraceSource {
   func candidates(service: String, onlyErrors: Bool, slowerThanMicros: Int64?, since: Int64, limit: Int) throws
     -> [StoredRequest]
   { [] }
+  func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
+    flows.filter { $0.clientIP == clientIP && $0.clientPort == clientPort && (from...to).contains($0.startMicros) }
+  }
 }
 
 @Suite struct TraceAssemblerTests {
@@ -95,6 +99,38 @@ struct MemorySource: TraceSource {
     #expect(trace.slowestSegment == 7)
     let json = trace.jsonObject
     #expect((json["spans"] as? [[String: Any]])?.count == 8)
+  }
+
+  /// web's connection to the api Service: its SYN was retransmitted, so the handshake before the
+  /// call is a span of its own (a child of web's server span, before the call), not web's time.
+  @Test func aRetransmittedHandshakeIsItsOwnSegment() throws {
+    func flow(start: Int64, synRetransmissions: Int) -> FlowFact {
+      FlowFact(
+        startMicros: start, endMicros: 9_000, node: "node-2", interface: "veth1", observationPoint: "c",
+        clientIP: "10.244.2.3", clientPort: 40000, serverIP: "10.96.100.9", serverPort: 80, clientKind: "pod",
+        serverKind: "service", clientPod: "shop/web", serverPod: "", serverService: "shop/api",
+        closeType: "client_fin", c2sPackets: 5, s2cPackets: 4, retransmissions: 0,
+        synRetransmissions: synRetransmissions)
+    }
+    var source = MemorySource(records: Self.records)
+    source.flows = [flow(start: 3_000, synRetransmissions: 1)]
+    let trace = try #require(try TraceAssembler(source: source).assemble(xRequestID: "abc"))
+    let connect = try #require(trace.spans.first { $0.kind == .connect })
+    #expect(connect.parent == 5 && connect.request.startMicros == 3_000 && connect.request.durationMicros == 1_000)
+    #expect(connect.request.resource.contains("1 SYN retransmission"))
+    #expect(trace.spans[5].selfMicros == 9_000 - 5_000 - 1_000)
+    // A quick handshake without retransmission is not a span; neither is one a request waited
+    // for when another request used the connection first.
+    source.flows = [flow(start: 3_990, synRetransmissions: 0)]
+    #expect(try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
+    source.flows = [flow(start: 3_000, synRetransmissions: 1)]
+    var earlier = Self.records[6]
+    earlier.id = 100
+    earlier.startMicros = 3_500
+    earlier.requestSequence = 98
+    earlier.xRequestID = "other"
+    source.records.append(earlier)
+    #expect(try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
   }
 
   @Test func aRequestToAnAddressNoLookupAnsweredIsMarked() throws {
