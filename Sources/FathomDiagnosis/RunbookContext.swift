@@ -218,6 +218,21 @@ struct RunbookContext {
 
   /// Nothing about the target at all: say so instead of "no fault".
   func nothingSeenFindings() throws -> [Finding] {
+    if let from = input.from {
+      // The caller's own attempts: connections to the Service or lookups of its name.
+      let parts = input.service.split(separator: "/")
+      let name = "\(parts.last ?? "").\(parts.first ?? "").svc.cluster.local"
+      let tried =
+        flows.contains { $0.serverService == input.service && podWorkloads[$0.clientPod] == from }
+        || lookups.contains { $0.domain == name && podWorkloads[$0.clientPod] == from }
+      guard !tried else { return [] }
+      return [
+        Finding(
+          component: "service \(input.service)", kind: "no traffic captured", step: "service-golden", score: 0.1,
+          evidence: ["no connection to it and no lookup of \(name) by \(from)'s pods in the window"],
+          next: "check that \(from) calls \(input.service) and that the captures cover its nodes and time")
+      ]
+    }
     let targetSeen = !(red[input.service] ?? [:]).isEmpty || !connectionFailures(to: input.service).isEmpty
     guard !targetSeen else { return [] }
     return [

@@ -272,13 +272,19 @@ extension RunbookContext {
       evidence.append(
         "\(name): \(ofName.count) lookups, \(answered) answered, \(nxdomain) NXDOMAIN, \(unanswered) unanswered, p95 \(p95 / 1000) ms"
           + (before.count >= 10 ? " (baseline p95 \(Self.p95(before) / 1000) ms)" : ""))
-      if nxdomain > 0 && answered == 0 {
+      // The full name's lookups since its last answer: a record that went missing within the
+      // window answered first, then NXDOMAIN to the end.
+      let sinceAnswer = ofName.sorted { $0.startMicros < $1.startMicros }.reversed().prefix { $0.code != 0 }
+      let missingSince = sinceAnswer.filter { $0.code == 3 }.count
+      if (nxdomain > 0 && answered == 0) || missingSince >= 3 {
         status = .failed
         findings.append(
           Finding(
             component: "dns", kind: "record missing", step: "dns", score: 0.95,
             evidence: [
-              "\(name): \(nxdomain) NXDOMAIN and no answer (not a search-path expansion: the full name fails)"
+              answered == 0
+                ? "\(name): \(nxdomain) NXDOMAIN and no answer (not a search-path expansion: the full name fails)"
+                : "\(name): answered \(answered) times, then \(missingSince) NXDOMAIN to the window's end (the full name, not a search-path expansion)"
             ],
             next: "the cluster DNS records for \(name); the Service exists?"))
       } else if unanswered > 0 && unanswered * 2 >= ofName.count {

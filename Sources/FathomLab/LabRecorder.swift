@@ -64,7 +64,8 @@ public struct LabRecorder {
       var options = LiveCaptureOptions(interface: "any")
       options.netns = node.netns
       options.filter = excluded.joined(separator: " and ")
-      options.duration = duration
+      // A bound only: the captures are stopped below, when the load's last request was answered.
+      options.duration = duration + 30
       options.bufferBytes = 64 << 20
       jobs.append(CaptureJob(capture: LiveCapture(options: options), path: "\(output)/\(node.name).pcap"))
     }
@@ -104,9 +105,12 @@ public struct LabRecorder {
       }
       progress(LabLoad.format(summary))
     }
+    // Capture until the planned end, and past it until the load's last request was answered:
+    // a request still in flight when the captures stopped would be in the truth and not in them.
+    let stopAt = max(started + duration, now() + 0.5)
     while jobs.contains(where: { !$0.done }) {
-      if now() - started > duration + 10 { jobs.forEach { $0.capture.stop() } }
-      usleep(100_000)
+      if now() >= stopAt { jobs.forEach { $0.capture.stop() } }
+      usleep(50_000)
     }
     let ended = now()
     while let timedJob, !timedJob.done { usleep(10_000) }

@@ -264,7 +264,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     guard case .read(let sourceID, _) = try store.beginSource(path: "diag.pcap", size: 1, modified: 1) else { return }
     // One refused connection to the ClusterIP at second 10, one long flow over seconds 5-30.
     var flows: [TaggedFlow] = []
-    for (start, end, close) in [(Int64(10_000_000), Int64(10_001_000), CloseType.serverReset), (5_000_000, 30_000_000, .timeout)] {
+    for (start, end, close) in [
+      (Int64(10_000_000), Int64(10_001_000), CloseType.serverReset), (5_000_000, 30_000_000, .timeout),
+    ] {
       var flow = FlowLog(
         startMicros: start, endMicros: end, l4Protocol: .tcp, clientIP: IPAddress("10.244.1.6")!, clientPort: 40001,
         serverIP: IPAddress("10.96.0.20")!, serverPort: 80)

@@ -1,6 +1,6 @@
-@testable import FathomStore
 import Testing
 
+@testable import FathomStore
 @testable import FathomTracing
 
 /// An in-memory TraceSource over a fixed list of records.
@@ -122,7 +122,8 @@ struct MemorySource: TraceSource {
     // A quick handshake without retransmission is not a span; neither is one a request waited
     // for when another request used the connection first.
     source.flows = [flow(start: 3_990, synRetransmissions: 0)]
-    #expect(try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
+    #expect(
+      try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
     source.flows = [flow(start: 3_000, synRetransmissions: 1)]
     var earlier = Self.records[6]
     earlier.id = 100
@@ -130,7 +131,8 @@ struct MemorySource: TraceSource {
     earlier.requestSequence = 98
     earlier.xRequestID = "other"
     source.records.append(earlier)
-    #expect(try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
+    #expect(
+      try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
   }
 
   @Test func aRequestToAnAddressNoLookupAnsweredIsMarked() throws {
