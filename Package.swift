@@ -80,8 +80,11 @@ let package = Package(
       dependencies: ["FathomProtocols", "FathomFlows", "FathomWire", "FathomRecords", "FathomTestSupport"]),
     .testTarget(name: "FathomRecordsTests", dependencies: ["FathomRecords"]),
     .testTarget(
-      name: "FathomLabTests", dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomKube"]),
+      name: "FathomLabTests",
+      dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomKube"]),
     .testTarget(name: "FathomTracingTests", dependencies: ["FathomTracing", "FathomStore"]),
+    .testTarget(
+      name: "FathomDiagnosisTests", dependencies: ["FathomDiagnosis", "FathomStore", "FathomKube", "FathomRecords"]),
     .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
     .testTarget(name: "FathomStoreTests", dependencies: ["FathomStore", "FathomKube", "FathomRecords"]),
     .testTarget(

@@ -127,16 +127,40 @@ extension SQLiteStore: DiagnosisSource {
   }
 
   public func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
-    let (rows, names) = try textRows(
-      "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = '\(clientIP.replacingOccurrences(of: "'", with: "''"))'"
-    )
-    return rows.compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    try flowFacts(
+      where: "start_us BETWEEN ? AND ? AND client_port = ? AND client_ip = ?", [from, to, clientPort, clientIP])
   }
 
   public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
-    let (rows, names) = try textRows(
-      "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE start_us <= \(to) AND end_us >= \(from)")
-    return rows.compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    try flowFacts(where: "start_us <= ? AND end_us >= ?", [to, from])
+  }
+
+  /// Typed reads straight from the rows (a window of a long recording holds hundreds of
+  /// thousands of flows; text conversion per field would dominate).
+  func flowFacts(where clause: String, _ arguments: StatementArguments) throws -> [FlowFact] {
+    try pool.read { db in
+      var names: [Int64: String] = [:]
+      for row in try Row.fetchAll(db, sql: "SELECT id, namespace, name FROM resources") {
+        let namespace: String = row[1]
+        let name: String = row[2]
+        names[row[0]] = namespace.isEmpty ? name : "\(namespace)/\(name)"
+      }
+      func name(_ id: Int64) -> String { id == 0 ? "" : names[id] ?? "" }
+      var facts: [FlowFact] = []
+      let cursor = try Row.fetchCursor(
+        db, sql: "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE \(clause)", arguments: arguments)
+      while let row = try cursor.next() {
+        let node = name(row[2])
+        facts.append(
+          FlowFact(
+            startMicros: row[0], endMicros: row[1], node: node.split(separator: "/").last.map(String.init) ?? "",
+            interface: row[3], observationPoint: row[4], clientIP: row[5], clientPort: row[6], serverIP: row[7],
+            serverPort: row[8], clientKind: row[9], serverKind: row[10], clientPod: name(row[11]),
+            serverPod: name(row[12]), serverService: name(row[13]), closeType: row[14], c2sPackets: row[15],
+            s2cPackets: row[16], retransmissions: row[17], synRetransmissions: row[18]))
+      }
+      return facts
+    }
   }
 
   public func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
