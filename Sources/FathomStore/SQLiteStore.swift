@@ -145,6 +145,10 @@ public final class SQLiteStore: RecordStore {
       try db.execute(sql: "CREATE INDEX requests_seq ON requests (req_tcp_seq)")
       try db.execute(sql: "CREATE INDEX requests_x_request_id_resp ON requests (x_request_id_resp)")
     }
+    // ... and a request's connection (the handshake it waited for) by client port and time.
+    migrator.registerMigration("v5-flow-client-index") { db in
+      try db.execute(sql: "CREATE INDEX flows_client ON flows (client_port, start_us)")
+    }
     return migrator
   }
 

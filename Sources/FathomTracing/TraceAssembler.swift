@@ -44,8 +44,8 @@ public struct TraceAssembler {
   public var dnsWindowMicros: Int64 = 5_000_000
   /// A handshake shorter than this, and not retransmitted, is not shown as a span.
   public var connectThresholdMicros: Int64 = 10_000
-  /// How far back a request's connection may have started.
-  public var connectWindowMicros: Int64 = 30_000_000
+  /// How far back a request's connection may have started: four SYN retransmissions (1+2+4+8 s).
+  public var connectWindowMicros: Int64 = 16_000_000
 
   public init(source: TraceSource) { self.source = source }
 

@@ -234,6 +234,7 @@ struct LabIntegrationTests {
     var complete = 0
     var missing: [String] = []
     var perPath: [String: Int] = [:]
+    var crossings: [String: Int] = [:]
     for line in truth {
       guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
         record["status"] as? Int == 200, let id = record["x_request_id"] as? String,
@@ -249,6 +250,12 @@ struct LabIntegrationTests {
       if path == "ingress-hostnetwork" { expected.insert("ingress-edge-", at: 0) }
       var position = 0
       for server in servers where position < expected.count && server.hasPrefix(expected[position]) { position += 1 }
+      // Same-node or cross-node: the nodes that saw the request reach the frontend pod.
+      let frontendNodes = Set(
+        (trace?.spans ?? []).filter {
+          $0.kind == .network && $0.request.serverPod.contains("/frontend-") && $0.request.clientPod.contains("loadgen")
+        }.map(\.request.node))
+      if !frontendNodes.isEmpty { crossings[frontendNodes.count > 1 ? "cross-node" : "same-node", default: 0] += 1 }
       if position == expected.count {
         complete += 1
       } else if missing.count < 5 {
@@ -256,9 +263,10 @@ struct LabIntegrationTests {
       }
     }
     #expect(perPath.count == 5, "paths traced: \(perPath)")
+    #expect(crossings["same-node", default: 0] > 0 && crossings["cross-node", default: 0] > 0, "\(crossings)")
     // Issue 6's goal: at least 99% complete.
     #expect(traced >= 150 && complete * 100 >= traced * 99, "\(complete)/\(traced) traces complete; \(missing)")
-    print("traces complete: \(complete) of \(traced); misses: \(missing)")
+    print("traces complete: \(complete) of \(traced) (in-cluster \(crossings)); misses: \(missing)")
 
     // The runbook: nothing on a healthy recording of every path at once.
     let healthy = try Runbook(input: try RecordingDiagnosis.input(recording: recording, service: "shop/frontend"))
