@@ -18,6 +18,29 @@ struct RED {
   }
 }
 
+/// The window's flows read on another thread.
+final class ConcurrentRead: @unchecked Sendable {
+  let store: any DiagnosisSource
+  let window: ClosedRange<Int64>
+  let done = DispatchSemaphore(value: 0)
+  var result: Result<[FlowFact], Error> = .success([])
+
+  init(_ store: any DiagnosisSource, _ window: ClosedRange<Int64>) {
+    self.store = store
+    self.window = window
+  }
+
+  func run() {
+    result = Result { try store.flowFacts(from: window.lowerBound, to: window.upperBound) }
+    done.signal()
+  }
+
+  func wait() throws -> [FlowFact] {
+    done.wait()
+    return try result.get()
+  }
+}
+
 /// Everything the steps decide on, read once from the store and the objects for the window (and
 /// the baseline), plus what follows from it: the Services on the target's path and their pods.
 struct RunbookContext {
@@ -25,6 +48,8 @@ struct RunbookContext {
   var thresholds: Thresholds { input.thresholds }
   let window: ClosedRange<Int64>
   let flows: [FlowFact]
+  /// Indexes into `flows` by the Service the connection was to (the steps ask per Service).
+  let flowsByService: [String: [Int]]
   /// DNS lookups at the clients' own interfaces (`c`).
   let lookups: [StoredRequest]
   let baselineLookups: [StoredRequest]
@@ -46,7 +71,11 @@ struct RunbookContext {
     let store = input.store
     window = try input.window ?? store.recordedRange() ?? 0...0
     windowSeconds = max(1, Double(window.upperBound - window.lowerBound) / 1e6)
-    flows = try store.flowFacts(from: window.lowerBound, to: window.upperBound)
+    // The flows (the largest read) on a second thread while this one reads the rest; the store's
+    // reads are independent (SQLite: a pool of readers; ClickHouse: separate requests).
+    let flowRead = ConcurrentRead(store, window)
+    let thread = Thread { flowRead.run() }
+    thread.start()
     lookups = try store.requests(
       protocolName: "dns", observationPoint: "c", from: window.lowerBound, to: window.upperBound)
     red = Self.red(try store.serverRollups(from: window.lowerBound, to: window.upperBound))
@@ -62,6 +91,12 @@ struct RunbookContext {
       baselineRED = [:]
       baselineSeconds = 0
     }
+    flows = try flowRead.wait()
+    var byService: [String: [Int]] = [:]
+    for index in flows.indices where !flows[index].serverService.isEmpty {
+      byService[flows[index].serverService, default: []].append(index)
+    }
+    flowsByService = byService
     podServices = Self.servicesOfPods(input.objects)
     podWorkloads = Self.workloadsOfPods(input.objects)
 
@@ -201,14 +236,19 @@ struct RunbookContext {
   /// Connections to a Service (by its ClusterIP or NodePort, from its clients' side) by close type.
   func connectionFailures(to service: String) -> [String: Int] {
     var result: [String: Int] = [:]
-    for flow in flows
-    where flow.serverService == service && (flow.serverKind == "service" || flow.serverKind == "node_port")
+    for flow in flows(to: service)
+    where (flow.serverKind == "service" || flow.serverKind == "node_port")
       && (flow.observationPoint == "c" || flow.observationPoint == "c-nd")
       && countsAsClient(flow.clientPod, of: service)
     {
       result[flow.closeType, default: 0] += 1
     }
     return result
+  }
+
+  /// The window's flows to one Service.
+  func flows(to service: String) -> LazyMapSequence<[Int], FlowFact> {
+    (flowsByService[service] ?? []).lazy.map { flows[$0] }
   }
 
   /// The Service's RED summed over its pods in the window.
@@ -223,7 +263,7 @@ struct RunbookContext {
       let parts = input.service.split(separator: "/")
       let name = "\(parts.last ?? "").\(parts.first ?? "").svc.cluster.local"
       let tried =
-        flows.contains { $0.serverService == input.service && podWorkloads[$0.clientPod] == from }
+        flows(to: input.service).contains { podWorkloads[$0.clientPod] == from }
         || lookups.contains { $0.domain == name && podWorkloads[$0.clientPod] == from }
       guard !tried else { return [] }
       return [

@@ -333,8 +333,8 @@ extension RunbookContext {
       let total = failures.values.reduce(0, +)
       let refused = failures["server_reset"] ?? 0
       // Connections the pods themselves reset at once (seen at the pods' own interfaces).
-      let resetByPods = flows.filter {
-        $0.serverService == service && $0.serverKind == "pod" && $0.observationPoint == "s"
+      let resetByPods = flows(to: service).filter {
+        $0.serverKind == "pod" && $0.observationPoint == "s"
           && ($0.closeType == "server_reset" || $0.closeType == "server_establish_reset")
       }.count
       let endpoints = endpoints(of: service)
@@ -398,8 +398,8 @@ extension RunbookContext {
   func unansweredByNode(_ service: String) -> Finding? {
     var byNode: [String: (failed: Int, total: Int)] = [:]
     let failedClose: Set<String> = ["client_syn_repeat", "timeout", "server_reset", "icmp_unreachable"]
-    for flow in flows
-    where flow.serverService == service && flow.serverKind == "service" && flow.observationPoint == "c"
+    for flow in flows(to: service)
+    where flow.serverKind == "service" && flow.observationPoint == "c"
       && countsAsClient(flow.clientPod, of: service)
     {
       let failed =
@@ -434,7 +434,7 @@ extension RunbookContext {
     var status = StepResult.Status.skipped
     var findings: [Finding] = []
     let controllers = ingressControllerPods
-    let answers = try input.store.requests(
+    let answers = try input.store.requestCounts(
       protocolName: "http", observationPoint: "s", from: window.lowerBound, to: window.upperBound
     ).filter { controllers.contains($0.serverPod) }
     if !answers.isEmpty {
@@ -442,9 +442,9 @@ extension RunbookContext {
       var byController: [String: (total: Int, failed: Int, codes: [String: Int])] = [:]
       for answer in answers {
         var entry = byController[answer.serverPod] ?? (0, 0, [:])
-        entry.total += 1
-        if let code = answer.code, code >= 500 { entry.failed += 1 }
-        entry.codes[answer.code.map(String.init) ?? answer.status, default: 0] += 1
+        entry.total += answer.count
+        if let code = answer.code, code >= 500 { entry.failed += answer.count }
+        entry.codes[answer.code.map(String.init) ?? answer.status, default: 0] += answer.count
         byController[answer.serverPod] = entry
       }
       for (controller, entry) in byController.sorted(by: { $0.key < $1.key }) {
@@ -584,19 +584,31 @@ extension RunbookContext {
       var node: String
       var clientIP: String
       var clientPort: Int
-      var server: String
+      var serverIP: String
+      var serverPort: Int
     }
     var result: [String: (lost: Int, packets: Int)] = [:]
     for (outer, inner, sameServer) in [("s-nd", "s", true), ("c-nd", "c", false)] {
       func key(_ flow: FlowFact) -> Key {
         Key(
           node: flow.node, clientIP: flow.clientIP, clientPort: flow.clientPort,
-          server: sameServer ? "\(flow.serverIP):\(flow.serverPort)" : "")
+          serverIP: sameServer ? flow.serverIP : "", serverPort: sameServer ? flow.serverPort : 0)
       }
-      var inside: [Key: [FlowFact]] = [:]
-      for flow in flows where flow.observationPoint == inner { inside[key(flow), default: []].append(flow) }
+      // Flows at the inner point by key, chained through `next` (most keys have one flow; an
+      // array per key cost more than the matching).
+      var first: [Key: Int] = [:]
+      var next = [Int](repeating: -1, count: flows.count)
+      for (index, flow) in flows.enumerated() where flow.observationPoint == inner {
+        let key = key(flow)
+        if let head = first[key] { next[index] = head }
+        first[key] = index
+      }
       for a in flows where a.observationPoint == outer && a.closeType != "forced_report" {
-        for b in inside[key(a)] ?? [] where abs(b.startMicros - a.startMicros) < 1_000_000 {
+        var candidate = first[key(a)] ?? -1
+        while candidate >= 0 {
+          let b = flows[candidate]
+          candidate = next[candidate]
+          guard abs(b.startMicros - a.startMicros) < 1_000_000 else { continue }
           // Inbound (s-nd → s): the uplink saw client packets the veth did not, or the veth
           // sent server packets the uplink did not; outbound (c → c-nd) the other way round.
           let lost =

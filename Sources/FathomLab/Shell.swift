@@ -184,9 +184,49 @@ func rfc3339(_ time: Double, fraction: Bool = false) -> String {
 /// Parses `rfc3339` output (and plain epoch seconds).
 public func parseTime(_ text: String) -> Double? {
   if let seconds = Double(text) { return seconds }
+  if let seconds = parseUTCTime(text) { return seconds }
   let formatter = ISO8601DateFormatter()
   formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
   if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
   formatter.formatOptions = [.withInternetDateTime]
   return formatter.date(from: text)?.timeIntervalSince1970
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` without a formatter (samples and event logs hold thousands
+/// of these; a formatter per call dominated reading them); nil for any other shape.
+func parseUTCTime(_ text: String) -> Double? {
+  var utf8 = text.utf8.makeIterator()
+  func number(_ digits: Int) -> Int? {
+    var value = 0
+    for _ in 0..<digits {
+      guard let byte = utf8.next(), byte >= 48, byte <= 57 else { return nil }
+      value = value * 10 + Int(byte - 48)
+    }
+    return value
+  }
+  func expect(_ character: UInt8) -> Bool { utf8.next() == character }
+  guard let year = number(4), expect(45), let month = number(2), expect(45), let day = number(2), expect(84),
+    let hour = number(2), expect(58), let minute = number(2), expect(58), let second = number(2),
+    (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+  else { return nil }
+  var fraction = 0.0
+  var next = utf8.next()
+  if next == 46 {
+    var scale = 0.1
+    next = utf8.next()
+    while let byte = next, byte >= 48, byte <= 57 {
+      fraction += Double(byte - 48) * scale
+      scale /= 10
+      next = utf8.next()
+    }
+  }
+  guard next == 90, utf8.next() == nil else { return nil }
+  // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+  let y = month <= 2 ? year - 1 : year
+  let era = (y >= 0 ? y : y - 399) / 400
+  let yearOfEra = y - era * 400
+  let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+  let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+  let days = era * 146097 + dayOfEra - 719468
+  return Double(days * 86400 + hour * 3600 + minute * 60 + second) + fraction
 }

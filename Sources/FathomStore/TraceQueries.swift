@@ -1,6 +1,7 @@
 import FathomKube
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// A stored request with its tags translated to names: what trace assembly works on.
 public struct StoredRequest: Sendable, Equatable {
@@ -89,36 +90,60 @@ public protocol TraceSource {
 }
 
 extension SQLiteStore: TraceSource {
+  /// Ids, not names: names come from the resources dictionary in memory (joining four
+  /// dictionary lookups per row cost more than the rest of the query).
   static let selectStored = """
-    SELECT r.rowid AS id, r.start_us, r.duration_us, r.protocol, r.method, r.domain, r.resource, r.status, r.code,
-      r.client_ip, r.client_port, r.server_ip, r.server_port, r.observation_point,
-      COALESCE(n.name, '') AS node, r.interface,
-      COALESCE(cp.namespace || '/' || cp.name, '') AS client_pod, COALESCE(sp.namespace || '/' || sp.name, '') AS server_pod,
-      COALESCE(ss.namespace || '/' || ss.name, '') AS server_service, r.server_kind,
-      CASE WHEN r.x_request_id_req != '' THEN r.x_request_id_req ELSE r.x_request_id_resp END AS x_request_id,
+    SELECT r.rowid, r.start_us, r.duration_us, r.protocol, r.method, r.domain, r.resource, r.status, r.code,
+      r.client_ip, r.client_port, r.server_ip, r.server_port, r.observation_point, r.capture_node, r.interface,
+      r.client_pod, r.server_pod, r.server_service, r.server_kind,
+      CASE WHEN r.x_request_id_req != '' THEN r.x_request_id_req ELSE r.x_request_id_resp END,
       r.trace_id, r.req_tcp_seq, r.resp_tcp_seq, r.answers
     FROM requests r
-      LEFT JOIN resources n ON n.id = r.capture_node AND r.capture_node != 0
-      LEFT JOIN resources cp ON cp.id = r.client_pod AND r.client_pod != 0
-      LEFT JOIN resources sp ON sp.id = r.server_pod AND r.server_pod != 0
-      LEFT JOIN resources ss ON ss.id = r.server_service AND r.server_service != 0
     """
 
+  /// Resource id → `namespace/name` (nodes: their name).
+  func resourceNames(in db: Database) throws -> [Int64: String] {
+    var names: [Int64: String] = [:]
+    for row in try Row.fetchAll(db, sql: "SELECT id, namespace, name FROM resources") {
+      let namespace: String = row[1]
+      let name: String = row[2]
+      names[row[0]] = namespace.isEmpty ? name : "\(namespace)/\(name)"
+    }
+    return names
+  }
+
+  /// Rows of `selectStored`, read with sqlite3's column API.
   func stored(_ whereClause: String, _ arguments: StatementArguments) throws -> [StoredRequest] {
     try pool.read { db in
-      try Row.fetchAll(db, sql: "\(Self.selectStored) WHERE \(whereClause)", arguments: arguments).map { row in
-        StoredRequest(
-          id: row["id"], startMicros: row["start_us"], durationMicros: row["duration_us"],
-          protocolName: row["protocol"],
-          method: row["method"], domain: row["domain"], resource: row["resource"], status: row["status"],
-          code: row["code"],
-          clientIP: row["client_ip"], clientPort: row["client_port"], serverIP: row["server_ip"],
-          serverPort: row["server_port"], observationPoint: row["observation_point"], node: row["node"],
-          interface: row["interface"], clientPod: row["client_pod"], serverPod: row["server_pod"],
-          serverService: row["server_service"], serverKind: row["server_kind"], xRequestID: row["x_request_id"],
-          traceID: row["trace_id"], requestSequence: row["req_tcp_seq"], responseSequence: row["resp_tcp_seq"],
-          answers: row["answers"])
+      let names = try resourceNames(in: db)
+      func name(_ id: Int64) -> String { id == 0 ? "" : names[id] ?? "" }
+      let statement = try db.makeStatement(sql: "\(Self.selectStored) WHERE \(whereClause)")
+      try statement.setArguments(arguments)
+      let columns = SQLiteColumns(statement.sqliteStatement)
+      var result: [StoredRequest] = []
+      while true {
+        let step = sqlite3_step(statement.sqliteStatement)
+        guard step == SQLITE_ROW else {
+          if step == SQLITE_DONE { break }
+          throw DatabaseError(
+            resultCode: ResultCode(rawValue: step), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+        }
+        let node = name(columns.int64(14))
+        result.append(
+          StoredRequest(
+            id: columns.int64(0), startMicros: columns.int64(1), durationMicros: columns.int64(2),
+            protocolName: columns.text(3), method: columns.text(4), domain: columns.text(5),
+            resource: columns.text(6), status: columns.text(7), code: columns.optionalInt(8),
+            clientIP: columns.text(9), clientPort: columns.int(10), serverIP: columns.text(11),
+            serverPort: columns.int(12), observationPoint: columns.text(13),
+            node: node.split(separator: "/").last.map(String.init) ?? node, interface: columns.text(15),
+            clientPod: name(columns.int64(16)), serverPod: name(columns.int64(17)),
+            serverService: name(columns.int64(18)), serverKind: columns.text(19), xRequestID: columns.text(20),
+            traceID: columns.text(21), requestSequence: columns.optionalInt(22).map(Int64.init),
+            responseSequence: columns.optionalInt(23).map(Int64.init), answers: columns.text(24)))
       }
+      sqlite3_reset(statement.sqliteStatement)
+      return result
     }
   }
 
@@ -145,7 +170,10 @@ extension SQLiteStore: TraceSource {
   {
     let parts = service.split(separator: "/").map(String.init)
     guard parts.count == 2 else { return [] }
-    var clause = "ss.namespace = ? AND ss.name = ? AND r.observation_point = 's' AND r.start_us >= ?"
+    var clause = """
+      r.server_service = (SELECT id FROM resources WHERE kind = 'service' AND namespace = ? AND name = ?)
+        AND r.observation_point = 's' AND r.start_us >= ?
+      """
     var arguments: StatementArguments = [parts[0], parts[1], since]
     if onlyErrors { clause += " AND r.status != 'ok'" }
     if let slowerThanMicros {
