@@ -85,8 +85,9 @@ public final class ClickHouseStore: RecordStore {
 
   let target: Target
   let session: URLSession
-  /// One keep-alive connection per server (plain http only).
-  let connections = Mutex<[String: HTTPConnection?]>([:])
+  /// Idle keep-alive connections per server (plain http only). A request takes one (or opens
+  /// one) and puts it back when done, so threads never share a socket.
+  let connections = Mutex<[String: [HTTPConnection]]>([:])
   /// Attempts per request; a failing server gets a bounded retry, then a clear error.
   let attempts = 4
   static let schemaVersion = 2
@@ -131,11 +132,11 @@ public final class ClickHouseStore: RecordStore {
     }
     request.httpMethod = "POST"
     var lastError = ""
-    let connection = connections.withLock { connections -> HTTPConnection? in
-      if let existing = connections[base] { return existing }
-      let created = request.url.flatMap { HTTPConnection(url: $0) }
-      connections[base] = created
-      return created
+    let connection =
+      connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
+    var reusable = true
+    defer {
+      if let connection, reusable { connections.withLock { $0[base, default: []].append(connection) } }
     }
     for attempt in 0..<attempts {
       if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
@@ -151,6 +152,7 @@ public final class ClickHouseStore: RecordStore {
           text = String(decoding: response.body, as: UTF8.self)
         } catch {
           lastError = "\(error)"
+          reusable = false
           continue
         }
       } else {

@@ -6,8 +6,9 @@ import Foundation
 
 /// One keep-alive HTTP/1.1 connection over a plain socket, for ClickHouse's `http://` interface:
 /// the batches are large and many, and URLSession spent more CPU in thread hand-offs than the
-/// whole encoding (measured: 10 s of system time per million records).
-final class HTTPConnection {
+/// whole encoding (measured: 10 s of system time per million records). Used by one thread at a
+/// time: `ClickHouseStore` checks a connection out of its idle pool for each request.
+final class HTTPConnection: @unchecked Sendable {
   let host: String
   let port: UInt16
   private var fd: Int32 = -1
