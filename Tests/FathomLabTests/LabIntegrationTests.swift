@@ -282,7 +282,10 @@ struct LabIntegrationTests {
       "healthy-nodeport", "pod-errors-ingress-hostnetwork", "svc-no-endpoints-nodeport", "dns-nxdomain-clusterip",
       "ingress-wrong-backend-ingress-pod", "kube-proxy-stale-clusterip", "net-loss-clusterip",
     ]
+    // In the subset's order: net-loss last (once, the scenario right after it still saw loss on
+    // node-2's uplink — an open item: the harness waits for readiness, not for the network).
     let scenarios = try Scenario.load(directory: scenarioDirectory).filter { subset.contains($0.name) }
+      .sorted { subset.firstIndex(of: $0.name)! < subset.firstIndex(of: $1.name)! }
     #expect(scenarios.count == subset.count)
     let harness = ScenarioHarness(store: store, workDirectory: "\(scratch)/scenarios")
     for scenario in scenarios {
