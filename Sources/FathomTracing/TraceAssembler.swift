@@ -148,7 +148,8 @@ public struct TraceAssembler {
       var parent = parentSpan
       var level = depth
       if let connect = connects[index] {
-        spans.append(Span(id: spans.count, parent: parentSpan, kind: .connect, request: connect, depth: depth, link: "seq"))
+        spans.append(
+          Span(id: spans.count, parent: parentSpan, kind: .connect, request: connect, depth: depth, link: "seq"))
       }
       for (position, request) in hops[index].spans.enumerated() {
         let linkKind = position == 0 ? hops[index].link : "seq"
@@ -178,11 +179,16 @@ public struct TraceAssembler {
         // one that exists (same first label).
         let base = answer.domain
         let firstLabel = base.split(separator: ".").first.map(String.init) ?? base
+        // Only this resolution's lookups: after the client's previous answer for the name (a
+        // busy client resolves the same name for other requests within the same second).
+        let previousAnswer =
+          answering.filter { $0.domain == base && $0.startMicros < answer.startMicros - 50_000 }.map(\.startMicros)
+          .max() ?? .min
         let related = lookups.filter {
           let sameName = $0.domain == base || $0.domain.hasPrefix(base + ".")
           let sameFirstLabel = $0.domain.split(separator: ".").first.map(String.init) == firstLabel
           return (sameName || sameFirstLabel) && $0.startMicros >= answer.startMicros - 1_000_000
-            && $0.startMicros <= answer.startMicros
+            && $0.startMicros > previousAnswer && $0.startMicros <= answer.startMicros
         }
         dnsSpans = Self.spanSets(related).compactMap(\.first)
       } else if first.serverKind == "service" || first.serverKind == "node_port" || first.protocolName == "http" {
@@ -234,7 +240,8 @@ public struct TraceAssembler {
     guard flow.synRetransmissions > 0 || wait >= connectThresholdMicros else { return nil }
     // Only a connection's first request waits for the handshake.
     let earlier = try source.requests(
-      clientIP: request.clientIP, protocolName: request.protocolName, from: flow.startMicros, to: request.startMicros - 1
+      clientIP: request.clientIP, protocolName: request.protocolName, from: flow.startMicros,
+      to: request.startMicros - 1
     ).contains { $0.clientPort == request.clientPort && $0.observationPoint == request.observationPoint }
     guard !earlier else { return nil }
     var connect = request

@@ -135,6 +135,21 @@ struct MemorySource: TraceSource {
       try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
   }
 
+  /// A busy client resolved the same name for an earlier request 200 ms before: only this
+  /// request's resolution (its search-path miss and answer) is in its trace.
+  @Test func onlyTheRequestsOwnResolutionIsShown() throws {
+    var earlier = Self.records.filter { $0.protocolName == "dns" }
+    for index in earlier.indices {
+      earlier[index].id += 1000
+      earlier[index].startMicros -= 200_000
+      earlier[index].clientPort += 1
+    }
+    let trace = try #require(
+      try TraceAssembler(source: MemorySource(records: Self.records + earlier)).assemble(xRequestID: "abc"))
+    let lookups = trace.spans.filter { $0.kind == .dns }
+    #expect(lookups.map(\.request.startMicros) == [1_000, 1_400])
+  }
+
   @Test func aRequestToAnAddressNoLookupAnsweredIsMarked() throws {
     let records = Self.records.filter { $0.protocolName != "dns" }
     let trace = try #require(try TraceAssembler(source: MemorySource(records: records)).assemble(xRequestID: "abc"))
