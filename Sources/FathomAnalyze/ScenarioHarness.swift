@@ -3,7 +3,6 @@ import FathomKube
 import FathomLab
 import FathomStore
 import Foundation
-import Synchronization
 import Yams
 
 /// A fault scenario with its expected diagnosis, written before the run (scenarios/*.yaml).
@@ -83,23 +82,27 @@ public struct ScenarioHarness {
     progress(
       "\(scenario.name): recording \(Int(total)) s on \(scenario.path ?? "every path") (baseline \(Int(baselineSeconds)) s, then \(scenario.fault))"
     )
-    @Sendable func now() -> Double { Date().timeIntervalSince1970 }
-    let faultTime = Mutex<Double?>(nil)
-    let started = now()
     let fault = scenario.fault
     let target = scenario.target
     let apply = LabRecorder.TimedAction(after: baselineSeconds) { [store] in
-      faultTime.withLock { $0 = now() }
       if fault != "none" { _ = try FaultInjector(store: store).apply(fault, target: target) }
     }
     defer { if fault != "none" { _ = try? injector.heal(fault) } }
     try LabRecorder(store: store).record(
-      duration: total, output: directory, runLoad: true, rate: scenario.rate, paths: scenario.path.map { [$0] }, during: apply
+      duration: total, output: directory, runLoad: true, rate: scenario.rate, paths: scenario.path.map { [$0] },
+      during: apply
     ) { _ in }
-    let ended = now()
     if fault != "none" { _ = try injector.heal(fault) }
 
-    let faultMicros = Int64((faultTime.withLock { $0 } ?? started + baselineSeconds) * 1e6)
+    // The recording's manifest has its time range and when the fault was applied.
+    let manifest =
+      (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(directory)/manifest.json"))))
+      as? [String: Any] ?? [:]
+    guard let started = (manifest["start"] as? String).flatMap(parseTime),
+      let ended = (manifest["end"] as? String).flatMap(parseTime)
+    else { throw LabError.state("\(directory): the recording's manifest has no time range") }
+    let applied = ((manifest["faults"] as? [[String: Any]])?.first?["applied_at"] as? String).flatMap(parseTime)
+    let faultMicros = Int64((applied ?? started + baselineSeconds) * 1e6)
     let baseline = Int64((started + 0.5) * 1e6)...(faultMicros - 1)
     let windowStart = faultMicros + Int64(settleSeconds * 1e6)
     let clock = Date()

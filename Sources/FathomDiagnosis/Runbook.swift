@@ -144,7 +144,7 @@ public struct Runbook {
         findings[index].evidence += symptom.evidence
       }
     }
-    findings += try context.nothingSeenFindings()
+    findings += context.nothingSeenFindings()
     // Rank: score, then runbook order.
     var seen = Set<String>()
     let order = Self.stepOrder

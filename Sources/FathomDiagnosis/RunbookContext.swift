@@ -112,7 +112,7 @@ struct RunbookContext {
     for object in input.objects {
       if case .service(let service) = object, let name = service.metadata?.name {
         let namespace = service.metadata?.namespace ?? "default"
-        serviceNames["\(name).\(namespace).svc.cluster.local"] = "\(namespace)/\(name)"
+        serviceNames[Self.dnsName(of: "\(namespace)/\(name)")] = "\(namespace)/\(name)"
       }
     }
     for lookup in lookups where !lookup.clientPod.isEmpty {
@@ -143,6 +143,12 @@ struct RunbookContext {
   }
 
   // MARK: Objects
+
+  /// The cluster DNS name of a Service (`namespace/name`).
+  static func dnsName(of service: String) -> String {
+    let parts = service.split(separator: "/")
+    return "\(parts.last ?? "").\(parts.first ?? "").svc.cluster.local"
+  }
 
   static func key(_ metadata: ObjectMeta?) -> String { "\(metadata?.namespace ?? "default")/\(metadata?.name ?? "")" }
 
@@ -257,11 +263,10 @@ struct RunbookContext {
   }
 
   /// Nothing about the target at all: say so instead of "no fault".
-  func nothingSeenFindings() throws -> [Finding] {
+  func nothingSeenFindings() -> [Finding] {
     if let from = input.from {
       // The caller's own attempts: connections to the Service or lookups of its name.
-      let parts = input.service.split(separator: "/")
-      let name = "\(parts.last ?? "").\(parts.first ?? "").svc.cluster.local"
+      let name = Self.dnsName(of: input.service)
       let tried =
         flows(to: input.service).contains { podWorkloads[$0.clientPod] == from }
         || lookups.contains { $0.domain == name && podWorkloads[$0.clientPod] == from }

@@ -253,8 +253,7 @@ extension RunbookContext {
     var findings: [Finding] = []
     let refused = connectionFailures(to: "kube-system/kube-dns")
     for service in path {
-      let parts = service.split(separator: "/")
-      let name = "\(parts.last ?? "").\(parts.first ?? "").svc.cluster.local"
+      let name = Self.dnsName(of: service)
       let ofName = lookups.filter { $0.domain == name && countsAsClient($0.clientPod, of: service) }
       guard !ofName.isEmpty else { continue }
       let answered = ofName.filter { $0.code == 0 }.count

@@ -2,22 +2,6 @@ import Foundation
 import GRDB
 import GRDBSQLite
 
-/// Columns of the current row of a stepped statement.
-struct SQLiteColumns {
-  let statement: OpaquePointer
-  init(_ statement: OpaquePointer) { self.statement = statement }
-  func int64(_ index: Int32) -> Int64 { sqlite3_column_int64(statement, index) }
-  func int(_ index: Int32) -> Int { Int(sqlite3_column_int64(statement, index)) }
-  func optionalInt(_ index: Int32) -> Int? {
-    sqlite3_column_type(statement, index) == SQLITE_NULL ? nil : Int(sqlite3_column_int64(statement, index))
-  }
-  func text(_ index: Int32) -> String {
-    guard let bytes = sqlite3_column_text(statement, index) else { return "" }
-    return String(
-      decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(statement, index))), as: UTF8.self)
-  }
-}
-
 /// A flow record as the runbook reads it: tags translated to names, only the fields it decides on.
 public struct FlowFact: Sendable, Equatable {
   public var startMicros: Int64
@@ -139,21 +123,10 @@ enum DiagnosisSQL {
 }
 
 extension SQLiteStore: DiagnosisSource {
-  /// Resource id → `namespace/name` (nodes: their name).
-  func resourceNames(_ db: Database) throws -> [String: String] {
-    var names: [String: String] = [:]
-    for row in try Row.fetchAll(db, sql: "SELECT id, namespace, name FROM resources") {
-      let namespace: String = row[1]
-      let name: String = row[2]
-      names[String(row[0] as Int64)] = namespace.isEmpty ? name : "\(namespace)/\(name)"
-    }
-    return names
-  }
-
-  /// Rows as text fields, ids translated through the resources dictionary by `name`.
-  func textRows(_ sql: String) throws -> (rows: [[String]], names: [String: String]) {
+  /// Rows as text fields, and the resources dictionary to translate their ids.
+  func textRows(_ sql: String) throws -> (rows: [[String]], names: ResourceNames) {
     try pool.read { db in
-      let names = try resourceNames(db)
+      let names = try ResourceNames(db)
       var rows: [[String]] = []
       let cursor = try Row.fetchCursor(db, sql: sql)
       while let row = try cursor.next() {
@@ -184,39 +157,15 @@ extension SQLiteStore: DiagnosisSource {
   /// thousands of flows, and GRDB's per-row values cost more than the query (measured on a
   /// 10-minute lab recording: 358k flows).
   func flowFacts(where clause: String, _ arguments: StatementArguments) throws -> [FlowFact] {
-    try pool.read { db in
-      var names: [Int64: String] = [:]
-      for row in try Row.fetchAll(db, sql: "SELECT id, namespace, name FROM resources") {
-        let namespace: String = row[1]
-        let name: String = row[2]
-        names[row[0]] = namespace.isEmpty ? name : "\(namespace)/\(name)"
-      }
-      var nodeNames: [Int64: String] = [:]
-      for (id, name) in names { nodeNames[id] = name.split(separator: "/").last.map(String.init) ?? name }
-      func name(_ id: Int64) -> String { id == 0 ? "" : names[id] ?? "" }
-      let statement = try db.makeStatement(sql: "SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE \(clause)")
-      try statement.setArguments(arguments)
-      let columns = SQLiteColumns(statement.sqliteStatement)
-      var facts: [FlowFact] = []
-      while true {
-        let step = sqlite3_step(statement.sqliteStatement)
-        guard step == SQLITE_ROW else {
-          if step == SQLITE_DONE { break }
-          throw DatabaseError(
-            resultCode: ResultCode(rawValue: step), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-        }
-        facts.append(
-          FlowFact(
-            startMicros: columns.int64(0), endMicros: columns.int64(1), node: nodeNames[columns.int64(2)] ?? "",
-            interface: columns.text(3), observationPoint: columns.text(4), clientIP: columns.text(5),
-            clientPort: columns.int(6), serverIP: columns.text(7), serverPort: columns.int(8),
-            clientKind: columns.text(9), serverKind: columns.text(10), clientPod: name(columns.int64(11)),
-            serverPod: name(columns.int64(12)), serverService: name(columns.int64(13)), closeType: columns.text(14),
-            c2sPackets: columns.int(15), s2cPackets: columns.int(16), retransmissions: columns.int(17),
-            synRetransmissions: columns.int(18)))
-      }
-      sqlite3_reset(statement.sqliteStatement)
-      return facts
+    try read("SELECT \(DiagnosisSQL.flowColumns) FROM flows WHERE \(clause)", arguments) { columns, names in
+      FlowFact(
+        startMicros: columns.int64(0), endMicros: columns.int64(1), node: names.node(columns.int64(2)),
+        interface: columns.text(3), observationPoint: columns.text(4), clientIP: columns.text(5),
+        clientPort: columns.int(6), serverIP: columns.text(7), serverPort: columns.int(8),
+        clientKind: columns.text(9), serverKind: columns.text(10), clientPod: names.name(columns.int64(11)),
+        serverPod: names.name(columns.int64(12)), serverService: names.name(columns.int64(13)),
+        closeType: columns.text(14), c2sPackets: columns.int(15), s2cPackets: columns.int(16),
+        retransmissions: columns.int(17), synRetransmissions: columns.int(18))
     }
   }
 
@@ -235,13 +184,13 @@ extension SQLiteStore: DiagnosisSource {
       table: "requests", protocolName: protocolName, observationPoint: observationPoint, from: from, to: to
     ).replacingOccurrences(of: "count()", with: "COUNT(*)")
     let (rows, names) = try textRows(sql)
-    return rows.compactMap { DiagnosisSQL.requestCount($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    return rows.compactMap { DiagnosisSQL.requestCount($0, name: names.name(text:)) }
   }
 
   public func serverRollups(from: Int64, to: Int64) throws -> [ServerRollup] {
     let table = RollupSchema.table("request", DiagnosisSQL.rollupResolution(from: from, to: to))
     let (rows, names) = try textRows(DiagnosisSQL.rollupQuery(table: table, from: from, to: to))
-    return rows.compactMap { DiagnosisSQL.serverRollup($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    return rows.compactMap { DiagnosisSQL.serverRollup($0, name: names.name(text:)) }
   }
 
   public func recordedRange() throws -> ClosedRange<Int64>? {
@@ -259,18 +208,27 @@ extension SQLiteStore: DiagnosisSource {
 }
 
 extension ClickHouseStore: DiagnosisSource {
-  public func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
+  /// Id (as text) → name, from the resources dictionary.
+  func idNames() throws -> (String) -> String {
     let names = try names()
-    return try rows(
-      "SELECT \(DiagnosisSQL.flowColumns) FROM \(target.database).flows WHERE start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))"
-    ).compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    return { $0 == "0" ? "" : names[$0] ?? "" }
+  }
+
+  func flowFacts(where clause: String) throws -> [FlowFact] {
+    let name = try idNames()
+    return try rows("SELECT \(DiagnosisSQL.flowColumns) FROM \(target.database).flows WHERE \(clause)").compactMap {
+      DiagnosisSQL.flowFact($0, name: name)
+    }
+  }
+
+  public func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
+    try flowFacts(
+      where:
+        "start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))")
   }
 
   public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
-    let names = try names()
-    return try rows(
-      "SELECT \(DiagnosisSQL.flowColumns) FROM \(target.database).flows WHERE start_us <= \(to) AND end_us >= \(from)"
-    ).compactMap { DiagnosisSQL.flowFact($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    try flowFacts(where: "start_us <= \(to) AND end_us >= \(from)")
   }
 
   public func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
@@ -284,26 +242,26 @@ extension ClickHouseStore: DiagnosisSource {
   public func requestCounts(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
     -> [RequestCount]
   {
-    let names = try names()
+    let name = try idNames()
     return try rows(
       DiagnosisSQL.countQuery(
         table: "\(target.database).requests", protocolName: protocolName, observationPoint: observationPoint,
         from: from, to: to)
-    ).compactMap { DiagnosisSQL.requestCount($0) { $0 == "0" ? "" : names[$0] ?? "" } }
+    ).compactMap { DiagnosisSQL.requestCount($0, name: name) }
   }
 
   public func serverRollups(from: Int64, to: Int64) throws -> [ServerRollup] {
-    let names = try names()
+    let name = try idNames()
     let table = "\(target.database).\(RollupSchema.table("request", DiagnosisSQL.rollupResolution(from: from, to: to)))"
     return try rows(DiagnosisSQL.rollupQuery(table: table, from: from, to: to)).compactMap {
-      DiagnosisSQL.serverRollup($0) { $0 == "0" ? "" : names[$0] ?? "" }
+      DiagnosisSQL.serverRollup($0, name: name)
     }
   }
 
   public func recordedRange() throws -> ClosedRange<Int64>? {
     let db = target.database
     let row = try rows(
-      "SELECT least(min(first), 9223372036854775807), max(last) FROM (SELECT min(start_us) AS first, max(end_us) AS last FROM \(db).flows UNION ALL SELECT min(start_us), max(end_us) FROM \(db).requests) WHERE last > 0"
+      "SELECT min(first), max(last) FROM (SELECT min(start_us) AS first, max(end_us) AS last FROM \(db).flows UNION ALL SELECT min(start_us), max(end_us) FROM \(db).requests) WHERE last > 0"
     ).first
     guard let row, row.count == 2, let first = Int64(row[0]), let last = Int64(row[1]), first > 0, first <= last
     else { return nil }

@@ -101,49 +101,20 @@ extension SQLiteStore: TraceSource {
     FROM requests r
     """
 
-  /// Resource id → `namespace/name` (nodes: their name).
-  func resourceNames(in db: Database) throws -> [Int64: String] {
-    var names: [Int64: String] = [:]
-    for row in try Row.fetchAll(db, sql: "SELECT id, namespace, name FROM resources") {
-      let namespace: String = row[1]
-      let name: String = row[2]
-      names[row[0]] = namespace.isEmpty ? name : "\(namespace)/\(name)"
-    }
-    return names
-  }
-
-  /// Rows of `selectStored`, read with sqlite3's column API.
+  /// Rows of `selectStored`.
   func stored(_ whereClause: String, _ arguments: StatementArguments) throws -> [StoredRequest] {
-    try pool.read { db in
-      let names = try resourceNames(in: db)
-      func name(_ id: Int64) -> String { id == 0 ? "" : names[id] ?? "" }
-      let statement = try db.makeStatement(sql: "\(Self.selectStored) WHERE \(whereClause)")
-      try statement.setArguments(arguments)
-      let columns = SQLiteColumns(statement.sqliteStatement)
-      var result: [StoredRequest] = []
-      while true {
-        let step = sqlite3_step(statement.sqliteStatement)
-        guard step == SQLITE_ROW else {
-          if step == SQLITE_DONE { break }
-          throw DatabaseError(
-            resultCode: ResultCode(rawValue: step), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-        }
-        let node = name(columns.int64(14))
-        result.append(
-          StoredRequest(
-            id: columns.int64(0), startMicros: columns.int64(1), durationMicros: columns.int64(2),
-            protocolName: columns.text(3), method: columns.text(4), domain: columns.text(5),
-            resource: columns.text(6), status: columns.text(7), code: columns.optionalInt(8),
-            clientIP: columns.text(9), clientPort: columns.int(10), serverIP: columns.text(11),
-            serverPort: columns.int(12), observationPoint: columns.text(13),
-            node: node.split(separator: "/").last.map(String.init) ?? node, interface: columns.text(15),
-            clientPod: name(columns.int64(16)), serverPod: name(columns.int64(17)),
-            serverService: name(columns.int64(18)), serverKind: columns.text(19), xRequestID: columns.text(20),
-            traceID: columns.text(21), requestSequence: columns.optionalInt(22).map(Int64.init),
-            responseSequence: columns.optionalInt(23).map(Int64.init), answers: columns.text(24)))
-      }
-      sqlite3_reset(statement.sqliteStatement)
-      return result
+    try read("\(Self.selectStored) WHERE \(whereClause)", arguments) { columns, names in
+      StoredRequest(
+        id: columns.int64(0), startMicros: columns.int64(1), durationMicros: columns.int64(2),
+        protocolName: columns.text(3), method: columns.text(4), domain: columns.text(5),
+        resource: columns.text(6), status: columns.text(7), code: columns.optionalInt(8),
+        clientIP: columns.text(9), clientPort: columns.int(10), serverIP: columns.text(11),
+        serverPort: columns.int(12), observationPoint: columns.text(13), node: names.node(columns.int64(14)),
+        interface: columns.text(15), clientPod: names.name(columns.int64(16)),
+        serverPod: names.name(columns.int64(17)), serverService: names.name(columns.int64(18)),
+        serverKind: columns.text(19), xRequestID: columns.text(20), traceID: columns.text(21),
+        requestSequence: columns.optionalInt(22).map(Int64.init),
+        responseSequence: columns.optionalInt(23).map(Int64.init), answers: columns.text(24))
     }
   }
 
