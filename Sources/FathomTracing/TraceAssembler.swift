@@ -101,13 +101,21 @@ public struct TraceAssembler {
     }
     var hops = Self.spanSets(Array(all.values)).map { Hop(spans: $0, link: link) }
 
-    // Calls without IDs made while serving a hop (Redis): children by timing.
+    // Calls without IDs made while serving a hop, children by timing (weak): Redis calls, and
+    // the upstream request of a proxy that passes no ID (same method and path, within the hop).
     var calls: [StoredRequest] = []
     for hop in hops where !hop.server.serverPod.isEmpty {
       let serverSide = hop.server
-      for call in try source.requests(
+      let redis = try source.requests(
         clientIP: serverSide.serverIP, protocolName: "redis", from: serverSide.startMicros, to: serverSide.endMicros)
-      where all[call.id] == nil {
+      let upstream = try source.requests(
+        clientIP: serverSide.serverIP, protocolName: serverSide.protocolName, from: serverSide.startMicros,
+        to: serverSide.endMicros
+      ).filter {
+        $0.xRequestID.isEmpty && $0.traceID.isEmpty && $0.method == serverSide.method
+          && $0.resource == serverSide.resource
+      }
+      for call in redis + upstream where all[call.id] == nil {
         all[call.id] = call
         calls.append(call)
       }

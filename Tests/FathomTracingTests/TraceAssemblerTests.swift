@@ -150,6 +150,32 @@ struct MemorySource: TraceSource {
     #expect(lookups.map(\.request.startMicros) == [1_000, 1_400])
   }
 
+  /// web proxies the request upstream without passing the ID: the upstream request (same method
+  /// and path, within web's span) is linked by timing, marked weak; another path is not.
+  @Test func aProxyThatPassesNoIDIsLinkedByTiming() throws {
+    var upstream = Self.records[2]  // the request as web saw it, at s on node-2
+    upstream.id = 200
+    upstream.startMicros = 3_000
+    upstream.durationMicros = 500
+    upstream.clientIP = "10.244.2.3"
+    upstream.clientPod = "shop/web"
+    upstream.serverIP = "10.244.2.7"
+    upstream.serverPod = "shop/backend"
+    upstream.xRequestID = ""
+    upstream.requestSequence = 500
+    var other = upstream
+    other.id = 201
+    other.startMicros = 3_600
+    other.resource = "/other"
+    other.requestSequence = 501
+    let trace = try #require(
+      try TraceAssembler(source: MemorySource(records: Self.records + [upstream, other])).assemble(xRequestID: "abc"))
+    let linked = trace.spans.filter { $0.request.serverPod == "shop/backend" }
+    #expect(linked.map(\.request.id) == [200])
+    #expect(linked.first?.link == "timing")
+    #expect(linked.first.flatMap(\.parent).map { trace.spans[$0].request.serverPod } == "shop/web")
+  }
+
   @Test func aRequestToAnAddressNoLookupAnsweredIsMarked() throws {
     let records = Self.records.filter { $0.protocolName != "dns" }
     let trace = try #require(try TraceAssembler(source: MemorySource(records: records)).assemble(xRequestID: "abc"))
