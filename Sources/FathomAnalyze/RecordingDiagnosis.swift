@@ -18,18 +18,25 @@ public enum RecordingDiagnosis {
     _ = try Analyzer(options: options).run { _ in }
   }
 
-  /// Resource samples, one JSON object per line, within `window` (µs) when given; unreadable
-  /// lines are skipped.
-  public static func samples(at path: String?, window: ClosedRange<Int64>? = nil) -> [[String: Any]] {
-    (path.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "").split(separator: "\n").compactMap {
-      guard let sample = (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] else { return nil }
-      if let window {
-        guard let time = (sample["time"] as? String).flatMap(parseTime),
-          window.contains(Int64(time * 1e6))
-        else { return nil }
+  /// Resource samples, one JSON object per line, within `window` (µs) when given, and how many
+  /// lines could not be read (cut by a crash of the sampler, or of a newer format): skipped.
+  public static func samples(at path: String?, window: ClosedRange<Int64>? = nil) -> (
+    samples: [ResourceSample], unreadable: Int
+  ) {
+    guard let path, let data = FileManager.default.contents(atPath: path) else { return ([], 0) }
+    let decoder = JSONDecoder()
+    var samples: [ResourceSample] = []
+    var unreadable = 0
+    for line in data.split(separator: UInt8(ascii: "\n")) where !line.isEmpty {
+      guard let sample = try? decoder.decode(ResourceSample.self, from: line), let time = parseTime(sample.time)
+      else {
+        unreadable += 1
+        continue
       }
-      return sample
+      if let window, !window.contains(Int64(time * 1e6)) { continue }
+      samples.append(sample)
     }
+    return (samples, unreadable)
   }
 
   /// The objects as they were at `micros` when the recording has its event log, else at its end.
@@ -49,7 +56,7 @@ public enum RecordingDiagnosis {
     try analyzeIfNeeded(recording: recording, database: database)
     return DiagnosisInput(
       store: try SQLiteStore(path: database), objects: try objects(recording: recording, at: window?.upperBound),
-      samples: samples(at: "\(recording)/samples.jsonl", window: window), service: service, window: window,
+      samples: samples(at: "\(recording)/samples.jsonl", window: window).samples, service: service, window: window,
       baseline: baseline)
   }
 }

@@ -8,7 +8,7 @@ public struct DiagnosisInput {
   public var store: any DiagnosisSource
   public var objects: [KubeObject]
   /// Resource samples within the window (the caller filters by time).
-  public var samples: [[String: Any]]
+  public var samples: [ResourceSample]
   /// `namespace/name` of the Service whose users complain.
   public var service: String
   /// `namespace/workload` of the calling side (`--from`): the target's own lookups and
@@ -21,7 +21,7 @@ public struct DiagnosisInput {
   public var thresholds = Thresholds()
 
   public init(
-    store: any DiagnosisSource, objects: [KubeObject], samples: [[String: Any]], service: String,
+    store: any DiagnosisSource, objects: [KubeObject], samples: [ResourceSample], service: String,
     window: ClosedRange<Int64>? = nil, baseline: ClosedRange<Int64>? = nil
   ) {
     self.store = store
@@ -77,7 +77,34 @@ public struct Thresholds: Codable, Sendable {
   public var rateDropShare = 0.5
   /// Coroot's latency objective: a p99 above it fails the service step.
   public var latencyObjectiveMicros: Int64 = 500_000
+  /// Packets dropped by a node's or pod's interface above this share of its packets.
+  public var interfaceDropShare = 0.01
   public init() {}
+
+  /// The defaults with the fields a JSON object names replaced: a config file names only what
+  /// it changes. An unknown field is an error (a misspelt threshold would silently not apply).
+  public static func overriding(json: Data) throws -> Thresholds {
+    guard var fields = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Thresholds())) as? [String: Any],
+      let overrides = try JSONSerialization.jsonObject(with: json) as? [String: Any]
+    else { throw ThresholdsError(message: "thresholds: a JSON object of fields to override") }
+    for (key, value) in overrides {
+      guard fields[key] != nil else {
+        throw ThresholdsError(
+          message: "thresholds: unknown field \(key) (known: \(fields.keys.sorted().joined(separator: ", ")))")
+      }
+      fields[key] = value
+    }
+    do {
+      return try JSONDecoder().decode(Thresholds.self, from: JSONSerialization.data(withJSONObject: fields))
+    } catch {
+      throw ThresholdsError(message: "thresholds: \(error)")
+    }
+  }
+}
+
+public struct ThresholdsError: Error, CustomStringConvertible {
+  public var message: String
+  public var description: String { message }
 }
 
 public struct StepResult: Sendable {

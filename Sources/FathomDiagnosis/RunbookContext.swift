@@ -18,26 +18,27 @@ struct RED {
   }
 }
 
-/// The window's flows read on another thread.
-final class ConcurrentRead: @unchecked Sendable {
-  let store: any DiagnosisSource
-  let window: ClosedRange<Int64>
-  let done = DispatchSemaphore(value: 0)
-  var result: Result<[FlowFact], Error> = .success([])
+/// A store read on another thread while the caller reads the rest; the store's reads are
+/// independent (SQLite: a pool of readers; ClickHouse: separate requests).
+final class BackgroundRead<Value>: @unchecked Sendable {
+  private let read: () throws -> Value
+  private let done = DispatchSemaphore(value: 0)
+  private var result: Result<Value, Error>?
 
-  init(_ store: any DiagnosisSource, _ window: ClosedRange<Int64>) {
-    self.store = store
-    self.window = window
+  init(_ read: @escaping () throws -> Value) {
+    self.read = read
+    Thread { self.run() }.start()
   }
 
-  func run() {
-    result = Result { try store.flowFacts(from: window.lowerBound, to: window.upperBound) }
+  private func run() {
+    result = Result { try read() }
     done.signal()
   }
 
-  func wait() throws -> [FlowFact] {
+  func wait() throws -> Value {
     done.wait()
-    return try result.get()
+    done.signal()
+    return try result!.get()
   }
 }
 
@@ -47,9 +48,12 @@ struct RunbookContext {
   let input: DiagnosisInput
   var thresholds: Thresholds { input.thresholds }
   let window: ClosedRange<Int64>
-  let flows: [FlowFact]
-  /// Indexes into `flows` by the Service the connection was to (the steps ask per Service).
-  let flowsByService: [String: [Int]]
+  /// The window's flow records, counted by kind of connection.
+  let flowCounts: [FlowCount]
+  /// Indexes into `flowCounts` by the Service the connection was to (the steps ask per Service).
+  let countsByService: [String: [Int]]
+  /// Per node, packets lost between its uplink and its pods.
+  let pathLoss: [NodePathLoss]
   /// DNS lookups at the clients' own interfaces (`c`).
   let lookups: [StoredRequest]
   let baselineLookups: [StoredRequest]
@@ -71,11 +75,9 @@ struct RunbookContext {
     let store = input.store
     window = try input.window ?? store.recordedRange() ?? 0...0
     windowSeconds = max(1, Double(window.upperBound - window.lowerBound) / 1e6)
-    // The flows (the largest read) on a second thread while this one reads the rest; the store's
-    // reads are independent (SQLite: a pool of readers; ClickHouse: separate requests).
-    let flowRead = ConcurrentRead(store, window)
-    let thread = Thread { flowRead.run() }
-    thread.start()
+    // The flow aggregates (the largest reads) on a second thread while this one reads the rest.
+    let window = window
+    let flowRead = BackgroundRead { try store.flowSummary(from: window.lowerBound, to: window.upperBound) }
     lookups = try store.requests(
       protocolName: "dns", observationPoint: "c", from: window.lowerBound, to: window.upperBound)
     red = Self.red(try store.serverRollups(from: window.lowerBound, to: window.upperBound))
@@ -91,19 +93,21 @@ struct RunbookContext {
       baselineRED = [:]
       baselineSeconds = 0
     }
-    flows = try flowRead.wait()
+    let summary = try flowRead.wait()
+    (flowCounts, pathLoss) = (summary.counts, summary.pathLoss)
     var byService: [String: [Int]] = [:]
-    for index in flows.indices where !flows[index].serverService.isEmpty {
-      byService[flows[index].serverService, default: []].append(index)
+    for index in flowCounts.indices where !flowCounts[index].serverService.isEmpty {
+      byService[flowCounts[index].serverService, default: []].append(index)
     }
-    flowsByService = byService
+    countsByService = byService
     podServices = Self.servicesOfPods(input.objects)
     podWorkloads = Self.workloadsOfPods(input.objects)
 
     // Services the path's pods call, or tried to resolve (a name that did not resolve leaves
     // no connection).
     var calls: [String: Set<String>] = [:]
-    for flow in flows where flow.observationPoint == "c" && !flow.clientPod.isEmpty && !flow.serverService.isEmpty {
+    for flow in flowCounts where flow.observationPoint == "c" && !flow.clientPod.isEmpty && !flow.serverService.isEmpty
+    {
       for service in podServices[flow.clientPod] ?? [] where service != flow.serverService {
         calls[service, default: []].insert(flow.serverService)
       }
@@ -247,14 +251,14 @@ struct RunbookContext {
       && (flow.observationPoint == "c" || flow.observationPoint == "c-nd")
       && countsAsClient(flow.clientPod, of: service)
     {
-      result[flow.closeType, default: 0] += 1
+      result[flow.closeType, default: 0] += flow.flows
     }
     return result
   }
 
-  /// The window's flows to one Service.
-  func flows(to service: String) -> LazyMapSequence<[Int], FlowFact> {
-    (flowsByService[service] ?? []).lazy.map { flows[$0] }
+  /// The window's flow counts of connections to one Service.
+  func flows(to service: String) -> LazyMapSequence<[Int], FlowCount> {
+    (countsByService[service] ?? []).lazy.map { flowCounts[$0] }
   }
 
   /// The Service's RED summed over its pods in the window.

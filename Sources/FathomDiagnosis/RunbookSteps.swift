@@ -22,35 +22,32 @@ extension RunbookContext {
     var evidence: [String] = []
     var status = StepResult.Status.ok
     var findings: [Finding] = []
-    var latest: [String: [String: Any]] = [:]
-    var first: [String: [String: Any]] = [:]
+    var latest: [String: ResourceSample] = [:]
+    var first: [String: ResourceSample] = [:]
     var notReadySamples: [String: Int] = [:]
     var sampleCount: [String: Int] = [:]
     for sample in input.samples {
-      let key =
-        (sample["kind"] as? String == "node" ? "node/" : "pod/")
-        + "\(sample["namespace"] as? String ?? "")/\(sample["name"] as? String ?? "")"
+      let key = sample.key
       if first[key] == nil { first[key] = sample }
       latest[key] = sample
       sampleCount[key, default: 0] += 1
-      if sample["ready"] as? Bool == false { notReadySamples[key, default: 0] += 1 }
+      if !sample.ready { notReadySamples[key, default: 0] += 1 }
     }
     for (key, last) in latest.sorted(by: { $0.key < $1.key }) {
-      let isNode = key.hasPrefix("node/")
-      let name = isNode ? String(key.dropFirst(6)) : String(key.dropFirst(4))
+      let isNode = last.kind == .node
+      let name = isNode ? last.name : "\(last.namespace)/\(last.name)"
       guard isNode || pathPods.contains(name) || name.contains("coredns") || name.contains("ingress") else { continue }
       let start = first[key]!
-      func delta(_ field: String) -> Int { (last[field] as? Int ?? 0) - (start[field] as? Int ?? 0) }
-      let restarts = delta("restarts")
-      let oom = delta("oom_kills")
-      let periods = delta("cpu_periods")
-      let throttled = delta("cpu_throttled_periods")
+      let restarts = last.restarts - start.restarts
+      let oom = last.oomKills - start.oomKills
+      let periods = last.cpuPeriods - start.cpuPeriods
+      let throttled = last.cpuThrottledPeriods - start.cpuThrottledPeriods
       let notReady = notReadySamples[key, default: 0]
       let total = sampleCount[key, default: 1]
       let component = isNode ? "node \(name)" : "pod \(name)"
       // Not ready in most of the window, or still not ready at its end (a fault that began
       // within the window).
-      let notReadyNow = last["ready"] as? Bool == false
+      let notReadyNow = !last.ready
       if notReady * 2 >= total || notReadyNow || restarts > 0 || oom > 0 {
         status = .failed
         let what = [
@@ -64,6 +61,15 @@ extension RunbookContext {
             component: component, kind: isNode ? "node not ready" : (restarts > 0 ? "pod crash loop" : "pod not ready"),
             step: "node-pod", score: isNode ? 0.99 : (restarts > 0 ? 0.85 : 0.6), evidence: [what],
             next: isNode ? "check the node's kubelet and uplink" : "kubectl describe pod; its logs and last exit code"))
+      } else if let drops = interfaceDrops(from: start, to: last) {
+        if status == .ok { status = .warning }
+        evidence.append("\(component): \(drops.text)")
+        findings.append(
+          Finding(
+            component: component, kind: "interface drops", step: "node-pod", score: 0.55, evidence: [drops.text],
+            next: isNode
+              ? "ip -s link on \(name); the NIC's rings and the qdisc (tc -s qdisc)"
+              : "the pod's interface and its node's backlog (/proc/net/softnet_stat)"))
       } else if periods > 0, Double(throttled) / Double(periods) > thresholds.throttledShare {
         if status == .ok { status = .warning }
         let share = Double(throttled) / Double(periods)
@@ -116,6 +122,31 @@ extension RunbookContext {
     }
     if evidence.isEmpty { evidence = ["\(latest.count) nodes and pods healthy"] }
     return StepOutcome(step: StepResult(step: "node-pod", status: status, evidence: evidence), findings: findings)
+  }
+
+  /// Packets an interface dropped between two samples, above the threshold share of its
+  /// packets; an interface whose counters went back (recreated with its pod) is left out.
+  func interfaceDrops(from start: ResourceSample, to last: ResourceSample) -> (dropped: Int, text: String)? {
+    var dropped = 0
+    var packets = 0
+    var names: [String] = []
+    for (name, end) in last.interfaces.sorted(by: { $0.key < $1.key }) {
+      guard let begin = start.interfaces[name], end.packets >= begin.packets, end.dropped >= begin.dropped else {
+        continue
+      }
+      packets += end.packets - begin.packets
+      if end.dropped > begin.dropped {
+        dropped += end.dropped - begin.dropped
+        names.append("\(name) \(end.dropped - begin.dropped)")
+      }
+    }
+    guard dropped > 0, Double(dropped) > thresholds.interfaceDropShare * Double(max(packets, 1)) else { return nil }
+    return (
+      dropped,
+      String(
+        format: "%d packets dropped by its interfaces (%@), %.1f%% of %d", dropped, names.joined(separator: ", "),
+        Double(dropped) * 100 / Double(max(packets, 1)), packets)
+    )
   }
 
   /// 2. Backend service: golden metrics at the server pods, per Service on the path and per pod,
@@ -335,7 +366,7 @@ extension RunbookContext {
       let resetByPods = flows(to: service).filter {
         $0.serverKind == "pod" && $0.observationPoint == "s"
           && ($0.closeType == "server_reset" || $0.closeType == "server_establish_reset")
-      }.count
+      }.reduce(0) { $0 + $1.flows }
       let endpoints = endpoints(of: service)
       evidence.append(
         "\(service): \(total) connections to the ClusterIP/NodePort, refused or reset \(refused), reset by the pods \(resetByPods); endpoints "
@@ -401,10 +432,9 @@ extension RunbookContext {
     where flow.serverKind == "service" && flow.observationPoint == "c"
       && countsAsClient(flow.clientPod, of: service)
     {
-      let failed =
-        failedClose.contains(flow.closeType) || (flow.closeType == "in_progress" && flow.synRetransmissions > 0)
-      byNode[flow.node, default: (0, 0)].total += 1
-      if failed { byNode[flow.node, default: (0, 0)].failed += 1 }
+      let failed = failedClose.contains(flow.closeType) || (flow.closeType == "in_progress" && flow.synRetransmitted)
+      byNode[flow.node, default: (0, 0)].total += flow.flows
+      if failed { byNode[flow.node, default: (0, 0)].failed += flow.flows }
     }
     func share(_ entry: (failed: Int, total: Int)) -> Double { Double(entry.failed) / Double(max(1, entry.total)) }
     guard let worst = byNode.sorted(by: { $0.key < $1.key }).max(by: { share($0.value) < share($1.value) }),
@@ -500,11 +530,11 @@ extension RunbookContext {
     // own external traffic (to or from outside the cluster, crossing no other node) retransmits
     // is the one whose uplink loses packets.
     var uplinks: [String: (retransmitted: Int, packets: Int, externalRetransmitted: Int, externalPackets: Int)] = [:]
-    for flow in flows
+    for flow in flowCounts
     where flow.observationPoint == "c-nd" || flow.observationPoint == "s-nd"
       || ((flow.observationPoint == "c" || flow.observationPoint == "s") && flow.interface == "eth0")
     {
-      let retransmitted = flow.retransmissions + flow.synRetransmissions
+      let retransmitted = flow.retransmissions
       let external = flow.clientKind == "external" || flow.serverKind == "external"
       var entry = uplinks[flow.node] ?? (0, 0, 0, 0)
       entry.retransmitted += retransmitted
@@ -528,11 +558,12 @@ extension RunbookContext {
     // Where packets vanish: the same connection counted at a node's uplink and at its pod's veth
     // (both captured on that node, one clock). Packets that passed the uplink capture but never
     // reached the veth, or left the veth but never the uplink, were dropped inside that node.
-    let vanished = vanishedPackets()
-    for (node, entry) in vanished.sorted(by: { $0.key < $1.key }) where entry.packets > 0 {
-      evidence.append("\(node): \(entry.lost) of \(entry.packets) packets vanished between its uplink and its pods")
+    for entry in pathLoss where entry.packets > 0 {
+      evidence.append(
+        "\(entry.node): \(entry.lostPackets) of \(entry.packets) packets vanished between its uplink and its pods")
     }
-    let dropShares = vanished.mapValues { Double($0.lost) / Double(max(1, $0.packets)) }
+    let dropShares = Dictionary(
+      pathLoss.map { ($0.node, Double($0.lostPackets) / Double(max(1, $0.packets))) }, uniquingKeysWith: +)
     if let worst = dropShares.sorted(by: { $0.key < $1.key }).max(by: { $0.value < $1.value }),
       worst.value > thresholds.retransmissionShare / 2,
       dropShares.filter({ $0.key != worst.key }).allSatisfy({ $0.value * 3 < worst.value })
@@ -565,60 +596,20 @@ extension RunbookContext {
             ], next: "the node's NIC, link and drops (ip -s link, ethtool -S)"))
       }
     }
+    // Traces of the target's failed requests, where its pods answered any (the search walks
+    // back from the newest request: through all of a healthy window's).
+    let served = total(input.service)
     let assembler = TraceAssembler(source: input.store)
-    let failing = try input.store.candidates(
-      service: input.service, onlyErrors: true, slowerThanMicros: nil, since: window.lowerBound, limit: 3)
+    let failing =
+      served.serverErrors + served.timeouts == 0
+      ? []
+      : try input.store.candidates(
+        service: input.service, onlyErrors: true, slowerThanMicros: nil, since: window.lowerBound, limit: 3)
     for request in failing where !request.xRequestID.isEmpty && request.startMicros <= window.upperBound {
       if let trace = try assembler.assemble(xRequestID: request.xRequestID), let breakPoint = trace.breakPoint {
         evidence.append("trace \(request.xRequestID): break point at span \(breakPoint.span): \(breakPoint.reason)")
       }
     }
     return StepOutcome(step: StepResult(step: "path", status: status, evidence: evidence), findings: findings)
-  }
-
-  /// Per node: packets of connections seen both at its uplink and at a pod's veth on it that one
-  /// capture counted and the other did not, over the uplink's packets of those connections.
-  func vanishedPackets() -> [String: (lost: Int, packets: Int)] {
-    struct Key: Hashable {
-      var node: String
-      var clientIP: String
-      var clientPort: Int
-      var serverIP: String
-      var serverPort: Int
-    }
-    var result: [String: (lost: Int, packets: Int)] = [:]
-    for (outer, inner, sameServer) in [("s-nd", "s", true), ("c-nd", "c", false)] {
-      func key(_ flow: FlowFact) -> Key {
-        Key(
-          node: flow.node, clientIP: flow.clientIP, clientPort: flow.clientPort,
-          serverIP: sameServer ? flow.serverIP : "", serverPort: sameServer ? flow.serverPort : 0)
-      }
-      // Flows at the inner point by key, chained through `next` (most keys have one flow; an
-      // array per key cost more than the matching).
-      var first: [Key: Int] = [:]
-      var next = [Int](repeating: -1, count: flows.count)
-      for (index, flow) in flows.enumerated() where flow.observationPoint == inner {
-        let key = key(flow)
-        if let head = first[key] { next[index] = head }
-        first[key] = index
-      }
-      for a in flows where a.observationPoint == outer && a.closeType != "forced_report" {
-        var candidate = first[key(a)] ?? -1
-        while candidate >= 0 {
-          let b = flows[candidate]
-          candidate = next[candidate]
-          guard abs(b.startMicros - a.startMicros) < 1_000_000 else { continue }
-          // Inbound (s-nd → s): the uplink saw client packets the veth did not, or the veth
-          // sent server packets the uplink did not; outbound (c → c-nd) the other way round.
-          let lost =
-            outer == "s-nd"
-            ? max(a.c2sPackets - b.c2sPackets, 0) + max(b.s2cPackets - a.s2cPackets, 0)
-            : max(b.c2sPackets - a.c2sPackets, 0) + max(a.s2cPackets - b.s2cPackets, 0)
-          result[a.node, default: (0, 0)].lost += lost
-          result[a.node, default: (0, 0)].packets += a.packets
-        }
-      }
-    }
-    return result
   }
 }

@@ -75,7 +75,8 @@ extension ClickHouseStore: TraceSource {
         "SELECT id FROM \(target.database).resources FINAL WHERE kind = 'service' AND namespace = \(Self.literal(parts[0])) AND name = \(Self.literal(parts[1]))"
       ).first?.first
     else { return [] }
-    var clause = "server_service = \(id) AND observation_point = 's' AND start_us >= \(since)"
+    var clause =
+      "server_service = \(id) AND protocol IN \(TraceSQL.rootProtocols) AND observation_point = 's' AND start_us >= \(since)"
     if onlyErrors { clause += " AND status != 'ok'" }
     if let slowerThanMicros { clause += " AND duration_us > \(slowerThanMicros)" }
     return try stored(clause + " ORDER BY start_us DESC LIMIT \(max(1, limit))")

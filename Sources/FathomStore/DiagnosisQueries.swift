@@ -29,6 +29,59 @@ public struct FlowFact: Sendable, Equatable {
   public var packets: Int { c2sPackets + s2cPackets }
 }
 
+/// Flow records of a window counted by where they were seen, between whom and how they ended:
+/// what the runbook's Service, Ingress and path steps decide on, aggregated by the store so a
+/// long window costs one group per kind of connection instead of one value per flow.
+public struct FlowCount: Sendable, Equatable {
+  /// The node whose capture saw them.
+  public var node: String
+  public var interface: String
+  public var observationPoint: String
+  public var clientKind: String
+  public var serverKind: String
+  /// `namespace/name`, empty when the client is not a pod.
+  public var clientPod: String
+  /// `namespace/name`, empty when the connection was not to a Service.
+  public var serverService: String
+  public var closeType: String
+  /// Whether the handshake's SYN was retransmitted.
+  public var synRetransmitted: Bool
+  /// Flow records (a long connection reports more than once).
+  public var flows: Int
+  public var packets: Int
+  /// Retransmitted segments, SYNs included.
+  public var retransmissions: Int
+}
+
+/// The window's flows as the runbook reads them: counted by kind, and the packets lost inside
+/// each node.
+public struct FlowSummary: Sendable, Equatable {
+  /// In one order whatever the store (by node, observation point, Service, client, close type).
+  public var counts: [FlowCount]
+  /// Sorted by node.
+  public var pathLoss: [NodePathLoss]
+
+  public init(counts: [FlowCount], pathLoss: [NodePathLoss]) {
+    func order(_ count: FlowCount) -> [String] {
+      [
+        count.node, count.observationPoint, count.interface, count.serverService, count.serverKind, count.clientPod,
+        count.clientKind, count.closeType, count.synRetransmitted ? "1" : "0",
+      ]
+    }
+    self.counts = counts.sorted { order($0).lexicographicallyPrecedes(order($1)) }
+    self.pathLoss = pathLoss.sorted { $0.node < $1.node }
+  }
+}
+
+/// Packets of connections seen both at a node's uplink and at one of its pods' interfaces (one
+/// capture, one clock) that one of the two counted and the other did not: dropped inside the
+/// node. `packets` is what the uplink counted of those connections.
+public struct NodePathLoss: Sendable, Equatable {
+  public var node: String
+  public var lostPackets: Int
+  public var packets: Int
+}
+
 /// One 1-second (or 1-minute) rollup entry of requests measured at the server pods (`s`).
 public struct ServerRollup: Sendable, Equatable {
   public var intervalStart: Int64
@@ -52,8 +105,9 @@ public struct RequestCount: Sendable, Equatable {
 /// the same questions; the runbook's logic stays out of SQL, so it reads SQLite and ClickHouse
 /// alike (ClickHouse 18.16's joins are too limited to share the SQL).
 public protocol DiagnosisSource: TraceSource {
-  /// Flow records overlapping the window.
-  func flowFacts(from: Int64, to: Int64) throws -> [FlowFact]
+  /// Flow records overlapping the window, counted by kind, and per node the packets lost
+  /// between its uplink and its pods (see `FlowCount`, `NodePathLoss`).
+  func flowSummary(from: Int64, to: Int64) throws -> FlowSummary
   /// Requests of one protocol seen at one observation point, started within the window.
   func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws -> [StoredRequest]
   /// Requests of one protocol at one observation point started within the window, counted by
@@ -75,14 +129,84 @@ enum DiagnosisSQL {
     retransmissions, syn_retransmissions
     """
 
+  /// Flow counts for ClickHouse (SQLite's GROUP BY sorts, slower than its scan: `SQLiteStore`
+  /// counts in Swift).
+  static func flowCountQuery(table: String, from: Int64, to: Int64) -> String {
+    let groups =
+      "capture_node, interface, observation_point, client_kind, server_kind, client_pod, server_service, close_type"
+    return """
+      SELECT \(groups), syn_retransmissions > 0 AS syn_retried, SUM(1), SUM(c2s_packets + s2c_packets),
+        SUM(retransmissions + syn_retransmissions)
+      FROM \(table) WHERE start_us <= \(to) AND end_us >= \(from) GROUP BY \(groups), syn_retried
+      """
+  }
+
+  static func flowCount(_ fields: [String], name: (String) -> String) -> FlowCount? {
+    guard fields.count == 12 else { return nil }
+    return FlowCount(
+      node: name(fields[0]).split(separator: "/").last.map(String.init) ?? "", interface: fields[1],
+      observationPoint: fields[2], clientKind: fields[3], serverKind: fields[4], clientPod: name(fields[5]),
+      serverService: name(fields[6]), closeType: fields[7], synRetransmitted: fields[8] == "1",
+      flows: Int(fields[9]) ?? 0, packets: Int(fields[10]) ?? 0, retransmissions: Int(fields[11]) ?? 0)
+  }
+
+  /// Both directions of one connection at the uplink (`outer`) and at the pod's interface
+  /// (`inner`), matched by node, client address and port (and, inbound, the server's: outbound
+  /// the uplink sees the pod behind the ClusterIP) and the second it started in, so a reused
+  /// client port is another connection. Inbound the uplink saw client packets the pod's
+  /// interface did not, or the pod sent packets the uplink did not; outbound the other way round.
+  /// (SQLite's GROUP BY sorts, slower than its scan: `SQLiteStore` does the same in Swift.)
+  static func pathLossQuery(table: String, from: Int64, to: Int64) -> String {
+    func positive(_ difference: String) -> String { "greatest(\(difference), 0)" }
+    let legs = [
+      ("s-nd", "s", "client_ip, client_port, server_ip, server_port"), ("c-nd", "c", "client_ip, client_port"),
+    ]
+    let parts = legs.map { outer, inner, key in
+      let lost =
+        outer == "s-nd"
+        ? "\(positive("outer_c2s - inner_c2s")) + \(positive("inner_s2c - outer_s2c"))"
+        : "\(positive("inner_c2s - outer_c2s")) + \(positive("outer_s2c - inner_s2c"))"
+      func sum(_ point: String, _ column: String) -> String {
+        "SUM(CASE WHEN observation_point = '\(point)' THEN \(column) ELSE 0 END)"
+      }
+      return """
+        SELECT capture_node, SUM(\(lost)) AS lost, SUM(outer_c2s + outer_s2c) AS packets FROM (
+          SELECT capture_node, \(sum(outer, "c2s_packets")) AS outer_c2s, \(sum(outer, "s2c_packets")) AS outer_s2c,
+            \(sum(inner, "c2s_packets")) AS inner_c2s, \(sum(inner, "s2c_packets")) AS inner_s2c,
+            \(sum(outer, "1")) AS outer_flows, \(sum(inner, "1")) AS inner_flows
+          FROM \(table) WHERE start_us <= \(to) AND end_us >= \(from) AND observation_point IN ('\(outer)', '\(inner)')
+          GROUP BY capture_node, \(key), start_us - start_us % 1000000)
+        WHERE outer_flows > 0 AND inner_flows > 0 GROUP BY capture_node
+        """
+    }
+    return parts.joined(separator: "\nUNION ALL\n")
+  }
+
+  /// The rows of `pathLossQuery` summed per node.
+  static func pathLoss(_ rows: [[String]], name: (String) -> String) -> [NodePathLoss] {
+    var byNode: [String: NodePathLoss] = [:]
+    for fields in rows where fields.count == 3 {
+      let node = name(fields[0]).split(separator: "/").last.map(String.init) ?? ""
+      byNode[node, default: NodePathLoss(node: node, lostPackets: 0, packets: 0)].lostPackets += Int(fields[1]) ?? 0
+      byNode[node, default: NodePathLoss(node: node, lostPackets: 0, packets: 0)].packets += Int(fields[2]) ?? 0
+    }
+    return byNode.values.sorted { $0.node < $1.node }
+  }
+
   static func countQuery(table: String, protocolName: String, observationPoint: String, from: Int64, to: Int64)
     -> String
   {
     """
     SELECT server_pod, code, status, count() FROM \(table) WHERE start_us >= \(from) AND start_us <= \(to)
-      AND protocol = '\(protocolName.filter(\.isLetter))' AND observation_point = '\(observationPoint.filter { $0.isLetter || $0 == "-" })'
-    GROUP BY server_pod, code, status
+      AND \(requestsOf(protocolName, at: observationPoint)) GROUP BY server_pod, code, status
     """
+  }
+
+  /// The condition for one protocol at one observation point, as literals (the names are
+  /// reduced to the characters they are made of).
+  static func requestsOf(_ protocolName: String, at observationPoint: String) -> String {
+    let point = observationPoint.filter { $0.isLetter || $0 == "-" }
+    return "protocol = '\(protocolName.filter { $0.isLetter || $0.isNumber })' AND observation_point = '\(point)'"
   }
 
   static func requestCount(_ fields: [String], name: (String) -> String) -> RequestCount? {
@@ -149,10 +273,6 @@ extension SQLiteStore: DiagnosisSource {
       where: "start_us BETWEEN ? AND ? AND client_port = ? AND client_ip = ?", [from, to, clientPort, clientIP])
   }
 
-  public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
-    try flowFacts(where: "start_us <= ? AND end_us >= ?", [to, from])
-  }
-
   /// Read with sqlite3's column API directly: a window of a long recording holds hundreds of
   /// thousands of flows, and GRDB's per-row values cost more than the query (measured on a
   /// 10-minute lab recording: 358k flows).
@@ -172,9 +292,9 @@ extension SQLiteStore: DiagnosisSource {
   public func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
     -> [StoredRequest]
   {
+    // Literals, so SQLite can use a partial index written for them.
     try stored(
-      "r.start_us BETWEEN ? AND ? AND r.protocol = ? AND r.observation_point = ?",
-      [from, to, protocolName, observationPoint])
+      "r.start_us BETWEEN ? AND ? AND \(DiagnosisSQL.requestsOf(protocolName, at: observationPoint))", [from, to])
   }
 
   public func requestCounts(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
@@ -227,8 +347,15 @@ extension ClickHouseStore: DiagnosisSource {
         "start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))")
   }
 
-  public func flowFacts(from: Int64, to: Int64) throws -> [FlowFact] {
-    try flowFacts(where: "start_us <= \(to) AND end_us >= \(from)")
+  public func flowSummary(from: Int64, to: Int64) throws -> FlowSummary {
+    let name = try idNames()
+    let table = "\(target.database).flows"
+    return FlowSummary(
+      counts: try rows(DiagnosisSQL.flowCountQuery(table: table, from: from, to: to)).compactMap {
+        DiagnosisSQL.flowCount($0, name: name)
+      },
+      pathLoss: DiagnosisSQL.pathLoss(
+        try rows(DiagnosisSQL.pathLossQuery(table: table, from: from, to: to)), name: name))
   }
 
   public func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws

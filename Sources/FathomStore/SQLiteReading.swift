@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import GRDBSQLite
 
@@ -35,6 +36,22 @@ struct SQLiteColumns {
   func optionalInt(_ index: Int32) -> Int? {
     sqlite3_column_type(statement, index) == SQLITE_NULL ? nil : Int(sqlite3_column_int64(statement, index))
   }
+  /// FNV-1a of a text column's bytes, without making a string: a key for matching values that
+  /// never need to be read back (addresses).
+  func textHash(_ index: Int32) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    guard let bytes = sqlite3_column_text(statement, index) else { return hash }
+    for offset in 0..<Int(sqlite3_column_bytes(statement, index)) {
+      hash = (hash ^ UInt64(bytes[offset])) &* 0x100_0000_01b3
+    }
+    return hash
+  }
+  /// Whether a text column holds exactly `value`'s bytes.
+  func textEquals(_ index: Int32, _ value: StaticString) -> Bool {
+    guard let bytes = sqlite3_column_text(statement, index) else { return value.utf8CodeUnitCount == 0 }
+    let count = Int(sqlite3_column_bytes(statement, index))
+    return count == value.utf8CodeUnitCount && memcmp(bytes, value.utf8Start, count) == 0
+  }
   func text(_ index: Int32) -> String {
     guard let bytes = sqlite3_column_text(statement, index) else { return "" }
     return String(
@@ -50,21 +67,27 @@ extension SQLiteStore {
   func read<Value>(
     _ sql: String, _ arguments: StatementArguments, _ make: (SQLiteColumns, ResourceNames) -> Value
   ) throws -> [Value] {
+    var values: [Value] = []
+    try scan(sql, arguments) { columns, names in values.append(make(columns, names)) }
+    return values
+  }
+
+  /// Steps a query, handing each row's columns to `visit`.
+  func scan(_ sql: String, _ arguments: StatementArguments, _ visit: (SQLiteColumns, ResourceNames) -> Void) throws {
     try pool.read { db in
       let names = try ResourceNames(db)
       let statement = try db.makeStatement(sql: sql)
       try statement.setArguments(arguments)
       defer { sqlite3_reset(statement.sqliteStatement) }
       let columns = SQLiteColumns(statement.sqliteStatement)
-      var values: [Value] = []
       while true {
         let step = sqlite3_step(statement.sqliteStatement)
-        if step == SQLITE_DONE { return values }
+        if step == SQLITE_DONE { return }
         guard step == SQLITE_ROW else {
           throw DatabaseError(
             resultCode: ResultCode(rawValue: step), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
         }
-        values.append(make(columns, names))
+        visit(columns, names)
       }
     }
   }

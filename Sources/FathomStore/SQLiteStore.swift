@@ -60,6 +60,9 @@ public final class SQLiteStore: RecordStore {
       // checkpoints write each page less often (measured: see docs/storage.md).
       try db.execute(sql: "PRAGMA cache_size = -65536")
       try db.execute(sql: "PRAGMA wal_autocheckpoint = 16384")
+      // Reads through a memory map instead of a pread per page: the runbook's scan of a
+      // 10-minute recording made 90k preads.
+      try db.execute(sql: "PRAGMA mmap_size = 4294967296")
     }
     pool = try DatabasePool(path: path, configuration: configuration)
     try Self.migrator.migrate(pool)
@@ -148,6 +151,17 @@ public final class SQLiteStore: RecordStore {
     // ... and a request's connection (the handshake it waited for) by client port and time.
     migrator.registerMigration("v5-flow-client-index") { db in
       try db.execute(sql: "CREATE INDEX flows_client ON flows (client_port, start_us)")
+    }
+    // The runbook reads the clients' DNS lookups and the servers' HTTP answers over a window: by
+    // time alone SQLite read every request of the window (0.25 s for the DNS lookups of a
+    // 10-minute lab recording). Partial indexes hold only those rows (a quarter of a lab
+    // recording's): one index over every request by (protocol, point, time) cost 14% of ingest.
+    migrator.registerMigration("v6-runbook-partial-indexes") { db in
+      for (name, protocolName, point) in [("requests_dns_clients", "dns", "c"), ("requests_http_servers", "http", "s")]
+      {
+        try db.execute(
+          sql: "CREATE INDEX \(name) ON requests (start_us) WHERE \(DiagnosisSQL.requestsOf(protocolName, at: point))")
+      }
     }
     return migrator
   }

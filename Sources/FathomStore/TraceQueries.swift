@@ -81,7 +81,8 @@ public protocol TraceSource {
   func requests(requestSequence: Int64, from: Int64, to: Int64) throws -> [StoredRequest]
   /// Requests a client (by IP) sent within a time range, of one protocol (DNS lookups, Redis calls).
   func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest]
-  /// Candidates for `fathom traces`: requests to a Service at its pods, newest first.
+  /// Candidates for `fathom traces`: HTTP, HTTP/2 and gRPC requests to a Service at its pods
+  /// (the protocols that carry request and trace IDs), newest first.
   func candidates(service: String, onlyErrors: Bool, slowerThanMicros: Int64?, since: Int64, limit: Int) throws
     -> [StoredRequest]
   /// The connections (flow records) from one client address and port that started within a
@@ -143,7 +144,7 @@ extension SQLiteStore: TraceSource {
     guard parts.count == 2 else { return [] }
     var clause = """
       r.server_service = (SELECT id FROM resources WHERE kind = 'service' AND namespace = ? AND name = ?)
-        AND r.observation_point = 's' AND r.start_us >= ?
+        AND r.protocol IN \(TraceSQL.rootProtocols) AND r.observation_point = 's' AND r.start_us >= ?
       """
     var arguments: StatementArguments = [parts[0], parts[1], since]
     if onlyErrors { clause += " AND r.status != 'ok'" }
@@ -153,4 +154,9 @@ extension SQLiteStore: TraceSource {
     }
     return try stored(clause + " ORDER BY r.start_us DESC LIMIT \(max(1, limit))", arguments)
   }
+}
+
+enum TraceSQL {
+  /// Requests a trace starts from.
+  static let rootProtocols = "('http', 'http2', 'grpc')"
 }

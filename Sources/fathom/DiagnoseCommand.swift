@@ -79,13 +79,17 @@ struct DiagnoseCommand: ParsableCommand {
         }
         target = backend
       }
+      let samplesRead = RecordingDiagnosis.samples(at: samplesPath, window: window)
+      if samplesRead.unreadable > 0 {
+        FileHandle.standardError.write(
+          Data("fathom diagnose: \(samplesRead.unreadable) unreadable lines of \(samplesPath ?? "") skipped\n".utf8))
+      }
       var input = DiagnosisInput(
-        store: store, objects: objectList, samples: RecordingDiagnosis.samples(at: samplesPath, window: window),
+        store: store, objects: objectList, samples: samplesRead.samples,
         service: target, window: window, baseline: baselineWindow)
       input.from = from
       if let config {
-        input.thresholds = try JSONDecoder().decode(
-          Thresholds.self, from: Data(contentsOf: URL(fileURLWithPath: config)))
+        input.thresholds = try Thresholds.overriding(json: Data(contentsOf: URL(fileURLWithPath: config)))
       }
       let diagnosis = try Runbook(input: input).diagnose()
       if format == "json" {

@@ -79,13 +79,14 @@ import Testing
     return store
   }
 
-  func diagnose(_ store: SQLiteStore, window: ClosedRange<Int64>? = nil, baseline: ClosedRange<Int64>? = nil) throws
-    -> Diagnosis
-  {
+  func diagnose(
+    _ store: SQLiteStore, window: ClosedRange<Int64>? = nil, baseline: ClosedRange<Int64>? = nil,
+    samples: [ResourceSample] = []
+  ) throws -> Diagnosis {
     try Runbook(
       input: DiagnosisInput(
-        store: store, objects: try KubeDecoder.decode(Self.objects), samples: [], service: "shop/web", window: window,
-        baseline: baseline)
+        store: store, objects: try KubeDecoder.decode(Self.objects), samples: samples, service: "shop/web",
+        window: window, baseline: baseline)
     ).diagnose()
   }
 
@@ -128,5 +129,47 @@ import Testing
     #expect(withBaseline.steps.first { $0.step == "service-golden" }?.status == .warning)
     let without = try diagnose(store, window: window)
     #expect(without.verdict.isEmpty)
+  }
+
+  @Test func resourceSamplesNameTheRestartingPodTheThrottledOneAndTheDroppingNode() throws {
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let store = try store("samples", seconds: 100..<110) { _, _ in (.ok, 2_000) }
+    // Samples as the lab writes them: a pod's interface as top-level fields, a node's by name.
+    let lines = [
+      #"{"time":"2026-11-27T10:00:00Z","kind":"pod","namespace":"shop","name":"web-a","ready":true,"restarts":1,"cpu_periods":100,"cpu_throttled_periods":0,"interface":"eth0","rx_packets":10,"tx_packets":10}"#,
+      #"{"time":"2026-11-27T10:00:00Z","kind":"pod","namespace":"shop","name":"web-b","ready":true,"restarts":0,"cpu_periods":100,"cpu_throttled_periods":10}"#,
+      #"{"time":"2026-11-27T10:00:00Z","kind":"pod","namespace":"other","name":"batch","restarts":0}"#,
+      #"{"time":"2026-11-27T10:00:00Z","kind":"node","name":"node-1","ready":true,"interfaces":{"eth0":{"rx_packets":1000,"tx_packets":1000,"rx_dropped":5,"tx_dropped":0}}}"#,
+      #"{"time":"2026-11-27T10:00:05Z","kind":"pod","namespace":"shop","name":"web-a","ready":true,"restarts":3,"cpu_periods":200,"cpu_throttled_periods":0,"interface":"eth0","rx_packets":20,"tx_packets":20}"#,
+      #"{"time":"2026-11-27T10:00:05Z","kind":"pod","namespace":"shop","name":"web-b","ready":true,"restarts":0,"cpu_periods":200,"cpu_throttled_periods":70}"#,
+      #"{"time":"2026-11-27T10:00:05Z","kind":"pod","namespace":"other","name":"batch","restarts":9}"#,
+      #"{"time":"2026-11-27T10:00:05Z","kind":"node","name":"node-1","ready":true,"interfaces":{"eth0":{"rx_packets":2000,"tx_packets":2000,"rx_dropped":105,"tx_dropped":0}}}"#,
+    ]
+    let samples = try lines.map { try JSONDecoder().decode(ResourceSample.self, from: Data($0.utf8)) }
+    #expect(samples[0].interfaces["eth0"] == InterfaceCounters(rxPackets: 10, txPackets: 10))
+    let diagnosis = try diagnose(store, samples: samples)
+    #expect(diagnosis.steps.first { $0.step == "node-pod" }?.status == .failed)
+    func finding(_ component: String) -> Finding? { diagnosis.verdict.first { $0.component == component } }
+    #expect(finding("pod shop/web-a")?.kind == "pod crash loop")
+    #expect(finding("pod shop/web-a")?.evidence == ["2 restarts"])
+    #expect(finding("pod shop/web-b")?.kind == "cpu throttling")
+    #expect(finding("node node-1")?.kind == "interface drops")
+    // A pod off the target's path restarting is not the target's problem.
+    #expect(finding("pod other/batch") == nil)
+    // Raised thresholds silence the warnings.
+    var input = DiagnosisInput(
+      store: store, objects: try KubeDecoder.decode(Self.objects), samples: samples, service: "shop/web")
+    input.thresholds = try Thresholds.overriding(
+      json: Data(#"{"throttledShare": 0.9, "interfaceDropShare": 0.5}"#.utf8))
+    let relaxed = try Runbook(input: input).diagnose()
+    #expect(relaxed.verdict.map(\.component) == ["pod shop/web-a"])
+  }
+
+  @Test func aConfigOverridesOnlyTheThresholdsItNames() throws {
+    let thresholds = try Thresholds.overriding(json: Data(#"{"errorRatioFailed": 0.5}"#.utf8))
+    #expect(thresholds.errorRatioFailed == 0.5)
+    #expect(thresholds.throttledShare == Thresholds().throttledShare)
+    #expect(throws: ThresholdsError.self) { try Thresholds.overriding(json: Data(#"{"errorRatio": 0.5}"#.utf8)) }
+    #expect(throws: ThresholdsError.self) { try Thresholds.overriding(json: Data(#"[1]"#.utf8)) }
   }
 }

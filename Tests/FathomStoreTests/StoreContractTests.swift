@@ -237,7 +237,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     )
   }
 
-  /// The runbook's questions (flows overlapping a window, requests of one protocol at one
+  /// The runbook's questions (flows overlapping a window counted, packets lost inside a node, requests of one protocol at one
   /// observation point, server rollups, the recorded range) get the same answers from every store.
   @Test(arguments: StoreKind.available) func diagnosisQueriesAgreeAcrossStores(_ kind: StoreKind) throws {
     defer {
@@ -281,6 +281,26 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
       tags.server = EndpointIdentity(kind: .service, pod: 0, service: 1)
       flows.append(TaggedFlow(flow: flow, tags: tags))
     }
+    // Connections seen at node-1's uplink and at a pod's interface: inbound the pod's interface
+    // got one client packet less; outbound the uplink got one answer packet the pod never did
+    // (behind the ClusterIP the uplink sees the pod). One uplink flow has no counterpart.
+    for (point, port, server, c2s, s2c) in [
+      (ObservationPoint.serverNode, 50001, "10.244.1.7", UInt64(3), UInt64(2)), (.server, 50001, "10.244.1.7", 2, 2),
+      (.clientNode, 50002, "10.244.2.9", 4, 3), (.client, 50002, "10.96.0.20", 4, 2),
+      (.serverNode, 50003, "10.244.1.7", 9, 9),
+    ] {
+      var flow = FlowLog(
+        startMicros: 11_000_000, endMicros: 11_002_000, l4Protocol: .tcp, clientIP: IPAddress("10.244.2.5")!,
+        clientPort: UInt16(port), serverIP: IPAddress(server)!, serverPort: 80)
+      flow.closeType = .finish
+      flow.clientToServer.packets = c2s
+      flow.serverToClient.packets = s2c
+      var tags = RecordTags()
+      tags.observationPoint = point
+      tags.captureNode = 3
+      tags.interface = point == .serverNode || point == .clientNode ? "eth0" : "veth1"
+      flows.append(TaggedFlow(flow: flow, tags: tags))
+    }
     try store.write(flows: flows, source: sourceID, ids: ids)
     // Requests at the server pod: two in second 12 (one failed), one in second 40.
     var requests: [TaggedRequest] = []
@@ -298,12 +318,16 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     #expect(try source.recordedRange() == 5_000_000...40_002_000)
     let window = Int64(9_000_000)...20_000_000
-    let facts = try source.flowFacts(from: window.lowerBound, to: window.upperBound)
-    #expect(facts.count == 2)
-    #expect(facts.allSatisfy { $0.serverService == "shop/web" && $0.node == "node-1" && $0.observationPoint == "c" })
-    #expect(facts.map(\.closeType).sorted() == ["server_reset", "timeout"])
-    #expect(facts.allSatisfy { $0.packets == 5 && $0.retransmissions == 1 })
-    #expect(try source.flowFacts(from: 31_000_000, to: 50_000_000).isEmpty)
+    let summary = try source.flowSummary(from: window.lowerBound, to: window.upperBound)
+    let toService = summary.counts.filter { $0.serverService == "shop/web" }
+    #expect(toService.count == 2)
+    #expect(toService.allSatisfy { $0.node == "node-1" && $0.observationPoint == "c" && $0.interface == "eth0" })
+    #expect(toService.map(\.closeType).sorted() == ["server_reset", "timeout"])
+    #expect(toService.allSatisfy { $0.flows == 1 && $0.packets == 5 && $0.retransmissions == 1 })
+    #expect(summary.counts.reduce(0) { $0 + $1.flows } == 7)
+    #expect(summary.pathLoss == [NodePathLoss(node: "node-1", lostPackets: 2, packets: 12)])
+    let later = try source.flowSummary(from: 31_000_000, to: 50_000_000)
+    #expect(later.counts.isEmpty && later.pathLoss.isEmpty)
     let served = try source.requests(
       protocolName: "http", observationPoint: "s", from: window.lowerBound, to: window.upperBound)
     #expect(served.count == 2 && served.allSatisfy { $0.serverPod == "shop/web-a" })
