@@ -22,6 +22,14 @@ public struct Analyzer {
     public init() {}
   }
 
+  /// What a long analysis is doing, for a terminal.
+  public enum Progress: Sendable {
+    /// Reading one capture: the share of it read so far (0...1).
+    case reading(path: String, node: String?, fraction: Double)
+    /// Writing the tagged records of every capture: how many of them are stored.
+    case storing(written: Int, total: Int)
+  }
+
   public struct Result {
     public var summary: AnalysisSummary
     /// What happened to each input (read, skipped as already stored, re-read after an
@@ -33,7 +41,7 @@ public struct Analyzer {
 
   public init(options: Options) { self.options = options }
 
-  public func run(progress: (String) -> Void) throws -> Result {
+  public func run(progress: (Progress) -> Void) throws -> Result {
     var captures: [(path: String, point: CapturePoint)] = []
     let index: ClusterIndex
     if let recording = options.labRecording {
@@ -73,7 +81,7 @@ public struct Analyzer {
         if restarted {
           notes.append("\(path): an earlier run stopped while storing it; its rows were removed and it is read again")
         }
-        progress("reading \(path) (node \(point.node ?? "unknown"))")
+        progress(.reading(path: path, node: point.node, fraction: 0))
         final class Collected: @unchecked Sendable {
           var flows: [TaggedFlow] = []
           var requests: [TaggedRequest] = []
@@ -82,7 +90,8 @@ public struct Analyzer {
         let summary = try FlowPipeline.run(
           file: path,
           handler: { flows in collected.flows += flows.map { tagger.tag($0, point: point) } },
-          requestHandler: { requests in collected.requests += requests.map { tagger.tag($0, point: point) } })
+          requestHandler: { requests in collected.requests += requests.map { tagger.tag($0, point: point) } },
+          progress: { progress(.reading(path: path, node: point.node, fraction: $0)) })
         notes.append("\(path): \(summary.line)")
         pending.append((id, collected.flows, collected.requests))
       }
@@ -95,17 +104,25 @@ public struct Analyzer {
     let ids = try store.register(index.resources)
     var flowOffset = 0
     var requestOffset = 0
+    let total = allFlows.count + allRequests.count
+    var written = 0
+    progress(.storing(written: 0, total: total))
     for entry in pending {
       let flows = Array(allFlows[flowOffset..<flowOffset + entry.flows.count])
       let requests = Array(allRequests[requestOffset..<requestOffset + entry.requests.count])
       flowOffset += entry.flows.count
       requestOffset += entry.requests.count
       for batch in stride(from: 0, to: flows.count, by: 10_000) {
-        try store.write(flows: Array(flows[batch..<min(flows.count, batch + 10_000)]), source: entry.source, ids: ids)
+        let slice = Array(flows[batch..<min(flows.count, batch + 10_000)])
+        try store.write(flows: slice, source: entry.source, ids: ids)
+        written += slice.count
+        progress(.storing(written: written, total: total))
       }
       for batch in stride(from: 0, to: requests.count, by: 10_000) {
-        try store.write(
-          requests: Array(requests[batch..<min(requests.count, batch + 10_000)]), source: entry.source, ids: ids)
+        let slice = Array(requests[batch..<min(requests.count, batch + 10_000)])
+        try store.write(requests: slice, source: entry.source, ids: ids)
+        written += slice.count
+        progress(.storing(written: written, total: total))
       }
       var rollups = RollupBuilder()
       for flow in flows { rollups.add(flow) }

@@ -121,20 +121,30 @@ public final class CaptureFile {
   }
 
   /// Delivers every packet to `sink` in file order. Stops at the first structural corruption,
-  /// recording it in `warning`; packets before it are delivered.
-  public func read<Sink: PacketSink>(into sink: inout Sink, limit: UInt64 = .max) {
+  /// recording it in `warning`; packets before it are delivered. `progress` gets the share of
+  /// the file read (0...1) every `progressInterval` packets, and 1 at the end.
+  public func read<Sink: PacketSink>(
+    into sink: inout Sink, limit: UInt64 = .max, progress: (Double) -> Void = { _ in }
+  ) {
     switch format {
     case .pcap(let swapped, let nanos, let recordHeaderSize):
-      readPcap(into: &sink, swapped: swapped, nanos: nanos, recordHeaderSize: recordHeaderSize, limit: limit)
+      readPcap(
+        into: &sink, swapped: swapped, nanos: nanos, recordHeaderSize: recordHeaderSize, limit: limit,
+        progress: progress)
     case .pcapng:
-      readPcapng(into: &sink, limit: limit)
+      readPcapng(into: &sink, limit: limit, progress: progress)
     }
+    progress(1)
   }
+
+  /// Packets between two progress reports: a few per second at the reading rate.
+  public static let progressInterval: UInt64 = 1 << 18
 
   // MARK: classic pcap
 
   private func readPcap<Sink: PacketSink>(
-    into sink: inout Sink, swapped: Bool, nanos: Bool, recordHeaderSize: Int, limit: UInt64
+    into sink: inout Sink, swapped: Bool, nanos: Bool, recordHeaderSize: Int, limit: UInt64,
+    progress: (Double) -> Void
   ) {
     guard size >= 24 else {
       warning = "file ends inside the pcap header"
@@ -181,6 +191,7 @@ public final class CaptureFile {
       counters.bytes += UInt64(captured)
       sink.receive(header, UnsafeRawBufferPointer(start: base + dataStart, count: captured), interfaces: interfaceList)
       offset = dataStart + captured
+      if counters.packets % Self.progressInterval == 0 { progress(Double(offset) / Double(size)) }
     }
   }
 
@@ -213,7 +224,7 @@ public final class CaptureFile {
     }
   }
 
-  private func readPcapng<Sink: PacketSink>(into sink: inout Sink, limit: UInt64) {
+  private func readPcapng<Sink: PacketSink>(into sink: inout Sink, limit: UInt64, progress: (Double) -> Void) {
     var offset = 0
     var swapped = false
     var clocks: [InterfaceClock] = []
@@ -309,6 +320,7 @@ public final class CaptureFile {
         deliver(
           &sink, at: data, captured: captured, wire: wire, timestamp: clocks[index].nanos(units),
           interface: index, interfaces: interfaceList)
+        if counters.packets % Self.progressInterval == 0 { progress(Double(offset) / Double(size)) }
       case 3 where bodyEnd - body >= 4:  // Simple Packet Block: interface 0, no timestamp
         let wire = Int(u32(body))
         let captured = min(wire, bodyEnd - body - 4)

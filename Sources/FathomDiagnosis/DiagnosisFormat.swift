@@ -22,6 +22,10 @@ extension Diagnosis {
       for line in finding.evidence { text += "     \(line)\n" }
       text += "     next: \(finding.next)\n"
     }
+    if !examples.isEmpty {
+      text += "\nEXAMPLES (fathom trace --x-request-id ID)\n"
+      for example in examples { text += "  \(example.xRequestID): \(example.summary)\n" }
+    }
     text += String(format: "\n(%.2f s)\n", seconds)
     return text
   }
@@ -49,6 +53,7 @@ extension Diagnosis {
           "next": $0.next,
         ] as [String: Any]
       },
+      "examples": examples.map { ["x_request_id": $0.xRequestID, "summary": $0.summary] },
     ]
   }
 }

@@ -131,7 +131,16 @@ public struct Diagnosis: Sendable {
   public var steps: [StepResult]
   /// Ranked, most likely first.
   public var verdict: [Finding]
+  /// Up to two requests' traces that show the top finding: failed requests to the target, else
+  /// (for a latency finding) its slowest.
+  public var examples: [ExampleTrace]
   public var seconds: Double
+}
+
+/// A request to follow with `fathom trace --x-request-id`, and what its trace shows.
+public struct ExampleTrace: Sendable, Equatable {
+  public var xRequestID: String
+  public var summary: String
 }
 
 /// The SRE's runbook, in order: node/pod, the backend service's golden metrics, DNS, the Service
@@ -145,6 +154,8 @@ public struct Runbook {
   static let stepOrder = ["node-pod", "service-golden", "dns", "service", "ingress", "path"]
   /// What a crash loop shows as in other steps.
   static let podSymptoms: Set<String> = ["pod down", "pod not ready"]
+  /// Findings about time rather than failure: their examples are the slowest requests.
+  static let latencyKinds: Set<String> = ["latency up", "pod slow", "dns slow", "packet loss", "cpu throttling"]
 
   public func diagnose() throws -> Diagnosis {
     let started = Date()
@@ -178,9 +189,13 @@ public struct Runbook {
     let verdict = findings.sorted {
       ($0.score, -(order.firstIndex(of: $0.step) ?? 9)) > ($1.score, -(order.firstIndex(of: $1.step) ?? 9))
     }.filter { seen.insert("\($0.component)|\($0.kind)").inserted }
+    var examples = verdict.isEmpty ? [] : results.flatMap(\.examples)
+    if examples.isEmpty, let top = verdict.first, Self.latencyKinds.contains(top.kind) {
+      examples = try context.slowExamples()
+    }
     return Diagnosis(
       service: input.service, window: input.window, baseline: input.baseline, steps: results.map(\.step),
-      verdict: verdict, seconds: Date().timeIntervalSince(started))
+      verdict: verdict, examples: examples, seconds: Date().timeIntervalSince(started))
   }
 
   /// The Service an `--ingress HOST/PATH` reaches: the matching rule's backend (host, then the

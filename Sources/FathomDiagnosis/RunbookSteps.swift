@@ -6,6 +6,8 @@ import Foundation
 struct StepOutcome {
   var step: StepResult
   var findings: [Finding]
+  /// Traces of requests that show the fault, for the verdict.
+  var examples: [ExampleTrace] = []
 }
 
 /// The six steps, each deciding from the context's facts only.
@@ -605,11 +607,35 @@ extension RunbookContext {
       ? []
       : try input.store.candidates(
         service: input.service, onlyErrors: true, slowerThanMicros: nil, since: window.lowerBound, limit: 3)
+    var examples: [ExampleTrace] = []
     for request in failing where !request.xRequestID.isEmpty && request.startMicros <= window.upperBound {
-      if let trace = try assembler.assemble(xRequestID: request.xRequestID), let breakPoint = trace.breakPoint {
+      guard let trace = try assembler.assemble(xRequestID: request.xRequestID) else { continue }
+      if let breakPoint = trace.breakPoint {
         evidence.append("trace \(request.xRequestID): break point at span \(breakPoint.span): \(breakPoint.reason)")
       }
+      examples.append(ExampleTrace(xRequestID: request.xRequestID, summary: trace.summary))
     }
-    return StepOutcome(step: StepResult(step: "path", status: status, evidence: evidence), findings: findings)
+    return StepOutcome(
+      step: StepResult(step: "path", status: status, evidence: evidence), findings: findings,
+      examples: Array(examples.prefix(2)))
+  }
+
+  /// Traces of the target's slowest requests of the window (above its p99), for a verdict about
+  /// latency that no failed request shows.
+  func slowExamples() throws -> [ExampleTrace] {
+    let served = total(input.service)
+    guard served.requests > 0 else { return [] }
+    // The histogram's p99 is a bucket's midpoint, up to 6.25% above the requests in it.
+    let threshold = served.histogram.quantile(0.99) * 15 / 16
+    let assembler = TraceAssembler(source: input.store)
+    var examples: [ExampleTrace] = []
+    for request in try input.store.candidates(
+      service: input.service, onlyErrors: false, slowerThanMicros: threshold, since: window.lowerBound, limit: 4)
+    where !request.xRequestID.isEmpty && request.startMicros <= window.upperBound && examples.count < 2 {
+      if let trace = try assembler.assemble(xRequestID: request.xRequestID) {
+        examples.append(ExampleTrace(xRequestID: request.xRequestID, summary: trace.summary))
+      }
+    }
+    return examples
   }
 }

@@ -168,13 +168,14 @@ struct FlowStage: PacketSink {
 public enum FlowPipeline {
   /// Reads one capture file to the end and reports every flow. Each file gets its own flow table:
   /// separate files are separate capture points with their own clocks.
+  /// `progress` gets the share of the file read, a few times per second.
   public static func run(
     file path: String, options: FlowPipelineOptions = FlowPipelineOptions(), handler: @escaping ([FlowLog]) -> Void,
-    requestHandler: @escaping ([RequestLog]) -> Void = { _ in }
+    requestHandler: @escaping ([RequestLog]) -> Void = { _ in }, progress: (Double) -> Void = { _ in }
   ) throws -> SourceSummary {
     let file = try CaptureFile(path: path)
     var stage = try FlowStage(options: options, handler: handler, requestHandler: requestHandler)
-    file.read(into: &stage, limit: options.packetLimit)
+    file.read(into: &stage, limit: options.packetLimit, progress: progress)
     let (wire, flows, requests) = stage.finish()
     var summary = SourceSummary(source: path)
     summary.capture = file.counters

@@ -61,6 +61,24 @@ extension Trace {
     return text
   }
 
+  /// One line for a report: where the trace breaks, else its slowest segment and who it is.
+  public var summary: String {
+    let total = Double(max(1, endMicros - startMicros)) / 1000
+    if let breakPoint {
+      return String(
+        format: "%d spans, %.2f ms; break point at span %d: %@", spans.count, total, breakPoint.span, breakPoint.reason)
+    }
+    guard let slowest = slowestSegment else { return String(format: "%d spans, %.2f ms", spans.count, total) }
+    let request = spans[slowest].request
+    let server =
+      request.serverPod.isEmpty
+      ? (request.serverService.isEmpty ? request.serverIP : request.serverService) : request.serverPod
+    let what = spans[slowest].kind == .connect ? "tcp connect" : "\(request.protocolName) \(request.method)"
+    return String(
+      format: "%d spans, %.2f ms; slowest segment span %d (%@ at %@ %@ to %@), %.2f ms of its own", spans.count, total,
+      slowest, what, request.observationPoint, request.node, server, Double(spans[slowest].selfMicros) / 1000)
+  }
+
   /// The trace for machines: spans with span_id, parent_id, kind, observation_point, node,
   /// interface, pod, service, start_us, duration_us, self_us, status; break_point and
   /// slowest_segment.

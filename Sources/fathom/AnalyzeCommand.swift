@@ -50,13 +50,23 @@ struct AnalyzeCommand: ParsableCommand {
       target.shards = clickhouseShard
       options.clickhouse = target
     }
-    let terminal = isatty(2) != 0
+    let progress = ProgressLine(enabled: isatty(2) != 0)
     let result: Analyzer.Result
     do {
-      result = try Analyzer(options: options).run {
-        if terminal { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+      result = try Analyzer(options: options).run { step in
+        switch step {
+        case .reading(let path, let node, let fraction):
+          progress.show(
+            String(format: "reading %@ (node %@): %.0f%%", path, node ?? "unknown", fraction * 100), done: fraction >= 1
+          )
+        case .storing(let written, let total) where total > 0:
+          progress.show("storing: \(written) of \(total) records", done: written >= total)
+        case .storing:
+          break
+        }
       }
     } catch {
+      progress.finish()
       FileHandle.standardError.write(Data("fathom analyze: \(error)\n".utf8))
       throw ExitCode.failure
     }
@@ -166,5 +176,27 @@ struct StoreBenchCommand: ParsableCommand {
     if let clickhouse, let store = store as? ClickHouseStore {
       _ = try? store.execute("DROP DATABASE IF EXISTS fathom_bench_\(getpid())", on: clickhouse)
     }
+  }
+}
+
+/// One status line on a terminal, rewritten in place at most four times a second; a step's last
+/// state stays on its own line.
+final class ProgressLine {
+  let enabled: Bool
+  private var lastShown = Date.distantPast
+  private var open = false
+
+  init(enabled: Bool) { self.enabled = enabled }
+
+  func show(_ text: String, done: Bool) {
+    guard enabled, done || Date().timeIntervalSince(lastShown) >= 0.25 else { return }
+    lastShown = Date()
+    FileHandle.standardError.write(Data("\r\u{1B}[K\(text)\(done ? "\n" : "")".utf8))
+    open = !done
+  }
+
+  func finish() {
+    if enabled && open { FileHandle.standardError.write(Data("\n".utf8)) }
+    open = false
   }
 }

@@ -62,6 +62,7 @@ import Testing
             serverIP: IPAddress(pod == 2 ? "10.244.1.3" : "10.244.2.3")!,
             serverPort: 8080, flowID: UInt64(second * 100 + tenth))
           request.method = "GET"
+          request.requestID = "req-\(pod)-\(second)-\(tenth)"
           request.status = status
           request.code = status == .ok ? 200 : 500
           var tags = RecordTags()
@@ -98,6 +99,10 @@ import Testing
     #expect(diagnosis.verdict.first?.kind == "pod errors")
     #expect(diagnosis.steps.first { $0.step == "service-golden" }?.status == .failed)
     #expect(diagnosis.steps.first { $0.step == "node-pod" }?.status == .skipped)
+    // Two failed requests to follow, newest first, with where their traces break.
+    #expect(diagnosis.examples.map(\.xRequestID) == ["req-2-129-9", "req-2-129-8"])
+    #expect(diagnosis.examples.allSatisfy { $0.summary.contains("break point") })
+    #expect(diagnosis.text.contains("EXAMPLES"))
   }
 
   @Test func theWindowDecidesWhatCounts() throws {
@@ -126,6 +131,9 @@ import Testing
     let withBaseline = try diagnose(store, window: window, baseline: 100_000_000...129_999_999)
     let finding = try #require(withBaseline.verdict.first)
     #expect(finding.component == "service shop/web" && finding.kind == "latency up")
+    // Nothing failed: the examples are requests above the window's p99.
+    #expect(withBaseline.examples.count == 2)
+    #expect(withBaseline.examples.allSatisfy { $0.summary.contains("slowest segment") })
     #expect(withBaseline.steps.first { $0.step == "service-golden" }?.status == .warning)
     let without = try diagnose(store, window: window)
     #expect(without.verdict.isEmpty)
