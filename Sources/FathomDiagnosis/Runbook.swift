@@ -171,6 +171,18 @@ public struct Runbook {
         findings[index].score *= 0.7
       }
     }
+    // A pod on a node whose kube-proxy rules are stale fails because its calls through them do:
+    // its errors and latency are that node's symptoms.
+    let staleNodes = Set(
+      findings.filter { $0.kind == "connections unanswered" && $0.component.hasSuffix(" kube-proxy") }.map {
+        String($0.component.dropFirst("node ".count).dropLast(" kube-proxy".count))
+      })
+    for index in findings.indices
+    where ["pod errors", "pod slow"].contains(findings[index].kind)
+      && staleNodes.contains(context.node(ofPod: String(findings[index].component.dropFirst("pod ".count))) ?? "")
+    {
+      findings[index].score *= 0.7
+    }
     // A pod that is down because it crash-loops: one finding with the cause's kind, the
     // strongest score and both steps' evidence.
     let crashLooping = Set(findings.filter { $0.kind == "pod crash loop" }.map(\.component))

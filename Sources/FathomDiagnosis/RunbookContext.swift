@@ -213,6 +213,14 @@ struct RunbookContext {
     return nil
   }
 
+  /// The node a pod (`namespace/name`) runs on, from the objects.
+  func node(ofPod key: String) -> String? {
+    for object in input.objects {
+      if case .pod(let pod) = object, Self.key(pod.metadata) == key { return pod.spec?.nodeName }
+    }
+    return nil
+  }
+
   func serviceObject(_ key: String) -> Service? {
     for object in input.objects {
       if case .service(let service) = object, Self.key(service.metadata) == key { return service }

@@ -606,18 +606,27 @@ extension RunbookContext {
       served.serverErrors + served.timeouts == 0
       ? []
       : try input.store.candidates(
-        service: input.service, onlyErrors: true, slowerThanMicros: nil, since: window.lowerBound, limit: 3)
-    var examples: [ExampleTrace] = []
+        service: input.service, onlyErrors: true, slowerThanMicros: nil, since: window.lowerBound, limit: 5)
+    var traced: [(example: ExampleTrace, depth: Int, spans: Int)] = []
     for request in failing where !request.xRequestID.isEmpty && request.startMicros <= window.upperBound {
       guard let trace = try assembler.assemble(xRequestID: request.xRequestID) else { continue }
-      if let breakPoint = trace.breakPoint {
+      if let breakPoint = trace.breakPoint, traced.count < 3 {
         evidence.append("trace \(request.xRequestID): break point at span \(breakPoint.span): \(breakPoint.reason)")
       }
-      examples.append(ExampleTrace(xRequestID: request.xRequestID, summary: trace.summary))
+      traced.append(
+        (
+          ExampleTrace(xRequestID: request.xRequestID, summary: trace.summary),
+          trace.breakPoint.map { trace.spans[$0.span].depth } ?? -1, trace.spans.count
+        ))
     }
+    // The examples that show the most: the deepest break points (a request cut by the capture's
+    // start lacks its first hops and breaks shallower).
+    let examples = traced.enumerated().sorted {
+      ($0.element.depth, $0.element.spans, -$0.offset) > ($1.element.depth, $1.element.spans, -$1.offset)
+    }.prefix(2).map(\.element.example)
     return StepOutcome(
       step: StepResult(step: "path", status: status, evidence: evidence), findings: findings,
-      examples: Array(examples.prefix(2)))
+      examples: Array(examples))
   }
 
   /// Traces of the target's slowest requests of the window (above its p99), for a verdict about

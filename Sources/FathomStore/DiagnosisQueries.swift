@@ -273,6 +273,10 @@ extension SQLiteStore: DiagnosisSource {
       where: "start_us BETWEEN ? AND ? AND client_port = ? AND client_ip = ?", [from, to, clientPort, clientIP])
   }
 
+  public func connections(clientIP: String, from: Int64, to: Int64) throws -> [FlowFact] {
+    try flowFacts(where: "start_us BETWEEN ? AND ? AND client_ip = ?", [from, to, clientIP])
+  }
+
   /// Read with sqlite3's column API directly: a window of a long recording holds hundreds of
   /// thousands of flows, and GRDB's per-row values cost more than the query (measured on a
   /// 10-minute lab recording: 358k flows).
@@ -345,6 +349,10 @@ extension ClickHouseStore: DiagnosisSource {
     try flowFacts(
       where:
         "start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))")
+  }
+
+  public func connections(clientIP: String, from: Int64, to: Int64) throws -> [FlowFact] {
+    try flowFacts(where: "start_us BETWEEN \(from) AND \(to) AND client_ip = \(Self.literal(clientIP))")
   }
 
   public func flowSummary(from: Int64, to: Int64) throws -> FlowSummary {

@@ -88,6 +88,9 @@ public protocol TraceSource {
   /// The connections (flow records) from one client address and port that started within a
   /// time range: the handshake before a request.
   func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact]
+  /// The connections from one client address that started within a time range: what a server
+  /// tried to call while it served a request.
+  func connections(clientIP: String, from: Int64, to: Int64) throws -> [FlowFact]
 }
 
 extension SQLiteStore: TraceSource {

@@ -142,10 +142,14 @@ public struct TraceAssembler {
       parentOf[index] = best
     }
 
-    // The handshake each hop's first request waited for, seen where its client is.
+    // The handshake each hop's first request waited for, seen where its client is; and the
+    // connections a failed hop's server tried while serving it that were never established
+    // (its calls that failed before any request could be sent).
     var connects: [Int: StoredRequest] = [:]
+    var failedCalls: [Int: [StoredRequest]] = [:]
     for (index, hop) in hops.enumerated() {
       connects[index] = try connect(before: hop.client)
+      if hop.server.status != "ok" { failedCalls[index] = try failedConnects(during: hop.server) }
     }
 
     var spans: [Span] = []
@@ -169,6 +173,9 @@ public struct TraceAssembler {
       lastSpanOfHop[index] = parent
       for child in hops.indices where parentOf[child] == index {
         emit(child, parentSpan: parent, depth: level)
+      }
+      for call in failedCalls[index] ?? [] {
+        spans.append(Span(id: spans.count, parent: parent, kind: .connect, request: call, depth: level, link: "timing"))
       }
     }
     for root in hops.indices where parentOf[root] == nil {
@@ -217,9 +224,20 @@ public struct TraceAssembler {
 
     // Break point: the deepest failed span that has no failed descendant.
     var breakPoint: (Int, String)?
-    let failed = spans.filter { $0.kind == .network && $0.request.status != "ok" }
+    let failed = spans.filter { $0.kind != .dns && $0.request.status != "ok" }
     if let deepest = failed.max(by: { ($0.depth, $0.request.startMicros) < ($1.depth, $1.request.startMicros) }) {
       let request = deepest.request
+      if deepest.kind == .connect {
+        let server =
+          request.serverService.isEmpty
+          ? "\(request.serverIP):\(request.serverPort)"
+          : "\(request.serverService) (\(request.serverIP):\(request.serverPort))"
+        breakPoint = (
+          deepest.id,
+          "connection to \(server)\(request.resource) at \(request.observationPoint) \(request.node); no request could be sent"
+        )
+        return Trace(spans: spans, breakPoint: breakPoint, slowestSegment: slowest, noDNSSeen: noDNSSeen)
+      }
       let place = [
         request.observationPoint, request.node, request.serverPod.isEmpty ? request.serverIP : request.serverPod,
       ]
@@ -268,6 +286,68 @@ public struct TraceAssembler {
     connect.responseSequence = nil
     connect.serverPod = flow.serverPod.isEmpty ? request.serverPod : flow.serverPod
     return connect
+  }
+
+  /// Close types of a connection that was never established.
+  static let notEstablished: Set<String> = [
+    "client_syn_repeat", "server_synack_repeat", "server_reset", "icmp_unreachable", "client_establish_reset",
+    "server_establish_reset", "server_queue_lack",
+  ]
+
+  /// The connections the server of `request` opened while serving it, at its own interface, that
+  /// were refused or never answered: one pseudo-request (protocol `tcp`, method `connect`) per
+  /// address called, with how many attempts failed and how.
+  func failedConnects(during request: StoredRequest) throws -> [StoredRequest] {
+    guard !request.serverPod.isEmpty, !request.serverIP.isEmpty else { return [] }
+    let flows = try source.connections(clientIP: request.serverIP, from: request.startMicros, to: request.endMicros)
+      .filter { flow in
+        flow.observationPoint == "c"
+          && (Self.notEstablished.contains(flow.closeType)
+            || ((flow.closeType == "timeout" || flow.closeType == "in_progress") && flow.s2cPackets == 0
+              && flow.synRetransmissions > 0))
+      }
+    var byServer: [String: [FlowFact]] = [:]
+    for flow in flows { byServer["\(flow.serverIP):\(flow.serverPort)", default: []].append(flow) }
+    return byServer.values.compactMap { attempts -> StoredRequest? in
+      guard let first = attempts.min(by: { $0.startMicros < $1.startMicros }) else { return nil }
+      let how: String
+      switch first.closeType {
+      case "server_reset": how = "refused (reset)"
+      case "icmp_unreachable": how = "refused (ICMP unreachable)"
+      case "client_establish_reset", "server_establish_reset": how = "reset during the handshake"
+      default: how = "never answered"
+      }
+      let retransmissions = attempts.reduce(0) { $0 + $1.synRetransmissions }
+      var call = request
+      call.id = -(1_000_000 + first.startMicros % 1_000_000_000) - Int64(first.clientPort)
+      call.startMicros = first.startMicros
+      call.durationMicros = max(0, (attempts.map(\.endMicros).max() ?? first.endMicros) - first.startMicros)
+      call.protocolName = "tcp"
+      call.method = "connect"
+      call.domain = ""
+      call.resource =
+        " \(how): \(attempts.count) attempt\(attempts.count == 1 ? "" : "s")"
+        + (retransmissions > 0 ? ", \(retransmissions) SYN retransmissions" : "")
+      call.status = first.closeType
+      call.code = nil
+      call.clientIP = first.clientIP
+      call.clientPort = first.clientPort
+      call.serverIP = first.serverIP
+      call.serverPort = first.serverPort
+      call.observationPoint = first.observationPoint
+      call.node = first.node
+      call.interface = first.interface
+      call.clientPod = first.clientPod
+      call.serverPod = first.serverPod
+      call.serverService = first.serverService
+      call.serverKind = first.serverKind
+      call.xRequestID = ""
+      call.traceID = ""
+      call.requestSequence = nil
+      call.responseSequence = nil
+      call.answers = ""
+      return call
+    }.sorted { $0.startMicros < $1.startMicros }
   }
 
   /// Groups records into network span sets (same request sequence number, else same client

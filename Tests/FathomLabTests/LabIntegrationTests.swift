@@ -338,12 +338,14 @@ struct LabIntegrationTests {
         continue
       }
       // The trace of a failed request breaks where the fault is: the Service (and node) whose
-      // span is the last to see it. A request cut by the recording's start or end can miss its
-      // deeper spans, so a majority of up to five failed requests in the window must break there.
+      // span is the last to see it, or the Service a connection that was never established went
+      // to (refused without endpoints; unanswered from the node with the stale rules). A request
+      // cut by the recording's start or end can miss its deeper spans, so a majority of up to
+      // five failed requests in the window must break there.
       let breakAt: [String: (service: String, node: String?)] = [
-        "pod-errors": ("shop/checkout", nil), "svc-no-endpoints": ("shop/checkout", nil),
+        "pod-errors": ("shop/checkout", nil), "svc-no-endpoints": ("shop/payment", nil),
         "dns-nxdomain": ("shop/frontend", nil), "ingress-wrong-backend": ("kube-system/ingress", nil),
-        "kube-proxy-stale": ("shop/frontend", "node-1"),
+        "kube-proxy-stale": ("shop/checkout", "node-1"),
       ]
       let expected = try #require(breakAt[scenario.fault])
       let failedIDs = truthRecords.compactMap { record -> String? in

@@ -326,6 +326,10 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(toService.allSatisfy { $0.flows == 1 && $0.packets == 5 && $0.retransmissions == 1 })
     #expect(summary.counts.reduce(0) { $0 + $1.flows } == 7)
     #expect(summary.pathLoss == [NodePathLoss(node: "node-1", lostPackets: 2, packets: 12)])
+    // What a server tried to call while serving a request: its connections by address and time.
+    let calls = try source.connections(clientIP: "10.244.2.5", from: 10_500_000, to: 11_500_000)
+    #expect(calls.count == 5 && calls.allSatisfy { $0.closeType == "finish" && $0.node == "node-1" })
+    #expect(try source.connections(clientIP: "10.244.2.5", from: 12_000_000, to: 13_000_000).isEmpty)
     let later = try source.flowSummary(from: 31_000_000, to: 50_000_000)
     #expect(later.counts.isEmpty && later.pathLoss.isEmpty)
     let served = try source.requests(

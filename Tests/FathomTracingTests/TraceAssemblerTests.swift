@@ -24,6 +24,9 @@ struct MemorySource: TraceSource {
   func connections(clientIP: String, clientPort: Int, from: Int64, to: Int64) throws -> [FlowFact] {
     flows.filter { $0.clientIP == clientIP && $0.clientPort == clientPort && (from...to).contains($0.startMicros) }
   }
+  func connections(clientIP: String, from: Int64, to: Int64) throws -> [FlowFact] {
+    flows.filter { $0.clientIP == clientIP && (from...to).contains($0.startMicros) }
+  }
 }
 
 @Suite struct TraceAssemblerTests {
@@ -131,6 +134,46 @@ struct MemorySource: TraceSource {
     earlier.requestSequence = 98
     earlier.xRequestID = "other"
     source.records.append(earlier)
+    #expect(
+      try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
+  }
+
+  /// web answers 502 because its connections to the api Service were never answered (a stale
+  /// rule sends the SYNs to a pod that is gone): no request reached api, so the break point is
+  /// web's failed connection, a span of its own that took web's time.
+  @Test func aConnectionNeverAnsweredIsTheBreakPoint() throws {
+    var records = Array(Self.records.prefix(6))
+    records[2].code = 502
+    records[2].status = "server_error"
+    func flow(start: Int64, end: Int64, close: String, synRetransmissions: Int, s2c: Int) -> FlowFact {
+      FlowFact(
+        startMicros: start, endMicros: end, node: "node-2", interface: "veth1", observationPoint: "c",
+        clientIP: "10.244.2.3", clientPort: Int(start), serverIP: "10.96.100.9", serverPort: 80, clientKind: "pod",
+        serverKind: "service", clientPod: "shop/web", serverPod: "", serverService: "shop/api", closeType: close,
+        c2sPackets: 1 + synRetransmissions, s2cPackets: s2c, retransmissions: 0, synRetransmissions: synRetransmissions)
+    }
+    var source = MemorySource(records: records)
+    source.flows = [
+      flow(start: 3_000, end: 7_000, close: "client_syn_repeat", synRetransmissions: 2, s2c: 0),
+      flow(start: 7_500, end: 11_000, close: "timeout", synRetransmissions: 1, s2c: 0),
+      // An answered connection during the same request is not a failure.
+      flow(start: 4_000, end: 5_000, close: "client_fin", synRetransmissions: 0, s2c: 3),
+    ]
+    let trace = try #require(try TraceAssembler(source: source).assemble(xRequestID: "abc"))
+    let failed = trace.spans.filter { $0.kind == .connect }
+    #expect(failed.count == 1)
+    let call = try #require(failed.first)
+    #expect(trace.spans[call.parent!].request.observationPoint == "s")
+    #expect(call.request.startMicros == 3_000 && call.request.durationMicros == 8_000)
+    let breakPoint = try #require(trace.breakPoint)
+    #expect(breakPoint.span == call.id)
+    #expect(
+      breakPoint.reason
+        == "connection to shop/api (10.96.100.9:80) never answered: 2 attempts, 3 SYN retransmissions at c node-2; no request could be sent"
+    )
+    #expect(trace.slowestSegment == call.id)
+    // A server that answered well made no failed call worth showing.
+    source.records = Array(Self.records.prefix(6))
     #expect(
       try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
   }
