@@ -163,6 +163,22 @@ public final class SQLiteStore: RecordStore {
           sql: "CREATE INDEX \(name) ON requests (start_us) WHERE \(DiagnosisSQL.requestsOf(protocolName, at: point))")
       }
     }
+    // Lookup keys are indexed only where a record has one: an empty X-Request-ID or a missing
+    // sequence number is never looked up, and half of a lab recording's requests (DNS, Redis)
+    // carry no ID. The trace-id lookup, a full scan before, gets its index the same way.
+    migrator.registerMigration("v7-partial-trace-indexes") { db in
+      for name in ["requests_x_request_id", "requests_x_request_id_resp", "requests_seq"] {
+        try db.execute(sql: "DROP INDEX IF EXISTS \(name)")
+      }
+      try db.execute(
+        sql: "CREATE INDEX requests_x_request_id ON requests (x_request_id_req) WHERE \(TraceSQL.hasRequestID)")
+      try db.execute(
+        sql:
+          "CREATE INDEX requests_x_request_id_resp ON requests (x_request_id_resp) WHERE \(TraceSQL.hasOnlyResponseID)"
+      )
+      try db.execute(sql: "CREATE INDEX requests_seq ON requests (req_tcp_seq) WHERE \(TraceSQL.hasSequence)")
+      try db.execute(sql: "CREATE INDEX requests_trace_id ON requests (trace_id) WHERE \(TraceSQL.hasTraceID)")
+    }
     return migrator
   }
 

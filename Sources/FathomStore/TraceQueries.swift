@@ -124,16 +124,20 @@ extension SQLiteStore: TraceSource {
 
   public func requests(xRequestID: String) throws -> [StoredRequest] {
     // Two indexed lookups: the ID as the request carried it, or only in the response.
-    try stored("r.x_request_id_req = ?", [xRequestID])
-      + stored("r.x_request_id_resp = ? AND r.x_request_id_req = ''", [xRequestID])
+    // (The partial indexes' conditions are repeated so SQLite may use them.)
+    try stored("r.x_request_id_req = ? AND \(TraceSQL.hasRequestID)", [xRequestID])
+      + stored("r.x_request_id_resp = ? AND \(TraceSQL.hasOnlyResponseID)", [xRequestID])
   }
 
-  public func requests(traceID: String) throws -> [StoredRequest] { try stored("r.trace_id = ?", [traceID]) }
+  public func requests(traceID: String) throws -> [StoredRequest] {
+    try stored("r.trace_id = ? AND \(TraceSQL.hasTraceID)", [traceID])
+  }
 
   public func request(id: Int64) throws -> StoredRequest? { try stored("r.rowid = ?", [id]).first }
 
   public func requests(requestSequence: Int64, from: Int64, to: Int64) throws -> [StoredRequest] {
-    try stored("r.req_tcp_seq = ? AND r.start_us BETWEEN ? AND ?", [requestSequence, from, to])
+    try stored(
+      "r.req_tcp_seq = ? AND \(TraceSQL.hasSequence) AND r.start_us BETWEEN ? AND ?", [requestSequence, from, to])
   }
 
   public func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest] {
@@ -162,4 +166,9 @@ extension SQLiteStore: TraceSource {
 enum TraceSQL {
   /// Requests a trace starts from.
   static let rootProtocols = "('http', 'http2', 'grpc')"
+  /// The rows each lookup index holds (partial indexes, schema v7).
+  static let hasRequestID = "x_request_id_req != ''"
+  static let hasOnlyResponseID = "x_request_id_req = '' AND x_request_id_resp != ''"
+  static let hasSequence = "req_tcp_seq IS NOT NULL"
+  static let hasTraceID = "trace_id != ''"
 }
