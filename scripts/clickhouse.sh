@@ -78,17 +78,20 @@ case $action in
     echo "clickhouse: single node http://127.0.0.1:18123, cluster fathom_cluster via http://127.0.0.1:18124 (shards 18124, 18125)"
     ;;
   stop)
+    # A server removes its pid file as it exits: read it once per check, quietly.
+    pid_of() { cat "$dir/$1/server.pid" 2>/dev/null || true; }
     for name in single shard1 shard2; do
-      pidfile="$dir/$name/server.pid"
-      if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+      pid=$(pid_of "$name")
+      if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
     done
     for name in single shard1 shard2; do
-      pidfile="$dir/$name/server.pid"
       for _ in $(seq 1 50); do
-        [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+        pid=$(pid_of "$name")
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
       done
-      [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+      pid=$(pid_of "$name")
+      if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
     done
     rm -rf "$dir"
     ;;
