@@ -57,7 +57,8 @@ struct LabIntegrationTests {
   /// Every answered request of a recording traced against the load's truth: each trace must
   /// hold every hop its path crosses, at the server pods (`s`), in path order.
   func traceCompleteness(recording: String, database: String) throws -> (
-    traced: Int, complete: Int, missing: [String], perPath: [String: Int], crossings: [String: Int]
+    traced: Int, complete: Int, missing: [String], perPath: [String: Int], crossings: [String: Int],
+    captureDrops: [String]
   ) {
     let assembler = TraceAssembler(source: try SQLiteStore(path: database))
     let truth = (Files.read("\(recording)/load-truth.jsonl") ?? "").split(separator: "\n")
@@ -97,7 +98,7 @@ struct LabIntegrationTests {
       ((try? JSONSerialization.jsonObject(with: Data((Files.read("\(recording)/manifest.json") ?? "").utf8)))
       as? [String: Any])?["nodes"] as? [[String: Any]]
     let kernelDrops = (drops ?? []).map { "\($0["name"] ?? "?"): \($0["kernel_drops"] ?? "?") dropped" }
-    return (traced, complete, missing + kernelDrops, perPath, crossings)
+    return (traced, complete, missing, perPath, crossings, kernelDrops)
   }
 
   func waitUntilAllReady(_ seconds: Double) throws -> Bool {
@@ -280,7 +281,9 @@ struct LabIntegrationTests {
     // regression still fails.
     var traces = try traceCompleteness(recording: recording, database: analyzeOptions.database)
     if traces.complete * 100 < traces.traced * 99 {
-      print("traces complete: \(traces.complete) of \(traces.traced); recording again. Misses: \(traces.missing)")
+      print(
+        "traces complete: \(traces.complete) of \(traces.traced); recording again. Misses: \(traces.missing); capture \(traces.captureDrops)"
+      )
       let again = "\(scratch)/recording-again"
       try LabRecorder(store: store).record(duration: 8, output: again, runLoad: true, rate: nil) { _ in }
       var options = Analyzer.Options()
@@ -297,7 +300,7 @@ struct LabIntegrationTests {
       traces.traced >= 150 && traces.complete * 100 >= traces.traced * 99,
       "\(traces.complete)/\(traces.traced) traces complete; \(traces.missing)")
     print(
-      "traces complete: \(traces.complete) of \(traces.traced) (in-cluster \(traces.crossings)); misses: \(traces.missing)"
+      "traces complete: \(traces.complete) of \(traces.traced) (in-cluster \(traces.crossings)); misses: \(traces.missing); capture \(traces.captureDrops)"
     )
 
     // The runbook: nothing on a healthy recording of every path at once.
