@@ -49,16 +49,15 @@ public struct ResourceSample: Sendable, Equatable, Decodable {
   /// read as zero; the identity and time are required.
   public init(from decoder: any Decoder) throws {
     let container = try decoder.container(keyedBy: CodingKeys.self)
-    func count(_ key: CodingKeys) throws -> Int { try container.decodeIfPresent(Int.self, forKey: key) ?? 0 }
     time = try container.decode(String.self, forKey: .time)
     kind = try container.decode(Kind.self, forKey: .kind)
     namespace = try container.decodeIfPresent(String.self, forKey: .namespace) ?? ""
     name = try container.decode(String.self, forKey: .name)
     ready = try container.decodeIfPresent(Bool.self, forKey: .ready) ?? true
-    restarts = try count(.restarts)
-    oomKills = try count(.oomKills)
-    cpuPeriods = try count(.cpuPeriods)
-    cpuThrottledPeriods = try count(.cpuThrottledPeriods)
+    restarts = try container.count(.restarts)
+    oomKills = try container.count(.oomKills)
+    cpuPeriods = try container.count(.cpuPeriods)
+    cpuThrottledPeriods = try container.count(.cpuThrottledPeriods)
     // A node lists its interfaces; a pod's one interface's counters are top-level fields.
     if let all = try container.decodeIfPresent([String: InterfaceCounters].self, forKey: .interfaces) {
       interfaces = all
@@ -97,13 +96,17 @@ public struct InterfaceCounters: Sendable, Equatable, Decodable {
 
   public init(from decoder: any Decoder) throws {
     let container = try decoder.container(keyedBy: CodingKeys.self)
-    func count(_ key: CodingKeys) throws -> Int { try container.decodeIfPresent(Int.self, forKey: key) ?? 0 }
-    rxPackets = try count(.rxPackets)
-    txPackets = try count(.txPackets)
-    rxDropped = try count(.rxDropped)
-    txDropped = try count(.txDropped)
+    rxPackets = try container.count(.rxPackets)
+    txPackets = try container.count(.txPackets)
+    rxDropped = try container.count(.rxDropped)
+    txDropped = try container.count(.txDropped)
   }
 
   public var packets: Int { rxPackets + txPackets }
   public var dropped: Int { rxDropped + txDropped }
+}
+
+extension KeyedDecodingContainer {
+  /// A cumulative counter the sample may lack: zero then.
+  fileprivate func count(_ key: Key) throws -> Int { try decodeIfPresent(Int.self, forKey: key) ?? 0 }
 }

@@ -144,7 +144,7 @@ enum DiagnosisSQL {
   static func flowCount(_ fields: [String], name: (String) -> String) -> FlowCount? {
     guard fields.count == 12 else { return nil }
     return FlowCount(
-      node: name(fields[0]).split(separator: "/").last.map(String.init) ?? "", interface: fields[1],
+      node: node(fields[0], name), interface: fields[1],
       observationPoint: fields[2], clientKind: fields[3], serverKind: fields[4], clientPod: name(fields[5]),
       serverService: name(fields[6]), closeType: fields[7], synRetransmitted: fields[8] == "1",
       flows: Int(fields[9]) ?? 0, packets: Int(fields[10]) ?? 0, retransmissions: Int(fields[11]) ?? 0)
@@ -186,9 +186,11 @@ enum DiagnosisSQL {
   static func pathLoss(_ rows: [[String]], name: (String) -> String) -> [NodePathLoss] {
     var byNode: [String: NodePathLoss] = [:]
     for fields in rows where fields.count == 3 {
-      let node = name(fields[0]).split(separator: "/").last.map(String.init) ?? ""
-      byNode[node, default: NodePathLoss(node: node, lostPackets: 0, packets: 0)].lostPackets += Int(fields[1]) ?? 0
-      byNode[node, default: NodePathLoss(node: node, lostPackets: 0, packets: 0)].packets += Int(fields[2]) ?? 0
+      let nodeName = node(fields[0], name)
+      var entry = byNode[nodeName] ?? NodePathLoss(node: nodeName, lostPackets: 0, packets: 0)
+      entry.lostPackets += Int(fields[1]) ?? 0
+      entry.packets += Int(fields[2]) ?? 0
+      byNode[nodeName] = entry
     }
     return byNode.values.sorted { $0.node < $1.node }
   }
@@ -225,12 +227,17 @@ enum DiagnosisSQL {
     """
   }
 
+  /// A node's name from its id as text (nodes have no namespace).
+  static func node(_ id: String, _ name: (String) -> String) -> String {
+    name(id).split(separator: "/").last.map(String.init) ?? ""
+  }
+
   static func flowFact(_ fields: [String], name: (String) -> String) -> FlowFact? {
     guard fields.count == 19 else { return nil }
     func int(_ index: Int) -> Int { Int(fields[index]) ?? 0 }
     return FlowFact(
       startMicros: Int64(fields[0]) ?? 0, endMicros: Int64(fields[1]) ?? 0,
-      node: name(fields[2]).split(separator: "/").last.map(String.init) ?? "", interface: fields[3],
+      node: node(fields[2], name), interface: fields[3],
       observationPoint: fields[4], clientIP: fields[5], clientPort: int(6), serverIP: fields[7], serverPort: int(8),
       clientKind: fields[9], serverKind: fields[10], clientPod: name(fields[11]), serverPod: name(fields[12]),
       serverService: name(fields[13]), closeType: fields[14], c2sPackets: int(15), s2cPackets: int(16),

@@ -41,7 +41,7 @@ extension SQLiteStore {
     let wide = span.map { (to - from) * 2 >= $0 } ?? true
     let sql =
       "SELECT \(DiagnosisSQL.flowColumns) FROM flows \(wide ? "NOT INDEXED" : "") WHERE start_us <= ? AND end_us >= ?"
-    try scan(sql, [to, from]) { columns, names in
+    let names = try scan(sql, [to, from]) { columns, names in
       let synRetransmissions = columns.int(18)
       let c2s = columns.int(15)
       let s2c = columns.int(16)
@@ -106,7 +106,6 @@ extension SQLiteStore {
       loss[leg.node, default: (0, 0)].lost += lost
       loss[leg.node, default: (0, 0)].packets += leg.outerC2S + leg.outerS2C
     }
-    let names = try pool.read { try ResourceNames($0) }
     let pathLoss = loss.map {
       NodePathLoss(node: names.node($0.key), lostPackets: $0.value.lost, packets: $0.value.packets)
     }

@@ -72,8 +72,12 @@ extension SQLiteStore {
     return values
   }
 
-  /// Steps a query, handing each row's columns to `visit`.
-  func scan(_ sql: String, _ arguments: StatementArguments, _ visit: (SQLiteColumns, ResourceNames) -> Void) throws {
+  /// Steps a query, handing each row's columns to `visit`; returns the resources dictionary it
+  /// read for them.
+  @discardableResult
+  func scan(_ sql: String, _ arguments: StatementArguments, _ visit: (SQLiteColumns, ResourceNames) -> Void) throws
+    -> ResourceNames
+  {
     try pool.read { db in
       let names = try ResourceNames(db)
       let statement = try db.makeStatement(sql: sql)
@@ -82,7 +86,7 @@ extension SQLiteStore {
       let columns = SQLiteColumns(statement.sqliteStatement)
       while true {
         let step = sqlite3_step(statement.sqliteStatement)
-        if step == SQLITE_DONE { return }
+        if step == SQLITE_DONE { return names }
         guard step == SQLITE_ROW else {
           throw DatabaseError(
             resultCode: ResultCode(rawValue: step), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
