@@ -426,33 +426,62 @@ extension RunbookContext {
     return StepOutcome(step: StepResult(step: "service", status: status, evidence: evidence), findings: findings)
   }
 
-  /// Connections to the ClusterIP never answered, from one node only: that node's rules are stale.
+  /// Connections to the ClusterIP whose SYN went unanswered, from one node only: that node's
+  /// rules are stale. A stale rule shows as connections never answered and as connections
+  /// answered only after a retransmitted SYN (in the lab, with the gone pod's address on the
+  /// node's own bridge, a retransmitted SYN was translated afresh and often reached a live
+  /// endpoint). Loss on the node's own path would delay its connections to every Service alike,
+  /// so the node's other Services are the control.
   func unansweredByNode(_ service: String) -> Finding? {
-    var byNode: [String: (failed: Int, total: Int)] = [:]
-    let failedClose: Set<String> = ["client_syn_repeat", "timeout", "server_reset", "icmp_unreachable"]
-    for flow in flows(to: service)
-    where flow.serverKind == "service" && flow.observationPoint == "c"
-      && countsAsClient(flow.clientPod, of: service)
-    {
-      let failed = failedClose.contains(flow.closeType) || (flow.closeType == "in_progress" && flow.synRetransmitted)
-      byNode[flow.node, default: (0, 0)].total += flow.flows
-      if failed { byNode[flow.node, default: (0, 0)].failed += flow.flows }
+    struct Tally {
+      var neverAnswered = 0
+      var answeredLate = 0
+      var total = 0
+      var share: Double { Double(neverAnswered + answeredLate) / Double(max(1, total)) }
     }
-    func share(_ entry: (failed: Int, total: Int)) -> Double { Double(entry.failed) / Double(max(1, entry.total)) }
-    guard let worst = byNode.sorted(by: { $0.key < $1.key }).max(by: { share($0.value) < share($1.value) }),
-      share(worst.value) > 0.05
+    var byNode: [String: Tally] = [:]
+    var otherServices: [String: Tally] = [:]
+    let failedClose: Set<String> = ["client_syn_repeat", "timeout", "server_reset", "icmp_unreachable"]
+    func add(_ flow: FlowCount, to tally: inout Tally) {
+      tally.total += flow.flows
+      if failedClose.contains(flow.closeType) || (flow.closeType == "in_progress" && flow.synRetransmitted) {
+        tally.neverAnswered += flow.flows
+      } else if flow.synRetransmitted {
+        tally.answeredLate += flow.flows
+      }
+    }
+    for flow in flowCounts where flow.serverKind == "service" && flow.observationPoint == "c" {
+      if flow.serverService == service {
+        if countsAsClient(flow.clientPod, of: service) { add(flow, to: &byNode[flow.node, default: Tally()]) }
+      } else {
+        add(flow, to: &otherServices[flow.node, default: Tally()])
+      }
+    }
+    guard let worst = byNode.sorted(by: { $0.key < $1.key }).max(by: { $0.value.share < $1.value.share }),
+      worst.value.share > 0.05
     else { return nil }
-    let others = byNode.filter { $0.key != worst.key }.map { share($0.value) }
+    let tally = worst.value
+    let others = byNode.filter { $0.key != worst.key }.map(\.value.share)
     let othersShare = others.isEmpty ? 0 : others.reduce(0, +) / Double(others.count)
-    let single = othersShare * 3 < share(worst.value)
+    // Too few connections to other Services say nothing either way.
+    let control = otherServices[worst.key].flatMap { $0.total >= 10 ? $0.share : nil }
+    let single = othersShare * 3 < tally.share && (control ?? 0) * 3 < tally.share
+    let neverAnsweredShare = Double(tally.neverAnswered) / Double(max(1, tally.total))
+    guard single || neverAnsweredShare > 0.05 else { return nil }
+    var evidence = [
+      String(
+        format:
+          "from %@: %d of %d connections to %@ had their SYN unanswered (%.0f%%): %d never answered, %d answered only after a retransmitted SYN; other nodes %.1f%%",
+        worst.key, tally.neverAnswered + tally.answeredLate, tally.total, service, tally.share * 100,
+        tally.neverAnswered, tally.answeredLate, othersShare * 100)
+    ]
+    if let control {
+      evidence.append(
+        String(format: "%@'s connections to other Services: %.1f%% with an unanswered SYN", worst.key, control * 100))
+    }
     return Finding(
       component: single ? "node \(worst.key) kube-proxy" : "service \(service)", kind: "connections unanswered",
-      step: "service", score: single ? 0.88 : 0.6,
-      evidence: [
-        String(
-          format: "from %@: %d of %d connections to %@ never answered (%.0f%%); other nodes %.1f%%", worst.key,
-          worst.value.failed, worst.value.total, service, share(worst.value) * 100, othersShare * 100)
-      ],
+      step: "service", score: single ? 0.88 : 0.6, evidence: evidence,
       next: single
         ? "iptables-save -t nat on \(worst.key): KUBE-SEP rules of \(service) pointing at a pod that is gone"
         : "the Service's endpoints and every node's rules")

@@ -25,6 +25,8 @@ public struct FlowFact: Sendable, Equatable {
   public var s2cPackets: Int
   public var retransmissions: Int
   public var synRetransmissions: Int
+  /// Requests the connection carried (as parsed; 0 for a connection never used).
+  public var requests: Int = 0
 
   public var packets: Int { c2sPackets + s2cPackets }
 }
@@ -75,7 +77,9 @@ public struct FlowSummary: Sendable, Equatable {
 
 /// Packets of connections seen both at a node's uplink and at one of its pods' interfaces (one
 /// capture, one clock) that one of the two counted and the other did not: dropped inside the
-/// node. `packets` is what the uplink counted of those connections.
+/// node. `packets` is what the uplink counted of those connections. A connection is matched by
+/// its client address and the second it started; a key with more flows on one side than the
+/// other (a port reused within the second) is left out.
 public struct NodePathLoss: Sendable, Equatable {
   public var node: String
   public var lostPackets: Int
@@ -126,7 +130,7 @@ enum DiagnosisSQL {
   static let flowColumns = """
     start_us, end_us, capture_node, interface, observation_point, client_ip, client_port, server_ip, server_port,
     client_kind, server_kind, client_pod, server_pod, server_service, close_type, c2s_packets, s2c_packets,
-    retransmissions, syn_retransmissions
+    retransmissions, syn_retransmissions, requests
     """
 
   /// Flow counts for ClickHouse (SQLite's GROUP BY sorts, slower than its scan: `SQLiteStore`
@@ -176,7 +180,7 @@ enum DiagnosisSQL {
             \(sum(outer, "1")) AS outer_flows, \(sum(inner, "1")) AS inner_flows
           FROM \(table) WHERE start_us <= \(to) AND end_us >= \(from) AND observation_point IN ('\(outer)', '\(inner)')
           GROUP BY capture_node, \(key), start_us - start_us % 1000000)
-        WHERE outer_flows > 0 AND inner_flows > 0 GROUP BY capture_node
+        WHERE outer_flows > 0 AND outer_flows = inner_flows GROUP BY capture_node
         """
     }
     return parts.joined(separator: "\nUNION ALL\n")
@@ -233,7 +237,7 @@ enum DiagnosisSQL {
   }
 
   static func flowFact(_ fields: [String], name: (String) -> String) -> FlowFact? {
-    guard fields.count == 19 else { return nil }
+    guard fields.count == 20 else { return nil }
     func int(_ index: Int) -> Int { Int(fields[index]) ?? 0 }
     return FlowFact(
       startMicros: Int64(fields[0]) ?? 0, endMicros: Int64(fields[1]) ?? 0,
@@ -241,7 +245,7 @@ enum DiagnosisSQL {
       observationPoint: fields[4], clientIP: fields[5], clientPort: int(6), serverIP: fields[7], serverPort: int(8),
       clientKind: fields[9], serverKind: fields[10], clientPod: name(fields[11]), serverPod: name(fields[12]),
       serverService: name(fields[13]), closeType: fields[14], c2sPackets: int(15), s2cPackets: int(16),
-      retransmissions: int(17), synRetransmissions: int(18))
+      retransmissions: int(17), synRetransmissions: int(18), requests: int(19))
   }
 
   static func serverRollup(_ fields: [String], name: (String) -> String) -> ServerRollup? {
@@ -296,7 +300,7 @@ extension SQLiteStore: DiagnosisSource {
         clientKind: columns.text(9), serverKind: columns.text(10), clientPod: names.name(columns.int64(11)),
         serverPod: names.name(columns.int64(12)), serverService: names.name(columns.int64(13)),
         closeType: columns.text(14), c2sPackets: columns.int(15), s2cPackets: columns.int(16),
-        retransmissions: columns.int(17), synRetransmissions: columns.int(18))
+        retransmissions: columns.int(17), synRetransmissions: columns.int(18), requests: columns.int(19))
     }
   }
 

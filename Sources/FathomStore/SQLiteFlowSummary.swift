@@ -98,7 +98,9 @@ extension SQLiteStore {
       legs[leg.value, default: Leg(node: node, inbound: inbound)].add(outer: outer, c2s: c2s, s2c: s2c)
     }
     var loss: [Int64: (lost: Int, packets: Int)] = [:]
-    for leg in legs.values where leg.outerFlows > 0 && leg.innerFlows > 0 {
+    // Only legs with as many flows on each side: a client port reused within the second for a
+    // connection that never crossed the uplink makes the pairing ambiguous.
+    for leg in legs.values where leg.outerFlows > 0 && leg.outerFlows == leg.innerFlows {
       let lost =
         leg.inbound
         ? max(leg.outerC2S - leg.innerC2S, 0) + max(leg.innerS2C - leg.outerS2C, 0)

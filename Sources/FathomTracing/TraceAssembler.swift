@@ -288,6 +288,13 @@ public struct TraceAssembler {
     return connect
   }
 
+  /// A connection whose handshake needed retransmitted SYNs and that then carried no request:
+  /// the caller gave up waiting before the answer came.
+  static func answeredTooLate(_ flow: FlowFact) -> Bool {
+    flow.synRetransmissions > 0 && flow.s2cPackets > 0 && flow.requests == 0
+      && !notEstablished.contains(flow.closeType)
+  }
+
   /// Close types of a connection that was never established.
   static let notEstablished: Set<String> = [
     "client_syn_repeat", "server_synack_repeat", "server_reset", "icmp_unreachable", "client_establish_reset",
@@ -295,7 +302,8 @@ public struct TraceAssembler {
   ]
 
   /// The connections the server of `request` opened while serving it, at its own interface, that
-  /// were refused or never answered: one pseudo-request (protocol `tcp`, method `connect`) per
+  /// were refused, never answered, or answered only after retransmitted SYNs and then never
+  /// used (the caller had given up): one pseudo-request (protocol `tcp`, method `connect`) per
   /// address called, with how many attempts failed and how.
   func failedConnects(during request: StoredRequest) throws -> [StoredRequest] {
     guard !request.serverPod.isEmpty, !request.serverIP.isEmpty else { return [] }
@@ -304,7 +312,8 @@ public struct TraceAssembler {
         flow.observationPoint == "c"
           && (Self.notEstablished.contains(flow.closeType)
             || ((flow.closeType == "timeout" || flow.closeType == "in_progress") && flow.s2cPackets == 0
-              && flow.synRetransmissions > 0))
+              && flow.synRetransmissions > 0)
+            || Self.answeredTooLate(flow))
       }
     var byServer: [String: [FlowFact]] = [:]
     for flow in flows { byServer["\(flow.serverIP):\(flow.serverPort)", default: []].append(flow) }
@@ -315,6 +324,7 @@ public struct TraceAssembler {
       case "server_reset": how = "refused (reset)"
       case "icmp_unreachable": how = "refused (ICMP unreachable)"
       case "client_establish_reset", "server_establish_reset": how = "reset during the handshake"
+      case _ where Self.answeredTooLate(first): how = "answered only after its SYN was retransmitted, then unused"
       default: how = "never answered"
       }
       let retransmissions = attempts.reduce(0) { $0 + $1.synRetransmissions }

@@ -173,6 +173,82 @@ import Testing
     #expect(relaxed.verdict.map(\.component) == ["pod shop/web-a"])
   }
 
+  /// Adds connections to Services by their ClusterIP as their clients' interfaces saw them
+  /// over seconds 100-109: per (node, Service), how many, how many were answered only after a
+  /// retransmitted SYN and how many never were.
+  func addConnections(
+    to store: SQLiteStore, _ name: String,
+    _ groups: [(node: String, service: String, total: Int, late: Int, never: Int)]
+  ) throws {
+    let resources = [
+      Resource(
+        id: 10, kind: .node, namespace: "", name: "node-1", labels: [:], detail: "", workload: "",
+        validFromMicros: 0, validToMicros: .max),
+      Resource(
+        id: 11, kind: .node, namespace: "", name: "node-2", labels: [:], detail: "", workload: "",
+        validFromMicros: 0, validToMicros: .max),
+      Resource(
+        id: 12, kind: .service, namespace: "shop", name: "db", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: .max),
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "web", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: .max),
+    ]
+    let ids = try store.register(resources)
+    guard case .read(let source, _) = try store.beginSource(path: name, size: 1, modified: 1) else {
+      throw CancellationError()
+    }
+    var flows: [TaggedFlow] = []
+    var port = UInt16(40_000)
+    for group in groups {
+      for index in 0..<group.total {
+        port += 1
+        let start = Int64(100_000_000 + index * 9_000_000 / group.total)
+        var flow = FlowLog(
+          startMicros: start, endMicros: start + 20_000, l4Protocol: .tcp,
+          clientIP: IPAddress(group.node == "node-1" ? "10.244.1.9" : "10.244.2.9")!, clientPort: port,
+          serverIP: IPAddress(group.service == "shop/web" ? "10.96.0.20" : "10.96.0.30")!, serverPort: 80)
+        let never = index < group.never
+        let late = !never && index < group.never + group.late
+        flow.closeType = never ? .clientSynRepeat : .finish
+        flow.synRetransmissions = never ? 2 : late ? 1 : 0
+        flow.clientToServer.packets = 5
+        flow.serverToClient.packets = never ? 0 : 4
+        var tags = RecordTags()
+        tags.observationPoint = .client
+        tags.captureNode = group.node == "node-1" ? 10 : 11
+        tags.interface = "veth1"
+        tags.server = EndpointIdentity(kind: .service, pod: 0, service: group.service == "shop/web" ? 1 : 12)
+        flows.append(TaggedFlow(flow: flow, tags: tags))
+      }
+    }
+    try store.write(flows: flows, source: source, ids: ids)
+    try store.finishSource(source)
+  }
+
+  /// Stale rules on node-1: a third of its connections to web had their SYN unanswered, most
+  /// answered once a retransmitted SYN found a live pod; node-2's were all answered at once, and
+  /// so were node-1's to another Service. The same share on node-1's connections to every
+  /// Service is the node's path, not web's rules.
+  @Test func synsUnansweredFromOneNodeToOneServiceAreThatNodesStaleRules() throws {
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let stale = try store("stale", seconds: 100..<110) { _, _ in (.ok, 2_000) }
+    try addConnections(
+      to: stale, "stale-flows",
+      [("node-1", "shop/web", 30, 8, 2), ("node-2", "shop/web", 30, 0, 0), ("node-1", "shop/db", 20, 0, 0)])
+    let diagnosis = try diagnose(stale)
+    let top = try #require(diagnosis.verdict.first)
+    #expect(top.component == "node node-1 kube-proxy" && top.kind == "connections unanswered")
+    #expect(top.evidence.first?.contains("10 of 30 connections to shop/web had their SYN unanswered") == true)
+    #expect(top.evidence.first?.contains("2 never answered, 8 answered only after a retransmitted SYN") == true)
+
+    let lossy = try store("lossy", seconds: 100..<110) { _, _ in (.ok, 2_000) }
+    try addConnections(
+      to: lossy, "lossy-flows",
+      [("node-1", "shop/web", 30, 8, 2), ("node-2", "shop/web", 30, 0, 0), ("node-1", "shop/db", 30, 10, 0)])
+    #expect(!(try diagnose(lossy)).verdict.contains { $0.component.hasSuffix("kube-proxy") })
+  }
+
   @Test func aConfigOverridesOnlyTheThresholdsItNames() throws {
     let thresholds = try Thresholds.overriding(json: Data(#"{"errorRatioFailed": 0.5}"#.utf8))
     #expect(thresholds.errorRatioFailed == 0.5)

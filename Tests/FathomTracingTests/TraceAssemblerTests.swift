@@ -178,6 +178,33 @@ struct MemorySource: TraceSource {
       try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
   }
 
+  /// web gave up on a connection whose SYN the stale rule sent nowhere; the retransmitted SYN
+  /// was answered after web had answered 502, and web never sent a request on it. That
+  /// connection is the break point; a late-answered connection web did use is not a failure.
+  @Test func aConnectionAnsweredTooLateIsTheBreakPoint() throws {
+    var records = Array(Self.records.prefix(6))
+    records[2].code = 502
+    records[2].status = "server_error"
+    func flow(port: Int, requests: Int) -> FlowFact {
+      var fact = FlowFact(
+        startMicros: 3_000, endMicros: 12_000, node: "node-2", interface: "veth1", observationPoint: "c",
+        clientIP: "10.244.2.3", clientPort: port, serverIP: "10.96.100.9", serverPort: 80, clientKind: "pod",
+        serverKind: "service", clientPod: "shop/web", serverPod: "", serverService: "shop/api", closeType: "finish",
+        c2sPackets: 7, s2cPackets: 2, retransmissions: 0, synRetransmissions: 3)
+      fact.requests = requests
+      return fact
+    }
+    var source = MemorySource(records: records)
+    source.flows = [flow(port: 40_001, requests: 0)]
+    let trace = try #require(try TraceAssembler(source: source).assemble(xRequestID: "abc"))
+    let breakPoint = try #require(trace.breakPoint)
+    #expect(trace.spans[breakPoint.span].kind == .connect)
+    #expect(breakPoint.reason.contains("answered only after its SYN was retransmitted, then unused: 1 attempt, 3 SYN"))
+    source.flows = [flow(port: 40_001, requests: 1)]
+    #expect(
+      try TraceAssembler(source: source).assemble(xRequestID: "abc")?.spans.contains { $0.kind == .connect } == false)
+  }
+
   /// A busy client resolved the same name for an earlier request 200 ms before: only this
   /// request's resolution (its search-path miss and answer) is in its trace.
   @Test func onlyTheRequestsOwnResolutionIsShown() throws {
