@@ -27,6 +27,11 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
 
   public mutating func removeAll() { count = 0 }
 
+  /// The bytes written so far, valid until the next append.
+  public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+    try body(UnsafeRawBufferPointer(start: base, count: count))
+  }
+
   @inline(__always) private mutating func reserve(_ extra: Int) {
     if count + extra > capacity { grow(count + extra) }
   }

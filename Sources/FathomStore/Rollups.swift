@@ -49,7 +49,19 @@ public struct LatencyHistogram: Sendable, Equatable {
 
   /// `bucket:count` pairs, comma separated (the stores keep histograms as text).
   public var encoded: String {
-    counts.keys.sorted().map { "\($0):\(counts[$0]!)" }.joined(separator: ",")
+    var buffer = OutputBuffer(capacity: 64)
+    appendEncoded(to: &buffer)
+    return buffer.string
+  }
+
+  /// `encoded`, written into a buffer without building Strings.
+  public func appendEncoded(to buffer: inout OutputBuffer) {
+    for (index, bucket) in counts.keys.sorted().enumerated() {
+      if index > 0 { buffer.append(byte: UInt8(ascii: ",")) }
+      buffer.append(bucket)
+      buffer.append(byte: UInt8(ascii: ":"))
+      buffer.append(counts[bucket]!)
+    }
   }
 
   public init(encoded: String) {
@@ -86,6 +98,22 @@ public struct RequestRollup: Sendable {
   public var latencySum: Int64 = 0
   public var latencyMax: Int64 = 0
   public var histogram = LatencyHistogram()
+
+  mutating func add(_ request: borrowing RequestLog) {
+    requests += 1
+    switch request.status {
+    case .timeout: timeouts += 1
+    case .clientError: clientErrors += 1
+    case .serverError: serverErrors += 1
+    default: break
+    }
+    if request.status != .timeout {
+      responses += 1
+      latencySum += request.durationMicros
+      latencyMax = max(latencyMax, request.durationMicros)
+      histogram.add(request.durationMicros)
+    }
+  }
 }
 
 /// Network meters per (client, server, observation point, protocol) per interval.
@@ -112,6 +140,29 @@ public struct FlowRollup: Sendable {
   /// Connections that never got established: SYNs unanswered, refused (RST or ICMP).
   public var establishFailures: UInt64 = 0
   public var resets: UInt64 = 0
+
+  mutating func add(_ flow: borrowing FlowLog) {
+    bytes += flow.clientToServer.l3Bytes + flow.serverToClient.l3Bytes
+    packets += flow.clientToServer.packets + flow.serverToClient.packets
+    if flow.reportIndex == 0 { newFlows += 1 }
+    if flow.isFinal { closedFlows += 1 }
+    retransmissions += UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions)
+    zeroWindows += UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows)
+    if flow.rttMicros > 0 {
+      rttSum += UInt64(flow.rttMicros)
+      rttCount += 1
+      rttMax = max(rttMax, UInt64(flow.rttMicros))
+    }
+    switch flow.closeType {
+    case .clientSynRepeat, .serverSynAckRepeat, .serverReset, .icmpUnreachable, .clientEstablishReset,
+      .serverEstablishReset, .serverQueueLack:
+      establishFailures += 1
+    case .clientRst, .serverRst:
+      resets += 1
+    default:
+      break
+    }
+  }
 }
 
 /// Aggregates tagged records into 1 s and 1 min rollups at ingest, so queries read rollups
@@ -138,64 +189,29 @@ public struct RollupBuilder: Sendable {
     return index
   }
 
+  // Each rollup is updated in place through the dictionaries' `default:` subscripts: reading a
+  // copy out and writing it back shared the histogram's storage, so every request copied it.
   public mutating func add(_ tagged: TaggedRequest) {
-    let request = tagged.request
-    let tags = tagged.tags
-    let endpoint = intern(request.endpoint)
-    let point = Self.pointCode(tags.observationPoint)
+    let endpoint = intern(tagged.request.endpoint)
+    let point = Self.pointCode(tagged.tags.observationPoint)
     for resolution in Self.resolutions {
       let key = RequestRollupKey(
-        intervalStart: request.startMicros / 1_000_000 / resolution * resolution, clientPod: tags.client.pod,
-        clientService: tags.client.service, serverPod: tags.server.pod, serverService: tags.server.service,
-        protocolCode: request.applicationProtocol.rawValue, observationPoint: point, endpoint: endpoint)
-      var value = requests[resolution, default: [:]][key] ?? RequestRollup()
-      value.requests += 1
-      switch request.status {
-      case .timeout: value.timeouts += 1
-      case .clientError: value.clientErrors += 1
-      case .serverError: value.serverErrors += 1
-      default: break
-      }
-      if request.status != .timeout {
-        value.responses += 1
-        value.latencySum += request.durationMicros
-        value.latencyMax = max(value.latencyMax, request.durationMicros)
-        value.histogram.add(request.durationMicros)
-      }
-      requests[resolution, default: [:]][key] = value
+        intervalStart: tagged.request.startMicros / 1_000_000 / resolution * resolution,
+        clientPod: tagged.tags.client.pod, clientService: tagged.tags.client.service,
+        serverPod: tagged.tags.server.pod, serverService: tagged.tags.server.service,
+        protocolCode: tagged.request.applicationProtocol.rawValue, observationPoint: point, endpoint: endpoint)
+      requests[resolution, default: [:]][key, default: RequestRollup()].add(tagged.request)
     }
   }
 
   public mutating func add(_ tagged: TaggedFlow) {
-    let flow = tagged.flow
-    let tags = tagged.tags
     for resolution in Self.resolutions {
       let key = FlowRollupKey(
-        intervalStart: flow.startMicros / 1_000_000 / resolution * resolution, clientPod: tags.client.pod,
-        serverPod: tags.server.pod, serverService: tags.server.service,
-        observationPoint: Self.pointCode(tags.observationPoint), l4Protocol: flow.l4Protocol.rawValue)
-      var value = flows[resolution, default: [:]][key] ?? FlowRollup()
-      value.bytes += flow.clientToServer.l3Bytes + flow.serverToClient.l3Bytes
-      value.packets += flow.clientToServer.packets + flow.serverToClient.packets
-      if flow.reportIndex == 0 { value.newFlows += 1 }
-      if flow.isFinal { value.closedFlows += 1 }
-      value.retransmissions += UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions)
-      value.zeroWindows += UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows)
-      if flow.rttMicros > 0 {
-        value.rttSum += UInt64(flow.rttMicros)
-        value.rttCount += 1
-        value.rttMax = max(value.rttMax, UInt64(flow.rttMicros))
-      }
-      switch flow.closeType {
-      case .clientSynRepeat, .serverSynAckRepeat, .serverReset, .icmpUnreachable, .clientEstablishReset,
-        .serverEstablishReset, .serverQueueLack:
-        value.establishFailures += 1
-      case .clientRst, .serverRst:
-        value.resets += 1
-      default:
-        break
-      }
-      flows[resolution, default: [:]][key] = value
+        intervalStart: tagged.flow.startMicros / 1_000_000 / resolution * resolution,
+        clientPod: tagged.tags.client.pod, serverPod: tagged.tags.server.pod,
+        serverService: tagged.tags.server.service, observationPoint: Self.pointCode(tagged.tags.observationPoint),
+        l4Protocol: tagged.flow.l4Protocol.rawValue)
+      flows[resolution, default: [:]][key, default: FlowRollup()].add(tagged.flow)
     }
   }
 }

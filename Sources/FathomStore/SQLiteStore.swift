@@ -4,16 +4,25 @@ import Foundation
 import GRDB
 import GRDBSQLite
 
-/// Binds one row's values straight into a prepared statement and steps it: the ingest path
-/// avoids GRDB's per-value boxing (StatementArguments), which cost more than SQLite itself.
-struct RowBinder {
-  let statement: OpaquePointer
-  var index: Int32 = 1
+/// Binds rows' values straight into a prepared statement and steps it: the ingest path avoids
+/// GRDB's per-value boxing (StatementArguments), which cost more than SQLite itself. Run-time
+/// texts (and addresses, written without a String) are copied once into an arena reused for every
+/// row and bound without SQLite copying them again; literals are bound from their static storage.
+struct RowWriter: ~Copyable {
+  /// Held so GRDB does not finalize the statement while rows are written.
+  private let owner: Statement
+  private let statement: OpaquePointer
+  private var index: Int32 = 1
+  private var arena = OutputBuffer(capacity: 4096)
+  /// Columns whose text is in the arena: bound once the row is complete (the arena may move
+  /// while it grows).
+  private var texts: [(column: Int32, offset: Int, count: Int)] = []
   static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-  init(_ statement: OpaquePointer) {
-    self.statement = statement
-    sqlite3_reset(statement)
+  init(_ statement: Statement) {
+    owner = statement
+    self.statement = statement.sqliteStatement
+    texts.reserveCapacity(32)
   }
 
   mutating func int(_ value: Int64) {
@@ -29,19 +38,77 @@ struct RowBinder {
   }
 
   mutating func text(_ value: String) {
-    var value = value
-    value.withUTF8 { bytes in
-      _ = sqlite3_bind_text(statement, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
-    }
+    let start = arena.count
+    arena.append(string: value)
+    texts.append((index, start, arena.count - start))
     index += 1
   }
 
-  func step(_ db: Database) throws {
+  mutating func text(_ value: StaticString) {
+    if value.hasPointerRepresentation {
+      // Static storage lives as long as the program: SQLite may keep the pointer.
+      _ = sqlite3_bind_text(statement, index, value.utf8Start, Int32(value.utf8CodeUnitCount), nil)
+      index += 1
+    } else {
+      text(value.description)
+    }
+  }
+
+  mutating func text(_ address: IPAddress) {
+    let start = arena.count
+    arena.append(address)
+    texts.append((index, start, arena.count - start))
+    index += 1
+  }
+
+  /// A text column written straight into the arena by `write`.
+  mutating func text(writing write: (inout OutputBuffer) -> Void) {
+    let start = arena.count
+    write(&arena)
+    texts.append((index, start, arena.count - start))
+    index += 1
+  }
+
+  /// Binds the row's texts, inserts it and starts the next row.
+  mutating func step(_ db: Database) throws {
+    let statement = statement
+    arena.withUnsafeBytes { bytes in
+      let base = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
+      for text in texts {
+        // SQLITE_STATIC (nil): the arena is untouched until the step below has copied the row.
+        _ = sqlite3_bind_text(statement, text.column, base + text.offset, Int32(text.count), nil)
+      }
+    }
     let result = sqlite3_step(statement)
+    sqlite3_reset(statement)
+    arena.removeAll()
+    texts.removeAll(keepingCapacity: true)
+    index = 1
     guard result == SQLITE_DONE else {
       throw DatabaseError(
         resultCode: ResultCode(rawValue: result), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
     }
+  }
+}
+
+/// Record ids (the tagger's) to dictionary-table ids (the store's) by array index: the ingest
+/// path looks up eight per record, and hashing them cost more than the rest of the binding.
+struct StoreIDs {
+  private let table: [Int64]
+  private let overflow: [Int32: Int64]
+
+  init(_ ids: [Int32: Int64]) {
+    let dense = ids.keys.filter { $0 > 0 && $0 < 1 << 20 }
+    var table = [Int64](repeating: 0, count: Int(dense.max() ?? 0) + 1)
+    for key in dense { table[Int(key)] = ids[key]! }
+    self.table = table
+    overflow = ids.filter { $0.key <= 0 || $0.key >= 1 << 20 }
+  }
+
+  /// 0 for "none" and for an id the store never registered.
+  subscript(_ value: Int32) -> Int64 {
+    if value > 0 && Int(value) < table.count { return table[Int(value)] }
+    return value == 0 ? 0 : overflow[value] ?? 0
   }
 }
 
@@ -183,57 +250,62 @@ public final class SQLiteStore: RecordStore {
   }
 
   public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
-    func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
-    let points = ObservationPoint.allCases.map(\.rawValue)
+    let id = StoreIDs(ids)
     try pool.write { db in
       for resolution in RollupBuilder.resolutions {
         let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
-        let requestStatement = try db.makeStatement(
-          sql:
-            "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
-        )
-        for (key, value) in rollups.requests[resolution] ?? [:] {
-          var row = RowBinder(requestStatement.sqliteStatement)
-          row.int(source)
-          row.int(key.intervalStart)
-          row.int(id(key.clientPod))
-          row.int(id(key.clientService))
-          row.int(id(key.serverPod))
-          row.int(id(key.serverService))
-          row.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).description)
-          row.text(points[Int(key.observationPoint)])
-          row.text(rollups.endpoints[Int(key.endpoint)])
-          row.int(Int64(value.requests))
-          row.int(Int64(value.responses))
-          row.int(Int64(value.clientErrors))
-          row.int(Int64(value.serverErrors))
-          row.int(Int64(value.timeouts))
-          row.int(value.latencySum)
-          row.int(value.latencyMax)
-          row.text(value.histogram.encoded)
-          try row.step(db)
+        var requestRow = RowWriter(
+          try db.makeStatement(
+            sql:
+              "INSERT INTO \(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: requestColumns.count).joined(separator: ",")))"
+          ))
+        // In the order of the table's index (Service, observation point, interval): the index
+        // grows in runs instead of at random places.
+        let requestRollups = (rollups.requests[resolution] ?? [:]).sorted {
+          ($0.key.serverService, $0.key.observationPoint, $0.key.intervalStart)
+            < ($1.key.serverService, $1.key.observationPoint, $1.key.intervalStart)
+        }
+        for (key, value) in requestRollups {
+          requestRow.int(source)
+          requestRow.int(key.intervalStart)
+          requestRow.int(id[key.clientPod])
+          requestRow.int(id[key.clientService])
+          requestRow.int(id[key.serverPod])
+          requestRow.int(id[key.serverService])
+          requestRow.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+          requestRow.text(RollupBuilder.point(key.observationPoint).rawValue)
+          requestRow.text(rollups.endpoints[Int(key.endpoint)])
+          requestRow.int(Int64(value.requests))
+          requestRow.int(Int64(value.responses))
+          requestRow.int(Int64(value.clientErrors))
+          requestRow.int(Int64(value.serverErrors))
+          requestRow.int(Int64(value.timeouts))
+          requestRow.int(value.latencySum)
+          requestRow.int(value.latencyMax)
+          requestRow.text { value.histogram.appendEncoded(to: &$0) }
+          try requestRow.step(db)
         }
         let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
-        let flowStatement = try db.makeStatement(
-          sql:
-            "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
-        )
+        var flowRow = RowWriter(
+          try db.makeStatement(
+            sql:
+              "INSERT INTO \(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ","))) VALUES (\(Array(repeating: "?", count: flowColumns.count).joined(separator: ",")))"
+          ))
         for (key, value) in rollups.flows[resolution] ?? [:] {
-          var row = RowBinder(flowStatement.sqliteStatement)
-          row.int(source)
-          row.int(key.intervalStart)
-          row.int(id(key.clientPod))
-          row.int(id(key.serverPod))
-          row.int(id(key.serverService))
-          row.text(points[Int(key.observationPoint)])
-          row.text((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).description)
+          flowRow.int(source)
+          flowRow.int(key.intervalStart)
+          flowRow.int(id[key.clientPod])
+          flowRow.int(id[key.serverPod])
+          flowRow.int(id[key.serverService])
+          flowRow.text(RollupBuilder.point(key.observationPoint).rawValue)
+          flowRow.text((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
           for counter in [
             value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
             value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
           ] {
-            row.int(Int64(counter))
+            flowRow.int(Int64(counter))
           }
-          try row.step(db)
+          try flowRow.step(db)
         }
       }
     }
@@ -307,57 +379,56 @@ public final class SQLiteStore: RecordStore {
     ]
   }
 
-  func bind(_ identity: EndpointIdentity, _ binder: inout RowBinder, _ id: (Int32) -> Int64) {
-    binder.text(identity.kind.rawValue)
-    binder.int(id(identity.pod))
-    binder.int(id(identity.workload))
-    binder.int(id(identity.node))
-    binder.int(id(identity.service))
-    binder.int(id(identity.namespace))
+  func bind(_ identity: EndpointIdentity, _ row: inout RowWriter, _ id: StoreIDs) {
+    row.text(identity.kind.rawValue)
+    row.int(id[identity.pod])
+    row.int(id[identity.workload])
+    row.int(id[identity.node])
+    row.int(id[identity.service])
+    row.int(id[identity.namespace])
   }
 
   public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
     guard !flows.isEmpty else { return }
+    let id = StoreIDs(ids)
     try pool.write { db in
-      let statement = try db.makeStatement(
-        sql: "INSERT INTO flows VALUES (\(Array(repeating: "?", count: 42).joined(separator: ",")))")
-      func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+      var row = RowWriter(
+        try db.makeStatement(
+          sql: "INSERT INTO flows VALUES (\(Array(repeating: "?", count: 42).joined(separator: ",")))"
+        ))
       for tagged in flows {
-        let flow = tagged.flow
-        let tags = tagged.tags
-        var row = RowBinder(statement.sqliteStatement)
         row.int(source)
-        row.int(flow.startMicros)
-        row.int(flow.endMicros)
-        row.text(flow.l4Protocol.description)
-        row.text(flow.clientIP.description)
-        row.int(Int(flow.clientPort))
-        row.text(flow.serverIP.description)
-        row.int(Int(flow.serverPort))
-        row.int(id(tags.captureNode))
-        row.text(tags.interface)
-        row.text(tags.observationPoint.rawValue)
-        bind(tags.client, &row, id)
-        bind(tags.server, &row, id)
-        row.int(id(tags.answeredBy))
-        row.int(id(tags.requestedService))
-        row.text(flow.closeType.rawValue)
-        row.text(flow.status.rawValue)
-        row.int(Int64(flow.clientToServer.packets))
-        row.int(Int64(flow.clientToServer.l3Bytes))
-        row.int(Int64(flow.serverToClient.packets))
-        row.int(Int64(flow.serverToClient.l3Bytes))
-        row.int(Int(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
-        row.int(Int(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
-        row.int(Int(flow.synRetransmissions))
-        row.int(Int(flow.rttMicros))
-        row.int(Int64(flow.srt.sumMicros))
-        row.int(Int(flow.srt.count))
-        row.text(flow.applicationProtocol?.description ?? "")
-        row.int(Int(flow.application.requests))
-        row.int(Int(flow.application.responses))
-        row.int(Int(flow.application.serverErrors))
-        row.int(Int(flow.application.clientErrors))
+        row.int(tagged.flow.startMicros)
+        row.int(tagged.flow.endMicros)
+        row.text(tagged.flow.l4Protocol.name)
+        row.text(tagged.flow.clientIP)
+        row.int(Int(tagged.flow.clientPort))
+        row.text(tagged.flow.serverIP)
+        row.int(Int(tagged.flow.serverPort))
+        row.int(id[tagged.tags.captureNode])
+        row.text(tagged.tags.interface)
+        row.text(tagged.tags.observationPoint.rawValue)
+        bind(tagged.tags.client, &row, id)
+        bind(tagged.tags.server, &row, id)
+        row.int(id[tagged.tags.answeredBy])
+        row.int(id[tagged.tags.requestedService])
+        row.text(tagged.flow.closeType.name)
+        row.text(tagged.flow.status.name)
+        row.int(Int64(tagged.flow.clientToServer.packets))
+        row.int(Int64(tagged.flow.clientToServer.l3Bytes))
+        row.int(Int64(tagged.flow.serverToClient.packets))
+        row.int(Int64(tagged.flow.serverToClient.l3Bytes))
+        row.int(Int(tagged.flow.clientToServer.retransmissions + tagged.flow.serverToClient.retransmissions))
+        row.int(Int(tagged.flow.clientToServer.zeroWindows + tagged.flow.serverToClient.zeroWindows))
+        row.int(Int(tagged.flow.synRetransmissions))
+        row.int(Int(tagged.flow.rttMicros))
+        row.int(Int64(tagged.flow.srt.sumMicros))
+        row.int(Int(tagged.flow.srt.count))
+        row.text(tagged.flow.applicationProtocol?.name ?? "")
+        row.int(Int(tagged.flow.application.requests))
+        row.int(Int(tagged.flow.application.responses))
+        row.int(Int(tagged.flow.application.serverErrors))
+        row.int(Int(tagged.flow.application.clientErrors))
         try row.step(db)
       }
     }
@@ -365,48 +436,53 @@ public final class SQLiteStore: RecordStore {
 
   public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
     guard !requests.isEmpty else { return }
+    let id = StoreIDs(ids)
     try pool.write { db in
-      let statement = try db.makeStatement(
-        sql: "INSERT INTO requests VALUES (\(Array(repeating: "?", count: 43).joined(separator: ",")))")
-      func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
+      var row = RowWriter(
+        try db.makeStatement(
+          sql: "INSERT INTO requests VALUES (\(Array(repeating: "?", count: 43).joined(separator: ",")))"
+        ))
       for tagged in requests {
-        let request = tagged.request
-        let tags = tagged.tags
-        var row = RowBinder(statement.sqliteStatement)
         row.int(source)
-        row.int(request.startMicros)
-        row.int(request.endMicros)
-        row.int(request.durationMicros)
-        row.text(request.applicationProtocol.description)
-        row.text(request.version)
-        row.text(request.clientIP.description)
-        row.int(Int(request.clientPort))
-        row.text(request.serverIP.description)
-        row.int(Int(request.serverPort))
-        row.int(id(tags.captureNode))
-        row.text(tags.interface)
-        row.text(tags.observationPoint.rawValue)
-        bind(tags.client, &row, id)
-        bind(tags.server, &row, id)
-        row.int(id(tags.ingress))
-        row.int(id(tags.answeredBy))
-        row.int(id(tags.requestedService))
-        row.text(request.method)
-        row.text(request.domain)
-        row.text(request.resource)
-        row.text(request.endpoint)
-        row.text(request.status.name.description)
-        row.optional(request.code.map { Int64($0) })
-        row.optional(request.requestTCPSequence.map { Int64($0) })
-        row.optional(request.responseTCPSequence.map { Int64($0) })
-        row.text(request.requestID)
-        row.text(request.responseRequestID)
-        row.text(request.traceID)
-        row.text(request.spanID)
-        row.int(Int64(request.requestBytes))
-        row.int(Int64(request.responseBytes))
-        row.text(
-          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
+        row.int(tagged.request.startMicros)
+        row.int(tagged.request.endMicros)
+        row.int(tagged.request.durationMicros)
+        row.text(tagged.request.applicationProtocol.name)
+        row.text(tagged.request.version)
+        row.text(tagged.request.clientIP)
+        row.int(Int(tagged.request.clientPort))
+        row.text(tagged.request.serverIP)
+        row.int(Int(tagged.request.serverPort))
+        row.int(id[tagged.tags.captureNode])
+        row.text(tagged.tags.interface)
+        row.text(tagged.tags.observationPoint.rawValue)
+        bind(tagged.tags.client, &row, id)
+        bind(tagged.tags.server, &row, id)
+        row.int(id[tagged.tags.ingress])
+        row.int(id[tagged.tags.answeredBy])
+        row.int(id[tagged.tags.requestedService])
+        row.text(tagged.request.method)
+        row.text(tagged.request.domain)
+        row.text(tagged.request.resource)
+        row.text(tagged.request.endpoint)
+        row.text(tagged.request.status.name)
+        row.optional(tagged.request.code.map { Int64($0) })
+        row.optional(tagged.request.requestTCPSequence.map { Int64($0) })
+        row.optional(tagged.request.responseTCPSequence.map { Int64($0) })
+        row.text(tagged.request.requestID)
+        row.text(tagged.request.responseRequestID)
+        row.text(tagged.request.traceID)
+        row.text(tagged.request.spanID)
+        row.int(Int64(tagged.request.requestBytes))
+        row.int(Int64(tagged.request.responseBytes))
+        row.text { buffer in
+          for (index, answer) in tagged.request.answers.enumerated() {
+            if index > 0 { buffer.append(byte: 10) }
+            buffer.append(string: answer.type)
+            buffer.append(byte: 32)
+            buffer.append(string: answer.value)
+          }
+        }
         try row.step(db)
       }
     }
