@@ -49,11 +49,9 @@ struct TSVWriter: ~Copyable {
     separator(false)
   }
 
-  mutating func id(_ value: Int32, _ ids: [Int32: Int64]) {
-    field(value == 0 ? 0 : UInt64(bitPattern: ids[value] ?? 0))
-  }
+  mutating func id(_ value: Int32, _ ids: StoreIDs) { field(UInt64(bitPattern: ids[value])) }
 
-  mutating func endpoint(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) {
+  mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
     field(identity.kind.rawValue)
     id(identity.pod, ids)
     id(identity.workload, ids)
@@ -84,20 +82,28 @@ public final class ClickHouseStore: RecordStore {
   }
 
   let target: Target
-  let session: URLSession
-  /// Idle keep-alive connections per server (plain http only). A request takes one (or opens
-  /// one) and puts it back when done, so threads never share a socket.
-  let connections = Mutex<[String: [HTTPConnection]]>([:])
-  /// Attempts per request; a failing server gets a bounded retry, then a clear error.
-  let attempts = 4
+  /// ClickHouse's HTTP interface, shared with the background inserts.
+  let http: ClickHouseHTTP
   static let schemaVersion = 2
+
+  /// Record and rollup inserts, gathered into blocks of this many rows and sent in the
+  /// background (reads and `finishSource` wait for them).
+  let inserts = InsertPipeline(rowsPerInsert: 100_000)
 
   public init(_ target: Target) throws {
     self.target = target
-    let configuration = URLSessionConfiguration.ephemeral
-    configuration.timeoutIntervalForRequest = 30
-    session = URLSession(configuration: configuration)
+    http = ClickHouseHTTP(target: target)
+    inserts.send = { [http] sql, body in try http.execute(sql, body: body, on: nil) }
     try migrate()
+  }
+
+  deinit {
+    do {
+      try inserts.flush()
+    } catch {
+      FileHandle.standardError.write(Data("fathom: records not stored in ClickHouse: \(error)\n".utf8))
+    }
+    inserts.stop()
   }
 
   var localSuffix: String { target.cluster == nil ? "" : "_local" }
@@ -112,64 +118,7 @@ public final class ClickHouseStore: RecordStore {
   /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
   @discardableResult
   public func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
-    let base = url ?? target.url
-    var components = URLComponents(string: base)
-    var request: URLRequest
-    if let body {
-      components?.queryItems = [URLQueryItem(name: "query", value: sql)]
-      // Into a Distributed table, an insert returns once every shard has its rows (the default
-      // queues them, and a crash would lose the queue).
-      if target.cluster != nil {
-        components?.queryItems?.append(URLQueryItem(name: "insert_distributed_sync", value: "1"))
-      }
-      guard let address = components?.url else { throw Failure(message: "clickhouse: bad URL \(base)") }
-      request = URLRequest(url: address)
-      request.httpBody = body
-    } else {
-      guard let address = components?.url else { throw Failure(message: "clickhouse: bad URL \(base)") }
-      request = URLRequest(url: address)
-      request.httpBody = Data(sql.utf8)
-    }
-    request.httpMethod = "POST"
-    var lastError = ""
-    let connection =
-      connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
-    var reusable = true
-    defer {
-      if let connection, reusable { connections.withLock { $0[base, default: []].append(connection) } }
-    }
-    for attempt in 0..<attempts {
-      if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
-      let status: Int
-      let text: String
-      if let connection, let url = request.url {
-        // Plain http: our own keep-alive connection; https: URLSession.
-        do {
-          var target = url.path.isEmpty ? "/" : url.path
-          if let query = url.query { target += "?" + query }
-          let response = try connection.post(target, body: request.httpBody ?? Data())
-          status = response.status
-          text = String(decoding: response.body, as: UTF8.self)
-        } catch {
-          lastError = "\(error)"
-          reusable = false
-          continue
-        }
-      } else {
-        let (data, response, error) = BlockingHTTP.send(request, session: session)
-        if let error {
-          lastError = "\(error.localizedDescription)"
-          continue
-        }
-        status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        text = String(decoding: data ?? Data(), as: UTF8.self)
-      }
-      if status == 200 { return text }
-      lastError = "HTTP \(status): \(text.prefix(500))"
-      // A statement ClickHouse rejected does not get better by repeating it.
-      if (400..<500).contains(status) || text.contains("Code: ") && !text.contains("TOO_MANY") { break }
-    }
-    throw Failure(message: "clickhouse \(base): \(lastError) (\(sql.prefix(120)))")
+    try http.execute(sql, body: body, on: url)
   }
 
   // MARK: Schema
@@ -304,27 +253,58 @@ public final class ClickHouseStore: RecordStore {
   }
 
   public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
-    func id(_ value: Int32) -> String { Self.id(value, ids) }
+    let ids = StoreIDs(ids)
+    let sourceID = UInt64(bitPattern: source)
     for resolution in RollupBuilder.resolutions {
-      let tables: [(String, [[String]], [String])] = [
-        (
-          "request", RollupSchema.requestRows(rollups, resolution: resolution, source: source, id: id),
-          RollupSchema.requestKey + RollupSchema.requestValues
-        ),
-        (
-          "flow", RollupSchema.flowRows(rollups, resolution: resolution, source: source, id: id),
-          RollupSchema.flowKey + RollupSchema.flowValues
-        ),
-      ]
-      for (kind, rows, columns) in tables where !rows.isEmpty {
-        var tsv = TSVWriter(capacity: rows.count * 160)
-        for row in rows {
-          for (index, field) in row.enumerated() { tsv.field(field, last: index == row.count - 1) }
+      let requestRollups = rollups.requests[resolution] ?? [:]
+      if !requestRollups.isEmpty {
+        var tsv = TSVWriter(capacity: requestRollups.count * 120)
+        for (key, value) in requestRollups {
+          tsv.field(sourceID)
+          tsv.field(key.intervalStart)
+          tsv.id(key.clientPod, ids)
+          tsv.id(key.clientService, ids)
+          tsv.id(key.serverPod, ids)
+          tsv.id(key.serverService, ids)
+          tsv.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+          tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
+          tsv.field(rollups.endpoints[Int(key.endpoint)])
+          for counter in [value.requests, value.responses, value.clientErrors, value.serverErrors, value.timeouts] {
+            tsv.field(counter)
+          }
+          tsv.field(value.latencySum)
+          tsv.field(value.latencyMax)
+          value.histogram.appendEncoded(to: &tsv.buffer)
+          tsv.separator(true)
         }
-        let body = tsv.data
-        try execute(
-          "INSERT INTO \(target.database).\(RollupSchema.table(kind, resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          body: body)
+        let columns = RollupSchema.requestKey + RollupSchema.requestValues
+        try inserts.add(
+          sql:
+            "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
+          body: tsv.data, rows: requestRollups.count)
+      }
+      let flowRollups = rollups.flows[resolution] ?? [:]
+      if !flowRollups.isEmpty {
+        var tsv = TSVWriter(capacity: flowRollups.count * 120)
+        for (key, value) in flowRollups {
+          tsv.field(sourceID)
+          tsv.field(key.intervalStart)
+          tsv.id(key.clientPod, ids)
+          tsv.id(key.serverPod, ids)
+          tsv.id(key.serverService, ids)
+          tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
+          tsv.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
+          let counters = [
+            value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
+            value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
+          ]
+          for (index, counter) in counters.enumerated() { tsv.field(counter, last: index == counters.count - 1) }
+        }
+        let columns = RollupSchema.flowKey + RollupSchema.flowValues
+        try inserts.add(
+          sql:
+            "INSERT INTO \(target.database).\(RollupSchema.table("flow", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
+          body: tsv.data, rows: flowRollups.count)
       }
     }
   }
@@ -332,6 +312,7 @@ public final class ClickHouseStore: RecordStore {
   // MARK: Writing
 
   public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
+    try inserts.flush()
     let db = target.database
     let id = Self.stableID("source/\(path)/\(size)/\(modified)")
     let row = try execute(
@@ -376,6 +357,8 @@ public final class ClickHouseStore: RecordStore {
   }
 
   public func finishSource(_ source: Int64) throws {
+    // Complete only once every record of the source is stored.
+    try inserts.flush()
     let id = UInt64(bitPattern: source)
     let row = try execute(
       "SELECT path, size, modified FROM \(target.database).sources FINAL WHERE id = \(id) FORMAT TSV"
@@ -408,6 +391,7 @@ public final class ClickHouseStore: RecordStore {
   }
 
   public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+    let ids = StoreIDs(ids)
     guard !flows.isEmpty else { return }
     var tsv = TSVWriter(capacity: flows.count * 320)
     let sourceID = UInt64(bitPattern: source)
@@ -448,10 +432,12 @@ public final class ClickHouseStore: RecordStore {
       tsv.field(UInt64(flow.application.clientErrors), last: true)
     }
     let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
-    try execute("INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: tsv.data)
+    try inserts.add(
+      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: tsv.data, rows: flows.count)
   }
 
   public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+    let ids = StoreIDs(ids)
     guard !requests.isEmpty else { return }
     var tsv = TSVWriter(capacity: requests.count * 360)
     let sourceID = UInt64(bitPattern: source)
@@ -495,18 +481,9 @@ public final class ClickHouseStore: RecordStore {
         last: true)
     }
     let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
-    try execute("INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: tsv.data)
-  }
-
-  static func id(_ value: Int32, _ ids: [Int32: Int64]) -> String {
-    value == 0 ? "0" : String(UInt64(bitPattern: ids[value] ?? 0))
-  }
-
-  static func endpointFields(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) -> [String] {
-    [
-      identity.kind.rawValue, id(identity.pod, ids), id(identity.workload, ids), id(identity.node, ids),
-      id(identity.service, ids), id(identity.namespace, ids),
-    ]
+    try inserts.add(
+      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: tsv.data,
+      rows: requests.count)
   }
 
   /// TabSeparated escaping.
@@ -562,7 +539,9 @@ public final class ClickHouseStore: RecordStore {
   // MARK: Queries
 
   func rows(_ sql: String, on server: String? = nil) throws -> [[String]] {
-    try execute(sql + " FORMAT TSV", on: server).split(separator: "\n").map { line in
+    // A read sees every record written before it.
+    try inserts.flush()
+    return try execute(sql + " FORMAT TSV", on: server).split(separator: "\n").map { line in
       line.split(separator: "\t", omittingEmptySubsequences: false).map(Self.unescape)
     }
   }
@@ -740,5 +719,87 @@ public final class ClickHouseStore: RecordStore {
       }
     }
     return dropped
+  }
+}
+
+/// ClickHouse's HTTP interface: POSTs with bounded retries over keep-alive connections. Apart
+/// from the store so its background inserts can outlive the store's own deinit.
+final class ClickHouseHTTP: @unchecked Sendable {
+  let target: ClickHouseStore.Target
+  let session: URLSession
+  /// Idle keep-alive connections per server (plain http only). A request takes one (or opens
+  /// one) and puts it back when done, so threads never share a socket.
+  let connections = Mutex<[String: [HTTPConnection]]>([:])
+  /// Attempts per request; a failing server gets a bounded retry, then a clear error.
+  let attempts = 4
+
+  init(target: ClickHouseStore.Target) {
+    self.target = target
+    let configuration = URLSessionConfiguration.ephemeral
+    configuration.timeoutIntervalForRequest = 30
+    session = URLSession(configuration: configuration)
+  }
+
+  /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
+  @discardableResult
+  func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
+    let base = url ?? target.url
+    var components = URLComponents(string: base)
+    var request: URLRequest
+    if let body {
+      components?.queryItems = [URLQueryItem(name: "query", value: sql)]
+      // Into a Distributed table, an insert returns once every shard has its rows (the default
+      // queues them, and a crash would lose the queue).
+      if target.cluster != nil {
+        components?.queryItems?.append(URLQueryItem(name: "insert_distributed_sync", value: "1"))
+      }
+      guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
+      request = URLRequest(url: address)
+      request.httpBody = body
+    } else {
+      guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
+      request = URLRequest(url: address)
+      request.httpBody = Data(sql.utf8)
+    }
+    request.httpMethod = "POST"
+    var lastError = ""
+    let connection =
+      connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
+    var reusable = true
+    defer {
+      if let connection, reusable { connections.withLock { $0[base, default: []].append(connection) } }
+    }
+    for attempt in 0..<attempts {
+      if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
+      let status: Int
+      let text: String
+      if let connection, let url = request.url {
+        // Plain http: our own keep-alive connection; https: URLSession.
+        do {
+          var target = url.path.isEmpty ? "/" : url.path
+          if let query = url.query { target += "?" + query }
+          let response = try connection.post(target, body: request.httpBody ?? Data())
+          status = response.status
+          text = String(decoding: response.body, as: UTF8.self)
+        } catch {
+          lastError = "\(error)"
+          reusable = false
+          continue
+        }
+      } else {
+        let (data, response, error) = BlockingHTTP.send(request, session: session)
+        if let error {
+          lastError = "\(error.localizedDescription)"
+          continue
+        }
+        status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        text = String(decoding: data ?? Data(), as: UTF8.self)
+      }
+      if status == 200 { return text }
+      lastError = "HTTP \(status): \(text.prefix(500))"
+      // A statement ClickHouse rejected does not get better by repeating it.
+      if (400..<500).contains(status) || text.contains("Code: ") && !text.contains("TOO_MANY") { break }
+    }
+    throw ClickHouseStore.Failure(message: "clickhouse \(base): \(lastError) (\(sql.prefix(120)))")
   }
 }

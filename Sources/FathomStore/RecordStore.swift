@@ -43,35 +43,6 @@ enum RollupSchema {
     "bytes", "packets", "new_flows", "closed_flows", "retransmissions", "zero_windows", "rtt_sum_us", "rtt_count",
     "rtt_max_us", "establish_failures", "resets",
   ]
-
-  /// One row per rollup entry, as text fields in column order (ids translated to the store's).
-  static func requestRows(_ rollups: RollupBuilder, resolution: Int64, source: Int64, id: (Int32) -> String)
-    -> [[String]]
-  {
-    (rollups.requests[resolution] ?? [:]).map { key, value in
-      [
-        String(source), String(key.intervalStart), id(key.clientPod), id(key.clientService), id(key.serverPod),
-        id(key.serverService), (ApplicationProtocol(rawValue: key.protocolCode) ?? .http).description,
-        RollupBuilder.point(key.observationPoint).rawValue, rollups.endpoints[Int(key.endpoint)],
-        String(value.requests),
-        String(value.responses), String(value.clientErrors), String(value.serverErrors), String(value.timeouts),
-        String(value.latencySum), String(value.latencyMax), value.histogram.encoded,
-      ]
-    }
-  }
-
-  static func flowRows(_ rollups: RollupBuilder, resolution: Int64, source: Int64, id: (Int32) -> String) -> [[String]]
-  {
-    (rollups.flows[resolution] ?? [:]).map { key, value in
-      [
-        String(source), String(key.intervalStart), id(key.clientPod), id(key.serverPod), id(key.serverService),
-        RollupBuilder.point(key.observationPoint).rawValue, (L4Protocol(rawValue: key.l4Protocol) ?? .tcp).description,
-        String(value.bytes), String(value.packets), String(value.newFlows),
-        String(value.closedFlows), String(value.retransmissions), String(value.zeroWindows), String(value.rttSum),
-        String(value.rttCount), String(value.rttMax), String(value.establishFailures), String(value.resets),
-      ]
-    }
-  }
 }
 
 public enum SourceStart: Sendable, Equatable {

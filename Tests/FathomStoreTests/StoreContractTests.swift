@@ -380,3 +380,29 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(throws: (any Error).self) { try store.query("DELETE FROM requests") }
   }
 }
+
+/// ClickHouse failing in the middle of an ingest (here: the requests table renamed away under
+/// it, then back): the source cannot be completed and the error names the server; the source
+/// stays incomplete, so a re-run reads it again.
+@Test func aClickHouseFailingMidIngestIsAnErrorNotAMissingBatch() throws {
+  guard StoreKind.available.contains(.clickhouse) else { return }
+  let kind = StoreKind.clickhouse
+  defer { kind.drop("failing") }
+  let store = try #require(try kind.make("failing", directory: NSTemporaryDirectory()) as? ClickHouseStore)
+  guard case .read(let source, _) = try store.beginSource(path: "failing.pcap", size: 1, modified: 1) else {
+    Issue.record("source not accepted")
+    return
+  }
+  let database = store.target.database
+  try store.execute("RENAME TABLE \(database).requests TO \(database).requests_away")
+  var request = RequestLog(
+    startMicros: 1_000, endMicros: 2_000, durationMicros: 1_000, applicationProtocol: .http,
+    clientIP: IPAddress("10.0.0.1")!, clientPort: 1, serverIP: IPAddress("10.0.0.2")!, serverPort: 80, flowID: 1)
+  request.method = "GET"
+  try? store.write(requests: [TaggedRequest(request: request, tags: RecordTags())], source: source, ids: [:])
+  let failure = #expect(throws: (any Error).self) { try store.finishSource(source) }
+  #expect("\(failure.map { "\($0)" } ?? "")".contains("127.0.0.1:18123"))
+  try store.execute("RENAME TABLE \(database).requests_away TO \(database).requests")
+  let reopened = try kind.make("failing", directory: NSTemporaryDirectory())
+  #expect(try reopened.beginSource(path: "failing.pcap", size: 1, modified: 1) == .read(id: source, restarted: true))
+}
