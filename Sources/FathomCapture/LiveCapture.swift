@@ -34,6 +34,10 @@ public final class LiveCapture: @unchecked Sendable {
   public private(set) var counters = CaptureCounters()
   private var handle: OpaquePointer?
   private let stopping = Atomic<Bool>(false)
+  private let capturing = Atomic<Bool>(false)
+
+  /// True once the interface is open with its filter set: packets from then on are captured.
+  public var isCapturing: Bool { capturing.load(ordering: .acquiring) }
 
   public init(options: LiveCaptureOptions) { self.options = options }
 
@@ -86,6 +90,8 @@ public final class LiveCapture: @unchecked Sendable {
       throw CaptureError.live("\(options.interface): cannot switch to non-blocking reads: \(cString(errorBuffer))")
     }
     let descriptor = pcap_get_selectable_fd(pcap)
+    capturing.store(true, ordering: .releasing)
+    defer { capturing.store(false, ordering: .releasing) }
     var started = timespec()
     clock_gettime(CLOCK_MONOTONIC, &started)
     var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?

@@ -82,8 +82,11 @@ public struct LabRecorder {
         job.done = true
       }
     }
-    // Give the captures a moment to open before the load starts.
-    usleep(300_000)
+    // The load starts once every node's capture is open (a fixed pause was not always enough on
+    // a loaded machine: a node whose capture opened late would miss the first requests' later
+    // hops), bounded: a capture that fails ends the recording with its error below.
+    let openBy = now() + 10
+    while now() < openBy && jobs.contains(where: { !$0.capture.isCapturing && !$0.done }) { usleep(10_000) }
     progress("recording \(plan.nodes.count) nodes for \(Int(duration)) s into \(output)")
     let truthPath = "\(output)/load-truth.jsonl"
     try? FileManager.default.removeItem(atPath: truthPath)
