@@ -66,7 +66,14 @@ public struct Analyzer {
       try options.clickhouse.map { try ClickHouseStore($0) } ?? SQLiteStore(path: options.database)
     let tagger = AutoTagger(index: index)
     var notes: [String] = []
-    var pending: [(source: Int64, flows: [TaggedFlow], requests: [TaggedRequest])] = []
+    // One array per kind for the whole run (each source a range of it): the records are linked
+    // across captures in place and written in slices, never copied.
+    final class Collected: @unchecked Sendable {
+      var flows: [TaggedFlow] = []
+      var requests: [TaggedRequest] = []
+    }
+    let collected = Collected()
+    var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
     for (path, point) in captures {
       guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
         throw KubeDecoder.Failure(message: "cannot read \(path): no such file")
@@ -82,53 +89,45 @@ public struct Analyzer {
           notes.append("\(path): an earlier run stopped while storing it; its rows were removed and it is read again")
         }
         progress(.reading(path: path, node: point.node, fraction: 0))
-        final class Collected: @unchecked Sendable {
-          var flows: [TaggedFlow] = []
-          var requests: [TaggedRequest] = []
-        }
-        let collected = Collected()
+        let (firstFlow, firstRequest) = (collected.flows.count, collected.requests.count)
         let summary = try FlowPipeline.run(
           file: path,
-          handler: { flows in collected.flows += flows.map { tagger.tag($0, point: point) } },
-          requestHandler: { requests in collected.requests += requests.map { tagger.tag($0, point: point) } },
+          handler: { flows in
+            for flow in flows { collected.flows.append(tagger.tag(flow, point: point)) }
+          },
+          requestHandler: { requests in
+            for request in requests { collected.requests.append(tagger.tag(request, point: point)) }
+          },
           progress: { progress(.reading(path: path, node: point.node, fraction: $0)) })
         notes.append("\(path): \(summary.line)")
-        pending.append((id, collected.flows, collected.requests))
+        sources.append((id, firstFlow..<collected.flows.count, firstRequest..<collected.requests.count))
       }
     }
 
     // Link each connection's records before and after DNAT, across all captures.
-    var allFlows = pending.flatMap(\.flows)
-    var allRequests = pending.flatMap(\.requests)
-    AutoTagger.linkAcrossDNAT(flows: &allFlows, requests: &allRequests)
+    AutoTagger.linkAcrossDNAT(flows: &collected.flows, requests: &collected.requests)
     let ids = try store.register(index.resources)
-    var flowOffset = 0
-    var requestOffset = 0
-    let total = allFlows.count + allRequests.count
+    let total = collected.flows.count + collected.requests.count
     var written = 0
     progress(.storing(written: 0, total: total))
-    for entry in pending {
-      let flows = Array(allFlows[flowOffset..<flowOffset + entry.flows.count])
-      let requests = Array(allRequests[requestOffset..<requestOffset + entry.requests.count])
-      flowOffset += entry.flows.count
-      requestOffset += entry.requests.count
-      for batch in stride(from: 0, to: flows.count, by: 10_000) {
-        let slice = Array(flows[batch..<min(flows.count, batch + 10_000)])
-        try store.write(flows: slice, source: entry.source, ids: ids)
+    for source in sources {
+      for batch in stride(from: source.flows.lowerBound, to: source.flows.upperBound, by: 10_000) {
+        let slice = collected.flows[batch..<min(source.flows.upperBound, batch + 10_000)]
+        try store.write(flows: slice, source: source.id, ids: ids)
         written += slice.count
         progress(.storing(written: written, total: total))
       }
-      for batch in stride(from: 0, to: requests.count, by: 10_000) {
-        let slice = Array(requests[batch..<min(requests.count, batch + 10_000)])
-        try store.write(requests: slice, source: entry.source, ids: ids)
+      for batch in stride(from: source.requests.lowerBound, to: source.requests.upperBound, by: 10_000) {
+        let slice = collected.requests[batch..<min(source.requests.upperBound, batch + 10_000)]
+        try store.write(requests: slice, source: source.id, ids: ids)
         written += slice.count
         progress(.storing(written: written, total: total))
       }
       var rollups = RollupBuilder()
-      for flow in flows { rollups.add(flow) }
-      for request in requests { rollups.add(request) }
-      try store.write(rollups: rollups, source: entry.source, ids: ids)
-      try store.finishSource(entry.source)
+      for index in source.flows { rollups.add(collected.flows[index]) }
+      for index in source.requests { rollups.add(collected.requests[index]) }
+      try store.write(rollups: rollups, source: source.id, ids: ids)
+      try store.finishSource(source.id)
     }
     return Result(summary: try store.summary(), notes: notes)
   }

@@ -146,12 +146,21 @@ public struct AutoTagger: Sendable {
   /// the pod side the Service the client asked for. NodePort connections are SNATed, so their
   /// client tuple changes and they are linked only where it does not.
   public static func linkAcrossDNAT(flows: inout [TaggedFlow], requests: inout [TaggedRequest]) {
+    /// One connection's client end; a request also by its first byte's sequence number (else its
+    /// resource), so the requests of one keep-alive connection stay apart.
+    struct ConnectionKey: Hashable {
+      var clientIP: IPAddress
+      var clientPort: UInt16
+      var protocolCode: UInt8
+      var sequence: UInt32?
+      var resource: String?
+    }
     func link<Record>(
-      _ records: inout [Record], key: (Record) -> String, time: (Record) -> Int64,
+      _ records: inout [Record], key: (borrowing Record) -> ConnectionKey, time: (borrowing Record) -> Int64,
       tags: WritableKeyPath<Record, RecordTags>
     ) {
-      var byKey: [String: [Int]] = [:]
-      for (index, record) in records.enumerated() { byKey[key(record), default: []].append(index) }
+      var byKey: [ConnectionKey: [Int]] = [:]
+      for index in records.indices { byKey[key(records[index]), default: []].append(index) }
       for indexes in byKey.values where indexes.count > 1 {
         let services = indexes.filter { [.service, .nodePort].contains(records[$0][keyPath: tags].server.kind) }
         let pods = indexes.filter { records[$0][keyPath: tags].server.kind == .pod }
@@ -166,12 +175,19 @@ public struct AutoTagger: Sendable {
       }
     }
     link(
-      &flows, key: { "\($0.flow.clientIP)|\($0.flow.clientPort)|\($0.flow.l4Protocol.rawValue)" },
+      &flows,
+      key: {
+        ConnectionKey(
+          clientIP: $0.flow.clientIP, clientPort: $0.flow.clientPort, protocolCode: $0.flow.l4Protocol.rawValue)
+      },
       time: { $0.flow.startMicros }, tags: \.tags)
     link(
       &requests,
       key: {
-        "\($0.request.clientIP)|\($0.request.clientPort)|\($0.request.applicationProtocol.rawValue)|\($0.request.requestTCPSequence.map(String.init) ?? $0.request.resource)"
+        ConnectionKey(
+          clientIP: $0.request.clientIP, clientPort: $0.request.clientPort,
+          protocolCode: $0.request.applicationProtocol.rawValue, sequence: $0.request.requestTCPSequence,
+          resource: $0.request.requestTCPSequence == nil ? $0.request.resource : nil)
       },
       time: { $0.request.startMicros }, tags: \.tags)
   }

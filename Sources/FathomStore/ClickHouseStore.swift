@@ -390,7 +390,7 @@ public final class ClickHouseStore: RecordStore {
     return ids
   }
 
-  public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+  public func write(flows: ArraySlice<TaggedFlow>, source: Int64, ids: [Int32: Int64]) throws {
     let ids = StoreIDs(ids)
     guard !flows.isEmpty else { return }
     var tsv = TSVWriter(capacity: flows.count * 320)
@@ -436,7 +436,7 @@ public final class ClickHouseStore: RecordStore {
       sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: tsv.data, rows: flows.count)
   }
 
-  public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+  public func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws {
     let ids = StoreIDs(ids)
     guard !requests.isEmpty else { return }
     var tsv = TSVWriter(capacity: requests.count * 360)

@@ -10,8 +10,10 @@ public protocol RecordStore: AnyObject {
   func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart
   /// Stores the dictionary entries of an index; returns index id → store id.
   func register(_ resources: [Resource]) throws -> [Int32: Int64]
-  func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws
-  func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws
+  /// Stores a batch of records (a slice, so a caller holding all of a run's records writes them
+  /// in batches without copying them).
+  func write(flows: ArraySlice<TaggedFlow>, source: Int64, ids: [Int32: Int64]) throws
+  func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws
   /// Stores 1 s and 1 min rollups (partial aggregates; queries sum them).
   func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws
   func finishSource(_ source: Int64) throws
@@ -19,6 +21,16 @@ public protocol RecordStore: AnyObject {
   func summary() throws -> AnalysisSummary
   /// RED of one Service measured at its pods (`s`) over a time range, from the 1-minute rollups.
   func red(namespace: String, name: String, fromMicros: Int64, toMicros: Int64) throws -> AnalysisSummary.ServiceRow?
+}
+
+extension RecordStore {
+  public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+    try write(flows: flows[...], source: source, ids: ids)
+  }
+
+  public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+    try write(requests: requests[...], source: source, ids: ids)
+  }
 }
 
 /// Rollup tables and columns, shared by both stores.

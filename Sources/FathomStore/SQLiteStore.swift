@@ -388,7 +388,7 @@ public final class SQLiteStore: RecordStore {
     row.int(id[identity.namespace])
   }
 
-  public func write(flows: [TaggedFlow], source: Int64, ids: [Int32: Int64]) throws {
+  public func write(flows: ArraySlice<TaggedFlow>, source: Int64, ids: [Int32: Int64]) throws {
     guard !flows.isEmpty else { return }
     let id = StoreIDs(ids)
     try pool.write { db in
@@ -434,7 +434,7 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
-  public func write(requests: [TaggedRequest], source: Int64, ids: [Int32: Int64]) throws {
+  public func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws {
     guard !requests.isEmpty else { return }
     let id = StoreIDs(ids)
     try pool.write { db in
