@@ -66,14 +66,8 @@ public struct Analyzer {
       try options.clickhouse.map { try ClickHouseStore($0) } ?? SQLiteStore(path: options.database)
     let tagger = AutoTagger(index: index)
     var notes: [String] = []
-    // One array per kind for the whole run (each source a range of it): the records are linked
-    // across captures in place and written in slices, never copied.
-    final class Collected: @unchecked Sendable {
-      var flows: [TaggedFlow] = []
-      var requests: [TaggedRequest] = []
-    }
-    let collected = Collected()
-    var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
+    // Which captures to read, in order (the store is asked one source at a time).
+    var toRead: [(path: String, point: CapturePoint, source: Int64)] = []
     for (path, point) in captures {
       guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
         throw KubeDecoder.Failure(message: "cannot read \(path): no such file")
@@ -83,25 +77,68 @@ public struct Analyzer {
       switch try store.beginSource(path: path, size: size, modified: modified) {
       case .skip:
         notes.append("\(path): already stored, skipped")
-        continue
       case .read(let id, let restarted):
         if restarted {
           notes.append("\(path): an earlier run stopped while storing it; its rows were removed and it is read again")
         }
-        progress(.reading(path: path, node: point.node, fraction: 0))
-        let (firstFlow, firstRequest) = (collected.flows.count, collected.requests.count)
-        let summary = try FlowPipeline.run(
-          file: path,
-          handler: { flows in
-            for flow in flows { collected.flows.append(tagger.tag(flow, point: point)) }
-          },
-          requestHandler: { requests in
-            for request in requests { collected.requests.append(tagger.tag(request, point: point)) }
-          },
-          progress: { progress(.reading(path: path, node: point.node, fraction: $0)) })
-        notes.append("\(path): \(summary.line)")
-        sources.append((id, firstFlow..<collected.flows.count, firstRequest..<collected.requests.count))
+        toRead.append((path, point, id))
       }
+    }
+
+    // Captures are independent until linked: read them in parallel, one per core (each node's
+    // capture runs its own pipeline; the index is only read while tagging).
+    final class Reading: @unchecked Sendable {
+      var flows: [TaggedFlow] = []
+      var requests: [TaggedRequest] = []
+      var line = ""
+      var error: (any Error)?
+    }
+    let readings = toRead.map { _ in Reading() }
+    let inputs = toRead
+    let progressLock = NSLock()
+    withoutActuallyEscaping(progress) { progress in
+      let report = UncheckedBox(progress)
+      DispatchQueue.concurrentPerform(iterations: inputs.count) { position in
+        let (path, point, _) = inputs[position]
+        let reading = readings[position]
+        let show: (Progress) -> Void = { update in progressLock.withLock { report.value(update) } }
+        show(.reading(path: path, node: point.node, fraction: 0))
+        do {
+          let summary = try FlowPipeline.run(
+            file: path,
+            handler: { flows in
+              for flow in flows { reading.flows.append(tagger.tag(flow, point: point)) }
+            },
+            requestHandler: { requests in
+              for request in requests { reading.requests.append(tagger.tag(request, point: point)) }
+            },
+            progress: { show(.reading(path: path, node: point.node, fraction: $0)) })
+          reading.line = summary.line
+        } catch {
+          reading.error = error
+        }
+      }
+    }
+    if let error = readings.compactMap(\.error).first { throw error }
+
+    // One array per kind for the whole run (each source a range of it): the records are linked
+    // across captures in place and written in slices.
+    final class Collected: @unchecked Sendable {
+      var flows: [TaggedFlow] = []
+      var requests: [TaggedRequest] = []
+    }
+    let collected = Collected()
+    collected.flows.reserveCapacity(readings.reduce(0) { $0 + $1.flows.count })
+    collected.requests.reserveCapacity(readings.reduce(0) { $0 + $1.requests.count })
+    var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
+    for (position, reading) in readings.enumerated() {
+      notes.append("\(toRead[position].path): \(reading.line)")
+      let (firstFlow, firstRequest) = (collected.flows.count, collected.requests.count)
+      collected.flows.append(contentsOf: reading.flows)
+      collected.requests.append(contentsOf: reading.requests)
+      (reading.flows, reading.requests) = ([], [])
+      sources.append(
+        (toRead[position].source, firstFlow..<collected.flows.count, firstRequest..<collected.requests.count))
     }
 
     // Link each connection's records before and after DNAT, across all captures.
@@ -162,4 +199,10 @@ public struct LabRecording {
       return ("\(directory)/\(file)", point)
     }
   }
+}
+
+/// Carries a value into a closure that may run on other threads; the caller serialises its use.
+private struct UncheckedBox<Value>: @unchecked Sendable {
+  let value: Value
+  init(_ value: Value) { self.value = value }
 }
