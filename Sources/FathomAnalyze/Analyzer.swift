@@ -132,7 +132,7 @@ public struct Analyzer {
     collected.requests.reserveCapacity(readings.reduce(0) { $0 + $1.requests.count })
     var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
     for (position, reading) in readings.enumerated() {
-      notes.append("\(toRead[position].path): \(reading.line)")
+      notes.append(reading.line)  // begins with the capture's path
       let (firstFlow, firstRequest) = (collected.flows.count, collected.requests.count)
       collected.flows.append(contentsOf: reading.flows)
       collected.requests.append(contentsOf: reading.requests)

@@ -51,14 +51,23 @@ struct AnalyzeCommand: ParsableCommand {
       options.clickhouse = target
     }
     let progress = ProgressLine(enabled: isatty(2) != 0)
+    // Captures are read in parallel: one line with each one's share, in the order they started.
+    var reading: [(name: String, fraction: Double)] = []
     let result: Analyzer.Result
     do {
       result = try Analyzer(options: options).run { step in
         switch step {
         case .reading(let path, let node, let fraction):
+          let name = "\(URL(fileURLWithPath: path).lastPathComponent) (node \(node ?? "unknown"))"
+          if let index = reading.firstIndex(where: { $0.name == name }) {
+            reading[index].fraction = fraction
+          } else {
+            reading.append((name, fraction))
+          }
           progress.show(
-            String(format: "reading %@ (node %@): %.0f%%", path, node ?? "unknown", fraction * 100), done: fraction >= 1
-          )
+            "reading "
+              + reading.map { String(format: "%@ %.0f%%", $0.name, $0.fraction * 100) }.joined(separator: ", "),
+            done: reading.allSatisfy { $0.fraction >= 1 })
         case .storing(let written, let total) where total > 0:
           progress.show("storing: \(written) of \(total) records", done: written >= total)
         case .storing:
