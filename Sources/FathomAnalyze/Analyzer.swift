@@ -123,46 +123,43 @@ public struct Analyzer {
 
     // One array per kind for the whole run (each source a range of it): the records are linked
     // across captures in place and written in slices.
-    final class Collected: @unchecked Sendable {
-      var flows: [TaggedFlow] = []
-      var requests: [TaggedRequest] = []
-    }
-    let collected = Collected()
-    collected.flows.reserveCapacity(readings.reduce(0) { $0 + $1.flows.count })
-    collected.requests.reserveCapacity(readings.reduce(0) { $0 + $1.requests.count })
+    var flows: [TaggedFlow] = []
+    var requests: [TaggedRequest] = []
+    flows.reserveCapacity(readings.reduce(0) { $0 + $1.flows.count })
+    requests.reserveCapacity(readings.reduce(0) { $0 + $1.requests.count })
     var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
     for (position, reading) in readings.enumerated() {
       notes.append(reading.line)  // begins with the capture's path
-      let (firstFlow, firstRequest) = (collected.flows.count, collected.requests.count)
-      collected.flows.append(contentsOf: reading.flows)
-      collected.requests.append(contentsOf: reading.requests)
+      let (firstFlow, firstRequest) = (flows.count, requests.count)
+      flows.append(contentsOf: reading.flows)
+      requests.append(contentsOf: reading.requests)
       (reading.flows, reading.requests) = ([], [])
       sources.append(
-        (toRead[position].source, firstFlow..<collected.flows.count, firstRequest..<collected.requests.count))
+        (toRead[position].source, firstFlow..<flows.count, firstRequest..<requests.count))
     }
 
     // Link each connection's records before and after DNAT, across all captures.
-    AutoTagger.linkAcrossDNAT(flows: &collected.flows, requests: &collected.requests)
+    AutoTagger.linkAcrossDNAT(flows: &flows, requests: &requests)
     let ids = try store.register(index.resources)
-    let total = collected.flows.count + collected.requests.count
+    let total = flows.count + requests.count
     var written = 0
     progress(.storing(written: 0, total: total))
     for source in sources {
       for batch in stride(from: source.flows.lowerBound, to: source.flows.upperBound, by: 10_000) {
-        let slice = collected.flows[batch..<min(source.flows.upperBound, batch + 10_000)]
+        let slice = flows[batch..<min(source.flows.upperBound, batch + 10_000)]
         try store.write(flows: slice, source: source.id, ids: ids)
         written += slice.count
         progress(.storing(written: written, total: total))
       }
       for batch in stride(from: source.requests.lowerBound, to: source.requests.upperBound, by: 10_000) {
-        let slice = collected.requests[batch..<min(source.requests.upperBound, batch + 10_000)]
+        let slice = requests[batch..<min(source.requests.upperBound, batch + 10_000)]
         try store.write(requests: slice, source: source.id, ids: ids)
         written += slice.count
         progress(.storing(written: written, total: total))
       }
       var rollups = RollupBuilder()
-      for index in source.flows { rollups.add(collected.flows[index]) }
-      for index in source.requests { rollups.add(collected.requests[index]) }
+      for index in source.flows { rollups.add(flows[index]) }
+      for index in source.requests { rollups.add(requests[index]) }
       try store.write(rollups: rollups, source: source.id, ids: ids)
       try store.finishSource(source.id)
     }

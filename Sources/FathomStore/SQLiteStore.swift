@@ -17,7 +17,6 @@ struct RowWriter: ~Copyable {
   /// Columns whose text is in the arena: bound once the row is complete (the arena may move
   /// while it grows).
   private var texts: [(column: Int32, offset: Int, count: Int)] = []
-  static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
   init(_ statement: Statement) {
     owner = statement
@@ -369,14 +368,6 @@ public final class SQLiteStore: RecordStore {
       }
       return ids
     }
-  }
-
-  static func endpointValues(_ identity: EndpointIdentity, _ ids: [Int32: Int64]) -> [DatabaseValueConvertible?] {
-    func id(_ value: Int32) -> Int64 { value == 0 ? 0 : ids[value] ?? 0 }
-    return [
-      identity.kind.rawValue, id(identity.pod), id(identity.workload), id(identity.node), id(identity.service),
-      id(identity.namespace),
-    ]
   }
 
   func bind(_ identity: EndpointIdentity, _ row: inout RowWriter, _ id: StoreIDs) {
