@@ -3,9 +3,9 @@ SHELL := /bin/bash
 SWIFT ?= swift
 
 # Debian packages the build and the tests need; installed when missing.
-BUILD_PACKAGES := libpcap-dev zlib1g-dev
+BUILD_PACKAGES := libpcap-dev zlib1g-dev libcurl4-openssl-dev
 LAB_PACKAGES := iproute2 iptables ethtool nginx-light dnsmasq redis-server curl procps
-TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump clickhouse-server sqlite3
+TEST_PACKAGES := $(BUILD_PACKAGES) $(LAB_PACKAGES) tcpdump clickhouse-server sqlite3 openssl socat
 BENCH_PACKAGES := $(TEST_PACKAGES) tshark libndpi-bin wrk time hyperfine
 
 .PHONY: demo test build bench fuzz scenarios deps-build deps-test deps-lab deps-bench clean

@@ -22,6 +22,8 @@ let package = Package(
   targets: [
     .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+    // The live API's HTTPS client: a custom CA and client certificates, which URLSession on Linux lacks.
+    .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
     .target(name: "CNetns"),
     .target(name: "FathomRecords", swiftSettings: hotPath),
     .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"], swiftSettings: hotPath),
@@ -33,7 +35,7 @@ let package = Package(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
     // Kubernetes context: objects (JSON/YAML), the cluster index over time, AutoTagging.
-    .target(name: "FathomKube", dependencies: ["FathomRecords", .product(name: "Yams", package: "Yams")]),
+    .target(name: "FathomKube", dependencies: ["FathomRecords", "CCurl", .product(name: "Yams", package: "Yams")]),
     // Storage behind one protocol: SQLite (GRDB) embedded, SmartEncoding dictionaries.
     .target(
       name: "FathomStore",

@@ -9,16 +9,34 @@ import Yams
 public struct KubeAPIConfig: Sendable {
   public var server: String
   public var token: String?
-  /// Skip TLS verification (kubeconfig `insecure-skip-tls-verify`).
-  public var insecure = false
+  /// A file holding the bearer token, read again for every request: service-account tokens are
+  /// rotated by the kubelet while Fathom runs.
+  public var tokenFile: String?
+  public var tls = KubeTLS()
+  /// kubeconfig `proxy-url`: an HTTP(S) or SOCKS proxy in front of the API server.
+  public var proxyURL: String?
 
   public init(server: String, token: String? = nil) {
     self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
     self.token = token
   }
 
-  /// The current context of a kubeconfig file: its cluster's server, and its user's bearer token
-  /// (`token` or `tokenFile`). Client certificates and custom CAs are not supported yet.
+  /// The token to send now: `token`, else the current contents of `tokenFile`.
+  func currentToken() throws -> String? {
+    if let token { return token }
+    guard let tokenFile else { return nil }
+    guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+      throw KubeDecoder.Failure(message: "cannot read the token file \(tokenFile)")
+    }
+    return text.trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  /// The current context of a kubeconfig file: its cluster's server and TLS settings
+  /// (`certificate-authority(-data)`, `insecure-skip-tls-verify`, `proxy-url`) and its user's
+  /// credentials (`token`, `tokenFile`, `client-certificate(-data)` with `client-key(-data)`).
+  /// Relative file paths are relative to the kubeconfig's folder, as kubectl reads them.
+  /// Credentials Fathom cannot use (exec plugins, auth providers, basic auth) are a clear error
+  /// rather than an anonymous request the server would refuse with a bare 401.
   public static func kubeconfig(_ path: String) throws -> KubeAPIConfig {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8),
       let root = try Yams.load(yaml: text) as? [String: Any]
@@ -35,29 +53,86 @@ public struct KubeAPIConfig: Sendable {
     else {
       throw KubeDecoder.Failure(message: "kubeconfig \(path): no cluster server for context \(contextName ?? "-")")
     }
+    let folder = (path as NSString).deletingLastPathComponent
+    func material(_ fileKey: String, _ dataKey: String, in section: [String: Any]) throws -> [UInt8]? {
+      if let encoded = section[dataKey] as? String {
+        guard let data = Data(base64Encoded: encoded, options: .ignoreUnknownCharacters) else {
+          throw KubeDecoder.Failure(message: "kubeconfig \(path): \(dataKey) is not base64")
+        }
+        return try pem([UInt8](data), named: dataKey, in: path)
+      }
+      guard let file = section[fileKey] as? String else { return nil }
+      let resolved = file.hasPrefix("/") ? file : (folder as NSString).appendingPathComponent(file)
+      guard let data = FileManager.default.contents(atPath: resolved) else {
+        throw KubeDecoder.Failure(message: "kubeconfig \(path): cannot read \(fileKey) \(resolved)")
+      }
+      return try pem([UInt8](data), named: fileKey, in: path)
+    }
+
     var config = KubeAPIConfig(server: server)
-    config.insecure = cluster["insecure-skip-tls-verify"] as? Bool ?? false
+    config.tls.insecureSkipVerify = cluster["insecure-skip-tls-verify"] as? Bool ?? false
+    config.tls.certificateAuthorityPEM = try material(
+      "certificate-authority", "certificate-authority-data", in: cluster)
+    config.proxyURL = cluster["proxy-url"] as? String
+    if let serverName = cluster["tls-server-name"] as? String {
+      throw KubeDecoder.Failure(
+        message:
+          "kubeconfig \(path): tls-server-name (\(serverName)) is not supported; use a server URL whose host the certificate names"
+      )
+    }
     if let user = named("users", context?["user"] as? String)?["user"] as? [String: Any] {
-      if let token = user["token"] as? String {
-        config.token = token
-      } else if let file = user["tokenFile"] as? String {
-        config.token = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(
-          in: .whitespacesAndNewlines)
+      if let exec = user["exec"] as? [String: Any] {
+        throw KubeDecoder.Failure(
+          message:
+            "kubeconfig \(path): the user's credentials come from an exec plugin (\(exec["command"] as? String ?? "?")), which fathom does not run; pass a token with --server and --token"
+        )
+      }
+      if user["auth-provider"] != nil || user["username"] != nil {
+        throw KubeDecoder.Failure(
+          message:
+            "kubeconfig \(path): auth-provider and basic-auth users are not supported; use a token or a client certificate"
+        )
+      }
+      config.token = user["token"] as? String
+      if let file = user["tokenFile"] as? String {
+        config.tokenFile = file.hasPrefix("/") ? file : (folder as NSString).appendingPathComponent(file)
+      }
+      config.tls.clientCertificatePEM = try material("client-certificate", "client-certificate-data", in: user)
+      config.tls.clientKeyPEM = try material("client-key", "client-key-data", in: user)
+      if (config.tls.clientCertificatePEM == nil) != (config.tls.clientKeyPEM == nil) {
+        throw KubeDecoder.Failure(
+          message: "kubeconfig \(path): a client certificate needs its key, and a key its certificate")
       }
     }
     return config
   }
 
-  /// A pod's own service account (KUBERNETES_SERVICE_HOST/PORT and the mounted token).
-  public static func inCluster() throws -> KubeAPIConfig {
-    let environment = ProcessInfo.processInfo.environment
+  /// Checks that credential material is PEM text, so a wrong file is named here rather than as an
+  /// opaque TLS failure later.
+  static func pem(_ bytes: [UInt8], named key: String, in path: String) throws -> [UInt8] {
+    guard String(decoding: bytes.prefix(64 * 1024), as: UTF8.self).contains("-----BEGIN ") else {
+      throw KubeDecoder.Failure(message: "kubeconfig \(path): \(key) is not PEM")
+    }
+    return bytes
+  }
+
+  /// A pod's own service account: KUBERNETES_SERVICE_HOST/PORT, the mounted token (read again for
+  /// every request) and the cluster's CA beside it.
+  public static func inCluster(
+    serviceAccount: String = "/var/run/secrets/kubernetes.io/serviceaccount",
+    environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> KubeAPIConfig {
     guard let host = environment["KUBERNETES_SERVICE_HOST"], let port = environment["KUBERNETES_SERVICE_PORT"] else {
       throw KubeDecoder.Failure(message: "not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set")
     }
-    let token = try? String(contentsOfFile: "/var/run/secrets/kubernetes.io/serviceaccount/token", encoding: .utf8)
     let bracketed = host.contains(":") ? "[\(host)]" : host
-    return KubeAPIConfig(
-      server: "https://\(bracketed):\(port)", token: token?.trimmingCharacters(in: .whitespacesAndNewlines))
+    var config = KubeAPIConfig(server: "https://\(bracketed):\(port)")
+    config.tokenFile = serviceAccount + "/token"
+    guard let authority = FileManager.default.contents(atPath: serviceAccount + "/ca.crt") else {
+      throw KubeDecoder.Failure(message: "in-cluster: cannot read \(serviceAccount)/ca.crt")
+    }
+    config.tls.certificateAuthorityPEM = [UInt8](authority)
+    return config
   }
 }
 
@@ -92,19 +167,24 @@ public final class KubeAPISource: @unchecked Sendable {
   }
 
   let config: KubeAPIConfig
-  let session: URLSession
+  let client: APIServerClient
   let lock = NSLock()
   var stopping = false
   public private(set) var counters = Counters()
   /// Called for every event, from the watching threads (one per resource).
   let emit: @Sendable (_ type: String, _ object: [String: Any]) -> Void
+  /// Called with each failure before the retry (TLS, HTTP 401/403, a broken stream, ...): the
+  /// source keeps retrying, as Kubernetes' own clients do, but the user must see why.
+  let warn: @Sendable (_ message: String) -> Void
 
-  public init(config: KubeAPIConfig, emit: @escaping @Sendable (_ type: String, _ object: [String: Any]) -> Void) {
+  public init(
+    config: KubeAPIConfig, warn: @escaping @Sendable (_ message: String) -> Void = { _ in },
+    emit: @escaping @Sendable (_ type: String, _ object: [String: Any]) -> Void
+  ) {
     self.config = config
+    self.client = APIServerClient(config: config)
+    self.warn = warn
     self.emit = emit
-    let configuration = URLSessionConfiguration.ephemeral
-    configuration.timeoutIntervalForRequest = 330
-    session = URLSession(configuration: configuration)
   }
 
   public func stop() { lock.withLock { stopping = true } }
@@ -130,10 +210,12 @@ public final class KubeAPISource: @unchecked Sendable {
     var backoff = 0.5
     var version: String?
     var known: [String: [String: Any]] = [:]
+    var lastWarning: String?
     while !isStopping {
       do {
         if version == nil {
           let (objects, listVersion) = try list(resource)
+          if isStopping { break }
           count { $0.lists += 1 }
           // After a re-list, report what changed against what was known.
           var current: [String: [String: Any]] = [:]
@@ -150,6 +232,7 @@ public final class KubeAPISource: @unchecked Sendable {
           let key = Self.key(object)
           if type == "DELETED" { known[key] = nil } else { known[key] = object }
         }
+        if isStopping { break }
         count { $0.watches += 1 }
         switch outcome {
         case .gone:
@@ -159,10 +242,17 @@ public final class KubeAPISource: @unchecked Sendable {
           version = latest
         }
         backoff = 0.5
+        lastWarning = nil
       } catch {
         if isStopping { break }
         count { $0.reconnects += 1 }
-        Thread.sleep(forTimeInterval: backoff)
+        // Once per distinct failure: a refused list is retried every 30 s for as long as it lasts.
+        let message = "\(resource.kind): \(error)"
+        if message != lastWarning { warn("\(message); retrying with back-off up to 30 s") }
+        lastWarning = message
+        // Sleeps in steps so stop() is not held up by a long back-off.
+        let wake = Date().addingTimeInterval(backoff)
+        while !isStopping, Date() < wake { Thread.sleep(forTimeInterval: min(0.1, max(0, wake.timeIntervalSinceNow))) }
         backoff = min(30, backoff * 2)
       }
     }
@@ -173,13 +263,6 @@ public final class KubeAPISource: @unchecked Sendable {
     return "\(meta["namespace"] as? String ?? "")/\(meta["name"] as? String ?? "")"
   }
 
-  func request(_ path: String) -> URLRequest {
-    var request = URLRequest(url: URL(string: config.server + path)!)
-    if let token = config.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-    request.setValue("application/json", forHTTPHeaderField: "Accept")
-    return request
-  }
-
   /// All objects of a resource (following `continue`) and the list's resourceVersion.
   func list(_ resource: Resource) throws -> ([[String: Any]], String) {
     var objects: [[String: Any]] = []
@@ -187,9 +270,24 @@ public final class KubeAPISource: @unchecked Sendable {
     repeat {
       var path = "\(resource.path)?limit=500"
       if let next { path += "&continue=\(next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? next)" }
-      let (data, status) = try fetch(request(path))
-      guard status == 200, let list = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-        throw KubeDecoder.Failure(message: "list \(resource.path): HTTP \(status)")
+      var body: [UInt8] = []
+      var tooLarge = false
+      let status = try client.get(path, timeoutSeconds: 120, shouldStop: { isStopping }) { _, bytes in
+        // A page holds at most 500 objects; far beyond that the server is not what it claims.
+        guard body.count + bytes.count <= Self.maximumListPageBytes else {
+          tooLarge = true
+          return false
+        }
+        body.append(contentsOf: bytes)
+        return true
+      }
+      if isStopping { return (objects, "0") }
+      if tooLarge {
+        throw KubeDecoder.Failure(message: "list \(resource.path): a page over \(Self.maximumListPageBytes) bytes")
+      }
+      guard status == 200 else { throw Self.failure("list \(resource.path)", status: status, body: body) }
+      guard let list = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
+        throw KubeDecoder.Failure(message: "list \(resource.path): the response is not a JSON list")
       }
       for var item in list["items"] as? [[String: Any]] ?? [] {
         item["kind"] = item["kind"] ?? resource.kind
@@ -201,10 +299,16 @@ public final class KubeAPISource: @unchecked Sendable {
     } while true
   }
 
-  func fetch(_ request: URLRequest) throws -> (Data, Int) {
-    let (data, response, error) = BlockingHTTP.send(request, session: session)
-    if let error { throw error }
-    return (data ?? Data(), (response as? HTTPURLResponse)?.statusCode ?? 0)
+  static let maximumListPageBytes = 512 << 20
+  /// One watch event is one object; a line longer than this is not an event.
+  static let maximumWatchLineBytes = 64 << 20
+
+  /// An HTTP error with the server's own reason (a Status object's message, e.g. "pods is
+  /// forbidden: User \"x\" cannot list resource \"pods\"").
+  static func failure(_ what: String, status: Int, body: [UInt8]) -> KubeDecoder.Failure {
+    let object = (try? JSONSerialization.jsonObject(with: Data(body.prefix(64 * 1024)))) as? [String: Any]
+    let reason = (object?["message"] as? String).map { ": \($0)" } ?? ""
+    return KubeDecoder.Failure(message: "\(what): HTTP \(status)\(reason)")
   }
 
   enum WatchOutcome {
@@ -212,21 +316,24 @@ public final class KubeAPISource: @unchecked Sendable {
     case gone
   }
 
-  /// One watch request, streamed line by line; returns the last resourceVersion seen.
+  /// One watch request, handled line by line as it streams in; returns the last resourceVersion
+  /// seen, or `.gone` when the server says the version expired.
   func watch(
     _ resource: Resource, from version: String, timeout: Int, update: (String, [String: Any]) -> Void
   ) throws -> WatchOutcome {
     let path = "\(resource.path)?watch=1&allowWatchBookmarks=true&resourceVersion=\(version)&timeoutSeconds=\(timeout)"
-    let stream = LineStream()
-    let delegateSession = URLSession(configuration: session.configuration, delegate: stream, delegateQueue: nil)
-    defer { delegateSession.finishTasksAndInvalidate() }
-    delegateSession.dataTask(with: request(path)).resume()
     var latest = version
-    while let line = stream.nextLine() {
-      if isStopping { break }
-      guard let event = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any],
+    var gone = false
+    var failure: KubeDecoder.Failure?
+    var line: [UInt8] = []
+    var errorBody: [UInt8] = []
+
+    /// Handles one complete line; false ends the watch.
+    func handle(_ line: ArraySlice<UInt8>) -> Bool {
+      guard !line.isEmpty,
+        let event = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any],
         let type = event["type"] as? String, var object = event["object"] as? [String: Any]
-      else { continue }
+      else { return true }
       let objectVersion = (object["metadata"] as? [String: Any])?["resourceVersion"] as? String
       switch type {
       case "BOOKMARK":
@@ -234,8 +341,12 @@ public final class KubeAPISource: @unchecked Sendable {
         if let objectVersion { latest = objectVersion }
       case "ERROR":
         // A Status object; 410 Gone means the version is too old: re-list.
-        if object["code"] as? Int == 410 { return .gone }
-        throw KubeDecoder.Failure(message: "watch \(resource.path): \(object["message"] as? String ?? "error")")
+        if object["code"] as? Int == 410 {
+          gone = true
+        } else {
+          failure = KubeDecoder.Failure(message: "watch \(resource.path): \(object["message"] as? String ?? "error")")
+        }
+        return false
       default:
         object["kind"] = object["kind"] ?? resource.kind
         if let objectVersion { latest = objectVersion }
@@ -243,12 +354,40 @@ public final class KubeAPISource: @unchecked Sendable {
         count { $0.events += 1 }
         emit(type, object)
       }
+      return true
     }
-    if let status = stream.status, status == 410 { return .gone }
-    if let status = stream.status, status != 200 {
-      throw KubeDecoder.Failure(message: "watch \(resource.path): HTTP \(status)")
+
+    // The server may hold a quiet watch open until its own timeout: allow that plus a margin.
+    let status = try client.get(path, timeoutSeconds: timeout + 30, shouldStop: { isStopping }) { status, bytes in
+      guard status == 200 else {
+        errorBody.append(contentsOf: bytes.prefix(max(0, 64 * 1024 - errorBody.count)))
+        return true
+      }
+      var start = 0
+      for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: "\n") {
+        line.append(contentsOf: bytes[start..<index])
+        start = index + 1
+        let keepGoing = handle(line[...])
+        line.removeAll(keepingCapacity: true)
+        if !keepGoing || isStopping { return false }
+      }
+      line.append(contentsOf: bytes[start...])
+      if line.count > Self.maximumWatchLineBytes {
+        failure = KubeDecoder.Failure(
+          message: "watch \(resource.path): a line over \(Self.maximumWatchLineBytes) bytes")
+        return false
+      }
+      return true
     }
-    if let error = stream.error { throw error }
+    if status == 410 || gone { return .gone }
+    if let failure { throw failure }
+    guard status == 200 || isStopping else {
+      throw Self.failure("watch \(resource.path)", status: status, body: errorBody)
+    }
+    if !line.isEmpty, !isStopping, !handle(line[...]) {
+      if gone { return .gone }
+      if let failure { throw failure }
+    }
     return .ended(latest)
   }
 }
@@ -267,58 +406,5 @@ public enum BlockingHTTP {
     }.resume()
     done.wait()
     return box.result
-  }
-}
-
-/// Splits a streamed response body into lines as it arrives.
-final class LineStream: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-  private let condition = NSCondition()
-  private var buffer = Data()
-  private var finished = false
-  private(set) var status: Int?
-  private(set) var error: Error?
-
-  func urlSession(
-    _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-    completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
-  ) {
-    condition.withLock { status = (response as? HTTPURLResponse)?.statusCode }
-    completionHandler(.allow)
-  }
-
-  func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-    condition.withLock {
-      buffer.append(data)
-      condition.broadcast()
-    }
-  }
-
-  func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
-    condition.withLock {
-      self.error = error
-      finished = true
-      condition.broadcast()
-    }
-  }
-
-  /// The next complete line, or nil at the end of the stream.
-  func nextLine() -> Data? {
-    condition.lock()
-    defer { condition.unlock() }
-    while true {
-      if let newline = buffer.firstIndex(of: 10) {
-        let line = buffer[buffer.startIndex..<newline]
-        buffer.removeSubrange(buffer.startIndex...newline)
-        if line.isEmpty { continue }
-        return Data(line)
-      }
-      if finished {
-        guard !buffer.isEmpty else { return nil }
-        let rest = buffer
-        buffer.removeAll()
-        return rest
-      }
-      condition.wait()
-    }
   }
 }

@@ -17,6 +17,11 @@ struct KubeWatch: ParsableCommand {
   @Flag(help: "Use the pod's service account (in-cluster).") var inCluster = false
   @Option(help: "API server URL (instead of a kubeconfig).") var server: String?
   @Option(help: "Bearer token for --server.") var token: String?
+  @Option(help: "PEM file of the CAs that sign the server's certificate, for --server.")
+  var certificateAuthority: String?
+  @Option(help: "PEM client certificate for --server (with --client-key).") var clientCertificate: String?
+  @Option(help: "PEM client key for --server.") var clientKey: String?
+  @Flag(help: "Do not verify the server's certificate, for --server.") var insecureSkipTlsVerify = false
   @Option(help: "Append events (JSON lines) to this file.") var out: String
   @Option(help: "Stop after this many seconds (default: until interrupted).") var duration: Double?
 
@@ -24,7 +29,22 @@ struct KubeWatch: ParsableCommand {
     let config: KubeAPIConfig
     do {
       if let server {
-        config = KubeAPIConfig(server: server, token: token)
+        var explicit = KubeAPIConfig(server: server, token: token)
+        explicit.tls.insecureSkipVerify = insecureSkipTlsVerify
+        func pem(_ path: String?, _ option: String) throws -> [UInt8]? {
+          guard let path else { return nil }
+          guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read \(option) \(path)")
+          }
+          return [UInt8](data)
+        }
+        explicit.tls.certificateAuthorityPEM = try pem(certificateAuthority, "--certificate-authority")
+        explicit.tls.clientCertificatePEM = try pem(clientCertificate, "--client-certificate")
+        explicit.tls.clientKeyPEM = try pem(clientKey, "--client-key")
+        if (clientCertificate == nil) != (clientKey == nil) {
+          throw ValidationError("--client-certificate and --client-key go together")
+        }
+        config = explicit
       } else if inCluster {
         config = try KubeAPIConfig.inCluster()
       } else {
@@ -44,7 +64,9 @@ struct KubeWatch: ParsableCommand {
     }
     handle.seekToEndOfFile()
     let lock = NSLock()
-    let source = KubeAPISource(config: config) { type, object in
+    let source = KubeAPISource(
+      config: config, warn: { FileHandle.standardError.write(Data("fathom kube watch: \($0)\n".utf8)) }
+    ) { type, object in
       let formatter = ISO8601DateFormatter()
       formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
       let event: [String: Any] = ["time": formatter.string(from: Date()), "type": type, "object": object]

@@ -12,11 +12,15 @@ final class ReplayAPIServer: @unchecked Sendable {
   let port: UInt16
   let lock = NSLock()
   var requests: [String] = []
+  var authorizations: [String] = []
   var stopped = false
+  /// When set, every request is answered with this status and a Kubernetes Status object.
+  let refusal: Int?
   let firstList: String
   let secondList: String
 
-  init() throws {
+  init(refuseWith refusal: Int? = nil) throws {
+    self.refusal = refusal
     let fixtures = KubeTestData.root.appendingPathComponent("victoriametrics")
     firstList = try String(contentsOf: fixtures.appendingPathComponent("pod__L28__PodList.json"), encoding: .utf8)
       .replacingOccurrences(of: "\"resourceVersion\": \"72425\"", with: "\"resourceVersion\": \"100\"")
@@ -63,8 +67,11 @@ final class ReplayAPIServer: @unchecked Sendable {
     guard count > 0 else { return }
     let head = String(decoding: buffer[0..<count], as: UTF8.self)
     let target = head.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+    let authorization = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("authorization:") }
+      .map { $0.dropFirst("authorization:".count).trimmingCharacters(in: .whitespaces) }
     let listCount = lock.withLock { () -> Int in
       requests.append(target)
+      if let authorization { authorizations.append(authorization) }
       return requests.filter { !$0.contains("watch=1") }.count
     }
     func respond(_ body: String, stream: Bool = false) {
@@ -75,7 +82,14 @@ final class ReplayAPIServer: @unchecked Sendable {
       var bytes = Array((header + body).utf8)
       _ = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
-    if !target.contains("watch=1") {
+    if let refusal {
+      let body =
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"pods is forbidden: User \\\"system:anonymous\\\" cannot list resource \\\"pods\\\" in API group \\\"\\\" at the cluster scope\",\"reason\":\"Forbidden\",\"code\":\(refusal)}"
+      var bytes = Array(
+        "HTTP/1.1 \(refusal) Forbidden\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+          .utf8)
+      _ = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    } else if !target.contains("watch=1") {
       respond(listCount == 1 ? firstList : secondList)
     } else if target.contains("resourceVersion=100") {
       // A change to the listed pod, then a bookmark moving the version on; the stream ends.
@@ -95,47 +109,69 @@ final class ReplayAPIServer: @unchecked Sendable {
   }
 }
 
+/// Events and warnings of one run of the live source against a server, until `done` holds or 10 s.
+final class SourceRun: @unchecked Sendable {
+  let lock = NSLock()
+  var events: [(String, String)] = []
+  var warnings: [String] = []
+  var counters = KubeAPISource.Counters()
+
+  init(config: KubeAPIConfig, until done: (SourceRun) -> Bool, seconds: Double = 10) {
+    let source = KubeAPISource(
+      config: config, warn: { [self] message in lock.withLock { warnings.append(message) } }
+    ) { [self] type, object in
+      let name = (object["metadata"] as? [String: Any])?["name"] as? String ?? "?"
+      lock.withLock { events.append((type, name)) }
+    }
+    let finished = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+      source.run(resources: [.init(path: "/api/v1/pods", kind: "Pod")], watchTimeoutSeconds: 5)
+      finished.signal()
+    }
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline, !done(self) { usleep(50_000) }
+    source.stop()
+    _ = finished.wait(timeout: .now() + 5)
+    counters = source.counters
+  }
+
+  var seen: [(String, String)] { lock.withLock { events } }
+  var warned: [String] { lock.withLock { warnings } }
+  var sawRelist: Bool { lock.withLock { events.contains { $0 == ("DELETED", "etcd-m01") } } }
+}
+
 @Suite(.enabled(if: KubeTestData.available)) struct KubeAPISourceTests {
   @Test func listWatchBookmarkGoneRelist() throws {
     let server = try ReplayAPIServer()
     defer { server.stop() }
-    final class Events: @unchecked Sendable {
-      let lock = NSLock()
-      var items: [(String, String)] = []
+    let run = SourceRun(config: KubeAPIConfig(server: "http://127.0.0.1:\(server.port)", token: "t0ken")) {
+      $0.sawRelist
     }
-    let events = Events()
-    let source = KubeAPISource(config: KubeAPIConfig(server: "http://127.0.0.1:\(server.port)", token: "t0ken")) {
-      type, object in
-      let name = (object["metadata"] as? [String: Any])?["name"] as? String ?? "?"
-      events.lock.withLock { events.items.append((type, name)) }
-    }
-    let done = DispatchSemaphore(value: 0)
-    Thread.detachNewThread {
-      source.run(resources: [.init(path: "/api/v1/pods", kind: "Pod")], watchTimeoutSeconds: 5)
-      done.signal()
-    }
-    let deadline = Date().addingTimeInterval(10)
-    while Date() < deadline {
-      if events.lock.withLock({ events.items.contains { $0 == ("DELETED", "etcd-m01") } }) { break }
-      usleep(50_000)
-    }
-    source.stop()
-    _ = done.wait(timeout: .now() + 5)
-    let seen = events.lock.withLock { events.items }
+    let seen = run.seen
     // List → ADDED; watch → MODIFIED; bookmark moves the version; 410 → re-list: the new pod is
     // ADDED and the one no longer listed DELETED.
     #expect(seen.first.map { $0 == ("ADDED", "etcd-m01") } == true, "\(seen)")
     #expect(seen.contains { $0 == ("MODIFIED", "etcd-m01") })
     #expect(seen.contains { $0 == ("ADDED", "stack-name-1") })
     #expect(seen.contains { $0 == ("DELETED", "etcd-m01") })
-    let counters = source.counters
-    #expect(counters.bookmarks == 1 && counters.relistsAfterGone >= 1 && counters.lists >= 2)
+    #expect(run.counters.bookmarks == 1 && run.counters.relistsAfterGone >= 1 && run.counters.lists >= 2)
     let requests = server.lock.withLock { server.requests }
     #expect(
       requests.contains {
         $0.contains("watch=1") && $0.contains("allowWatchBookmarks=true") && $0.contains("resourceVersion=100")
       })
     #expect(requests.contains { $0.contains("resourceVersion=150") })
+    #expect(server.lock.withLock { server.authorizations }.allSatisfy { $0 == "Bearer t0ken" })
+  }
+
+  @Test func refusedRequestIsReportedWithTheServersReason() throws {
+    let server = try ReplayAPIServer(refuseWith: 403)
+    defer { server.stop() }
+    let run = SourceRun(config: KubeAPIConfig(server: "http://127.0.0.1:\(server.port)")) { !$0.warned.isEmpty }
+    #expect(run.seen.isEmpty)
+    #expect(
+      run.warned.first?.contains("HTTP 403: pods is forbidden: User \"system:anonymous\" cannot list") == true,
+      "\(run.warned)")
   }
 
   @Test func kubeconfigCurrentContext() throws {
@@ -158,7 +194,7 @@ final class ReplayAPIServer: @unchecked Sendable {
       user: {token: abc123}
     """.write(toFile: path, atomically: true, encoding: .utf8)
     let config = try KubeAPIConfig.kubeconfig(path)
-    #expect(config.server == "https://127.0.0.1:6443" && config.token == "abc123" && config.insecure)
+    #expect(config.server == "https://127.0.0.1:6443" && config.token == "abc123" && config.tls.insecureSkipVerify)
     #expect(throws: KubeDecoder.Failure.self) { try KubeAPIConfig.kubeconfig("/nonexistent/kubeconfig") }
   }
 }
