@@ -83,7 +83,7 @@ struct APIServerClient: Sendable {
     } else if let authority = tls.certificateAuthorityPEM {
       set(CURLOPT_CAINFO_BLOB, pem: authority)
     }
-    if let certificate = tls.clientCertificatePEM, let key = tls.clientKeyPEM {
+    if let (certificate, key) = try config.currentClientCertificate() {
       set(CURLOPT_SSLCERTTYPE, "PEM")
       set(CURLOPT_SSLCERT_BLOB, pem: certificate)
       set(CURLOPT_SSLKEYTYPE, "PEM")

@@ -21,21 +21,37 @@ public struct KubeAPIConfig: Sendable {
     self.token = token
   }
 
-  /// The token to send now: `token`, else the current contents of `tokenFile`.
+  /// The user's `exec` credential plugin, run for a token or a client certificate.
+  public var execPlugin: ExecCredentialPlugin?
+
+  /// The token to send now: `token`, else the current contents of `tokenFile`, else the exec
+  /// plugin's token.
   func currentToken() throws -> String? {
     if let token { return token }
-    guard let tokenFile else { return nil }
-    guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
-      throw KubeDecoder.Failure(message: "cannot read the token file \(tokenFile)")
+    if let tokenFile {
+      guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+        throw KubeDecoder.Failure(message: "cannot read the token file \(tokenFile)")
+      }
+      return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
-    return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    return try execPlugin?.credential().token
+  }
+
+  /// The client certificate and key to present now: the configured ones, else the exec plugin's.
+  func currentClientCertificate() throws -> (certificate: [UInt8], key: [UInt8])? {
+    if let certificate = tls.clientCertificatePEM, let key = tls.clientKeyPEM { return (certificate, key) }
+    guard let credential = try execPlugin?.credential(), let certificate = credential.clientCertificatePEM,
+      let key = credential.clientKeyPEM
+    else { return nil }
+    return (certificate, key)
   }
 
   /// The current context of a kubeconfig file: its cluster's server and TLS settings
   /// (`certificate-authority(-data)`, `insecure-skip-tls-verify`, `proxy-url`) and its user's
   /// credentials (`token`, `tokenFile`, `client-certificate(-data)` with `client-key(-data)`).
   /// Relative file paths are relative to the kubeconfig's folder, as kubectl reads them.
-  /// Credentials Fathom cannot use (exec plugins, auth providers, basic auth) are a clear error
+  /// An `exec` plugin is run for credentials when they are first needed (ExecCredentialPlugin).
+  /// Credentials Fathom cannot use (auth providers, basic auth) are a clear error
   /// rather than an anonymous request the server would refuse with a bare 401.
   public static func kubeconfig(_ path: String) throws -> KubeAPIConfig {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8),
@@ -82,10 +98,7 @@ public struct KubeAPIConfig: Sendable {
     }
     if let user = named("users", context?["user"] as? String)?["user"] as? [String: Any] {
       if let exec = user["exec"] as? [String: Any] {
-        throw KubeDecoder.Failure(
-          message:
-            "kubeconfig \(path): the user's credentials come from an exec plugin (\(exec["command"] as? String ?? "?")), which fathom does not run; pass a token with --server and --token"
-        )
+        config.execPlugin = try ExecCredentialPlugin(exec: exec, kubeconfigFolder: folder)
       }
       if user["auth-provider"] != nil || user["username"] != nil {
         throw KubeDecoder.Failure(
@@ -285,7 +298,10 @@ public final class KubeAPISource: @unchecked Sendable {
       if tooLarge {
         throw KubeDecoder.Failure(message: "list \(resource.path): a page over \(Self.maximumListPageBytes) bytes")
       }
-      guard status == 200 else { throw Self.failure("list \(resource.path)", status: status, body: body) }
+      guard status == 200 else {
+        if status == 401 { config.execPlugin?.invalidate() }
+        throw Self.failure("list \(resource.path)", status: status, body: body)
+      }
       guard let list = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
         throw KubeDecoder.Failure(message: "list \(resource.path): the response is not a JSON list")
       }
@@ -382,6 +398,7 @@ public final class KubeAPISource: @unchecked Sendable {
     if status == 410 || gone { return .gone }
     if let failure { throw failure }
     guard status == 200 || isStopping else {
+      if status == 401 { config.execPlugin?.invalidate() }
       throw Self.failure("watch \(resource.path)", status: status, body: errorBody)
     }
     if !line.isEmpty, !isStopping, !handle(line[...]) {

@@ -204,7 +204,6 @@ final class TLSReplayServer: @unchecked Sendable {
   }
 
   @Test func unusableCredentialsAreClearErrors() throws {
-    #expect(message { try config("{exec: {command: aws, args: [eks, get-token]}}") }.contains("exec plugin (aws)"))
     #expect(message { try config("{auth-provider: {name: gcp}}") }.contains("not supported"))
     let keyOnly = Data("-----BEGIN PRIVATE KEY-----\n".utf8).base64EncodedString()
     #expect(message { try config("{client-key-data: \(keyOnly)}") }.contains("needs its key"))
