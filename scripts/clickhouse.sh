@@ -44,7 +44,11 @@ XML
   cat > "$root/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+  <profiles>
+    <default><max_memory_usage>2000000000</max_memory_usage></default>
+    <!-- The tests' password user: its own memory limit tells which user a query ran as. -->
+    <fathom><max_memory_usage>1999999999</max_memory_usage></fathom>
+  </profiles>
   <users>
     <default>
       <password></password>
@@ -52,6 +56,12 @@ XML
       <profile>default</profile>
       <quota>default</quota>
     </default>
+    <fathom>
+      <password>s3cret</password>
+      <networks><ip>127.0.0.1</ip></networks>
+      <profile>fathom</profile>
+      <quota>default</quota>
+    </fathom>
   </users>
   <quotas><default></default></quotas>
 </yandex>

@@ -77,8 +77,41 @@ public final class ClickHouseStore: RecordStore {
     /// where the local tables are created.
     public var cluster: String?
     public var shards: [String] = []
+    /// Who to log in as (HTTP basic authentication); nil: ClickHouse's `default` user, no password.
+    public var user: String?
+    public var password: String?
 
-    public init(url: String) { self.url = url }
+    /// `url` may carry `user:password@`; they are taken out of it (so no message or log shows the
+    /// password) and sent as basic authentication. Without them, ClickHouse's own client's
+    /// variables CLICKHOUSE_USER and CLICKHOUSE_PASSWORD are used when set: a password in an
+    /// environment variable stays out of `ps`.
+    public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
+      let (plain, user, password) = Self.splitCredentials(url)
+      self.url = plain
+      self.user = user ?? environment["CLICKHOUSE_USER"]
+      self.password = password ?? environment["CLICKHOUSE_PASSWORD"]
+      if self.user == nil, self.password != nil { self.user = "default" }
+    }
+
+    /// A URL without its user info, and the percent-decoded user and password it had.
+    static func splitCredentials(_ url: String) -> (url: String, user: String?, password: String?) {
+      guard var components = URLComponents(string: url), components.user != nil || components.password != nil else {
+        return (url, nil, nil)
+      }
+      let (user, password) = (components.user, components.password)
+      components.user = nil
+      components.password = nil
+      return (components.string ?? url, user, password)
+    }
+
+    /// The `Authorization` header value for a server URL: its own credentials, else the target's.
+    func authorization(for server: String) -> (url: String, header: String?) {
+      let (plain, ownUser, ownPassword) = Self.splitCredentials(server)
+      let user = ownUser ?? self.user
+      guard let user else { return (plain, nil) }
+      let password = ownUser != nil ? (ownPassword ?? "") : (self.password ?? "")
+      return (plain, "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
+    }
   }
 
   let target: Target
@@ -743,7 +776,7 @@ final class ClickHouseHTTP: @unchecked Sendable {
   /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
   @discardableResult
   func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
-    let base = url ?? target.url
+    let (base, authorization) = target.authorization(for: url ?? target.url)
     var components = URLComponents(string: base)
     var request: URLRequest
     if let body {
@@ -762,6 +795,7 @@ final class ClickHouseHTTP: @unchecked Sendable {
       request.httpBody = Data(sql.utf8)
     }
     request.httpMethod = "POST"
+    if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
     var lastError = ""
     let connection =
       connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
@@ -778,7 +812,7 @@ final class ClickHouseHTTP: @unchecked Sendable {
         do {
           var target = url.path.isEmpty ? "/" : url.path
           if let query = url.query { target += "?" + query }
-          let response = try connection.post(target, body: request.httpBody ?? Data())
+          let response = try connection.post(target, body: request.httpBody ?? Data(), authorization: authorization)
           status = response.status
           text = String(decoding: response.body, as: UTF8.self)
         } catch {
@@ -797,7 +831,8 @@ final class ClickHouseHTTP: @unchecked Sendable {
       }
       if status == 200 { return text }
       lastError = "HTTP \(status): \(text.prefix(500))"
-      // A statement ClickHouse rejected does not get better by repeating it.
+      // A statement ClickHouse rejected does not get better by repeating it, nor do refused
+      // credentials (Code 192/193/516: unknown user, wrong password, authentication failed).
       if (400..<500).contains(status) || text.contains("Code: ") && !text.contains("TOO_MANY") { break }
     }
     throw ClickHouseStore.Failure(message: "clickhouse \(base): \(lastError) (\(sql.prefix(120)))")

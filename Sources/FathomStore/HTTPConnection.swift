@@ -28,12 +28,14 @@ final class HTTPConnection: @unchecked Sendable {
   deinit { if fd >= 0 { close(fd) } }
 
   /// POSTs `body` to `target` (path and query); returns the status and the response body.
-  func post(_ target: String, body: Data, timeout: Int = 60) throws -> (status: Int, body: Data) {
+  func post(_ target: String, body: Data, authorization: String? = nil, timeout: Int = 60) throws -> (
+    status: Int, body: Data
+  ) {
     // A kept-alive connection the server closed meanwhile fails on first use: retry once, fresh.
     for attempt in 0..<2 {
       do {
         if fd < 0 { try connect(timeout: timeout) }
-        return try exchange(target, body: body)
+        return try exchange(target, body: body, authorization: authorization)
       } catch {
         close(fd)
         fd = -1
@@ -108,9 +110,10 @@ final class HTTPConnection: @unchecked Sendable {
     return bytes
   }
 
-  private func exchange(_ target: String, body: Data) throws -> (status: Int, body: Data) {
+  private func exchange(_ target: String, body: Data, authorization: String?) throws -> (status: Int, body: Data) {
+    let credentials = authorization.map { "Authorization: \($0)\r\n" } ?? ""
     let head =
-      "POST \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\nConnection: keep-alive\r\n\r\n"
+      "POST \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\n\(credentials)Content-Length: \(body.count)\r\nConnection: keep-alive\r\n\r\n"
     try Array(head.utf8).withUnsafeBytes { try sendAll($0) }
     try body.withUnsafeBytes { try sendAll($0) }
 

@@ -16,7 +16,10 @@ struct AnalyzeCommand: ParsableCommand {
   var clusterEvents: String?
   @Option(help: "A `fathom lab record` directory (captures, objects event log, interfaces).") var labRecording: String?
   @Option(help: "SQLite file to store into (created or migrated).") var db = "fathom.sqlite"
-  @Option(help: "Store into ClickHouse at this HTTP URL instead (e.g. http://127.0.0.1:8123).") var clickhouse: String?
+  @Option(
+    help:
+      "Store into ClickHouse at this HTTP URL instead (e.g. http://127.0.0.1:8123; user:password@ or CLICKHOUSE_USER/CLICKHOUSE_PASSWORD to log in)."
+  ) var clickhouse: String?
   @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
   @Option(help: "ClickHouse cluster (remote_servers name): local tables on every shard behind Distributed tables.")
   var clickhouseCluster: String?

@@ -406,3 +406,40 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   let reopened = try kind.make("failing", directory: NSTemporaryDirectory())
   #expect(try reopened.beginSource(path: "failing.pcap", size: 1, modified: 1) == .read(id: source, restarted: true))
 }
+
+/// A ClickHouse user with a password (`make test`'s servers have `fathom`/`s3cret`, whose profile's
+/// memory limit differs from `default`'s): credentials from the URL or ClickHouse's own
+/// environment variables are used, a wrong password is an immediate clear error, and the
+/// password never appears in a message.
+@Test func clickHouseCredentialsAreSentAndNeverShown() throws {
+  guard StoreKind.available.contains(.clickhouse) else { return }
+  let database = StoreKind.clickhouse.database("credentials")
+  defer { StoreKind.clickhouse.drop("credentials") }
+  func memoryLimit(_ store: ClickHouseStore) throws -> String {
+    try store.execute("SELECT value FROM system.settings WHERE name = 'max_memory_usage'")
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  var fromURL = ClickHouseStore.Target(url: "http://fathom:s3cret@127.0.0.1:18123", environment: [:])
+  #expect(fromURL.url == "http://127.0.0.1:18123")
+  fromURL.database = database
+  #expect(try memoryLimit(try ClickHouseStore(fromURL)) == "1999999999")
+
+  var fromEnvironment = ClickHouseStore.Target(
+    url: "http://127.0.0.1:18123", environment: ["CLICKHOUSE_USER": "fathom", "CLICKHOUSE_PASSWORD": "s3cret"])
+  fromEnvironment.database = database
+  #expect(try memoryLimit(try ClickHouseStore(fromEnvironment)) == "1999999999")
+
+  var anonymous = ClickHouseStore.Target(url: "http://127.0.0.1:18123", environment: [:])
+  anonymous.database = database
+  #expect(try memoryLimit(try ClickHouseStore(anonymous)) == "2000000000")
+
+  var wrong = ClickHouseStore.Target(url: "http://fathom:n0pe@127.0.0.1:18123", environment: [:])
+  wrong.database = database
+  let started = Date()
+  let failure = #expect(throws: (any Error).self) { try ClickHouseStore(wrong) }
+  let message = failure.map { "\($0)" } ?? ""
+  #expect(message.contains("127.0.0.1:18123") && message.lowercased().contains("password"), "\(message)")
+  #expect(!message.contains("n0pe"))
+  #expect(Date().timeIntervalSince(started) < 1, "refused credentials are not retried")
+}
