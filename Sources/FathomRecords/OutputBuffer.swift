@@ -59,21 +59,15 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     count += source.count
   }
 
+  /// Inlined so that a literal's length is a constant where it is called: the copy becomes a
+  /// few moves instead of a call to memmove (JSON keys are most of a record's appends).
+  @inline(__always)
   public mutating func append(_ text: StaticString) {
-    if text.hasPointerRepresentation && text.utf8CodeUnitCount <= 16 {
-      // JSON keys are short: copying them byte by byte avoids a call to memmove per key.
+    if text.hasPointerRepresentation {
       let length = text.utf8CodeUnitCount
       reserve(length)
-      let target = base + count
-      let source = text.utf8Start
-      var index = 0
-      while index < length {
-        target[index] = source[index]
-        index += 1
-      }
+      UnsafeMutableRawPointer(base + count).copyMemory(from: text.utf8Start, byteCount: length)
       count += length
-    } else if text.hasPointerRepresentation {
-      append(bytes: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     } else {
       text.withUTF8Buffer { append(bytes: UnsafeRawBufferPointer($0)) }
     }
@@ -93,19 +87,42 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
       count += 1
       return
     }
-    // One pass of divisions writing backwards at the end of the reserved space, then one move.
-    let scratchEnd = base + count + 20
-    var cursor = scratchEnd
+    // Two digits per division, from a table, written backwards from the number's end.
+    let digits = Self.decimalDigits(value)
+    var cursor = base + count + digits
     var rest = value
-    while rest > 0 {
-      let (quotient, digit) = rest.quotientAndRemainder(dividingBy: 10)
-      cursor -= 1
-      cursor.pointee = UInt8(truncatingIfNeeded: digit) &+ 48
+    while rest >= 100 {
+      let (quotient, pair) = rest.quotientAndRemainder(dividingBy: 100)
+      cursor -= 2
+      let table = Self.digitPairs.utf8Start + Int(pair) * 2
+      cursor[0] = table[0]
+      cursor[1] = table[1]
       rest = quotient
     }
-    let digits = scratchEnd - cursor
-    (base + count).update(from: cursor, count: digits)
+    if rest >= 10 {
+      cursor -= 2
+      let table = Self.digitPairs.utf8Start + Int(rest) * 2
+      cursor[0] = table[0]
+      cursor[1] = table[1]
+    } else {
+      cursor -= 1
+      cursor[0] = UInt8(truncatingIfNeeded: rest) &+ 48
+    }
     count += digits
+  }
+
+  private static let digitPairs: StaticString =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+  @inline(__always) private static func decimalDigits(_ value: UInt64) -> Int {
+    var digits = 1
+    var bound: UInt64 = 10
+    while digits < 20 && value >= bound {
+      digits += 1
+      if digits == 20 { break }
+      bound &*= 10
+    }
+    return digits
   }
 
   public mutating func append(_ value: Int64) {

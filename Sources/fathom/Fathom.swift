@@ -218,21 +218,27 @@ final class RecordWriter: @unchecked Sendable {
   }
 
   func write(_ records: [FlowLog]) {
-    // By index, so each record is borrowed rather than copied with all its strings.
-    for index in records.indices {
-      switch format {
-      case .jsonl: buffer.appendJSONLine(records[index])
-      case .table: FlowTable.appendRow(records[index], to: &buffer)
+    // Through a buffer pointer, so each record is borrowed rather than copied with its strings.
+    records.withUnsafeBufferPointer { records in
+      for index in records.indices {
+        switch format {
+        case .jsonl: buffer.appendJSONLine(records[index])
+        case .table: FlowTable.appendRow(records[index], to: &buffer)
+        }
       }
     }
     if buffer.count >= 1 << 19 { buffer.flush(to: 1) }
   }
 
   func write(_ records: [RequestLog]) {
-    for index in records.indices {
-      switch format {
-      case .jsonl: buffer.appendJSONLine(records[index])
-      case .table: RequestTable.appendRow(records[index], to: &buffer)
+    // Through a buffer pointer: an element is then borrowed in place, where the array's
+    // subscript copied each record (a retain and a release per string field).
+    records.withUnsafeBufferPointer { records in
+      for index in records.indices {
+        switch format {
+        case .jsonl: buffer.appendJSONLine(records[index])
+        case .table: RequestTable.appendRow(records[index], to: &buffer)
+        }
       }
     }
     if buffer.count >= 1 << 19 { buffer.flush(to: 1) }

@@ -27,6 +27,19 @@ import Testing
       buffer.append(byte: 32)
     }
     #expect(buffer.string == "0 9 10 99 100 1234567 18446744073709551615 ")
+    // Every digit count, and both sides of each power of ten, against Swift's own formatting.
+    var power: UInt64 = 1
+    for _ in 0..<20 {
+      for value in [power &- 1, power, power &+ 1, power &* 7 / 2] {
+        buffer.removeAll()
+        buffer.append(value)
+        #expect(buffer.string == String(value))
+      }
+      power = power.multipliedReportingOverflow(by: 10).partialValue
+    }
+    buffer.removeAll()
+    buffer.append(Int64.min)
+    #expect(buffer.string == String(Int64.min))
     #expect(IPAddress("::ffff:10.0.0.1") == IPAddress("10.0.0.1"))
     #expect(IPAddress("2001:db8:0:0:1:0:0:1")!.description == "2001:db8::1:0:0:1")
     #expect(IPAddress("fe80::1")!.description == "fe80::1")
