@@ -157,6 +157,13 @@ public final class KubeAPISource: @unchecked Sendable {
   public struct Resource: Sendable {
     public var path: String
     public var kind: String
+    /// "v1" for /api/v1/..., "apps/v1" for /apis/apps/v1/...
+    public var apiVersion: String {
+      let parts = path.split(separator: "/")
+      if parts.first == "api", parts.count > 1 { return String(parts[1]) }
+      if parts.first == "apis", parts.count > 2 { return "\(parts[1])/\(parts[2])" }
+      return "v1"
+    }
     public static let tagging: [Resource] = [
       .init(path: "/api/v1/namespaces", kind: "Namespace"), .init(path: "/api/v1/nodes", kind: "Node"),
       .init(path: "/api/v1/pods", kind: "Pod"), .init(path: "/api/v1/services", kind: "Service"),
@@ -274,6 +281,37 @@ public final class KubeAPISource: @unchecked Sendable {
   static func key(_ object: [String: Any]) -> String {
     let meta = object["metadata"] as? [String: Any] ?? [:]
     return "\(meta["namespace"] as? String ?? "")/\(meta["name"] as? String ?? "")"
+  }
+
+  /// Every resource listed once, for a snapshot file (`fathom kube snapshot`): the objects with
+  /// their kind and apiVersion filled in (list items carry neither), and for each resource that
+  /// could not be listed (a 403 for a namespaced service account, an API group the cluster lacks)
+  /// why. Lists run one per thread, like the watches.
+  public func snapshot(resources: [Resource] = Resource.tagging) -> (
+    objects: [[String: Any]], failures: [(kind: String, message: String)]
+  ) {
+    final class Outcome: @unchecked Sendable {
+      var objects: [[String: Any]] = []
+      var failure: String?
+    }
+    let outcomes = resources.map { _ in Outcome() }
+    DispatchQueue.concurrentPerform(iterations: resources.count) { position in
+      let resource = resources[position]
+      do {
+        outcomes[position].objects = try list(resource).0.map { object in
+          var object = object
+          object["apiVersion"] = object["apiVersion"] ?? resource.apiVersion
+          return object
+        }
+        count { $0.lists += 1 }
+      } catch {
+        outcomes[position].failure = "\(error)"
+      }
+    }
+    let failures = zip(resources, outcomes).compactMap { resource, outcome in
+      outcome.failure.map { (kind: resource.kind, message: $0) }
+    }
+    return (outcomes.flatMap(\.objects), failures)
   }
 
   /// All objects of a resource (following `continue`) and the list's resourceVersion.

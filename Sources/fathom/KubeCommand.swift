@@ -6,13 +6,12 @@ import Foundation
 /// objects' event log that `fathom analyze --cluster-events` reads.
 struct KubeCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "kube", abstract: "Kubernetes API sources.", subcommands: [KubeWatch.self])
+    commandName: "kube", abstract: "Kubernetes API sources.", subcommands: [KubeWatch.self, KubeSnapshot.self])
 }
 
-struct KubeWatch: ParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "watch",
-    abstract: "List and watch pods, Services, Endpoints, nodes, Ingresses and workloads into an event log.")
+/// How to reach the API server: a kubeconfig, the pod's service account, or a URL with its
+/// credentials. Shared by `kube watch` and `kube snapshot`.
+struct KubeConnectionOptions: ParsableArguments {
   @Option(help: "kubeconfig file (its current context).") var kubeconfig: String?
   @Flag(help: "Use the pod's service account (in-cluster).") var inCluster = false
   @Option(help: "API server URL (instead of a kubeconfig).") var server: String?
@@ -22,37 +21,79 @@ struct KubeWatch: ParsableCommand {
   @Option(help: "PEM client certificate for --server (with --client-key).") var clientCertificate: String?
   @Option(help: "PEM client key for --server.") var clientKey: String?
   @Flag(help: "Do not verify the server's certificate, for --server.") var insecureSkipTlsVerify = false
+
+  func config() throws -> KubeAPIConfig {
+    if let server {
+      var explicit = KubeAPIConfig(server: server, token: token)
+      explicit.tls.insecureSkipVerify = insecureSkipTlsVerify
+      func pem(_ path: String?, _ option: String) throws -> [UInt8]? {
+        guard let path else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+          throw ValidationError("cannot read \(option) \(path)")
+        }
+        return [UInt8](data)
+      }
+      explicit.tls.certificateAuthorityPEM = try pem(certificateAuthority, "--certificate-authority")
+      explicit.tls.clientCertificatePEM = try pem(clientCertificate, "--client-certificate")
+      explicit.tls.clientKeyPEM = try pem(clientKey, "--client-key")
+      if (clientCertificate == nil) != (clientKey == nil) {
+        throw ValidationError("--client-certificate and --client-key go together")
+      }
+      return explicit
+    }
+    if inCluster { return try KubeAPIConfig.inCluster() }
+    let path = kubeconfig ?? ProcessInfo.processInfo.environment["KUBECONFIG"] ?? "\(NSHomeDirectory())/.kube/config"
+    return try KubeAPIConfig.kubeconfig(path)
+  }
+}
+
+/// `fathom kube snapshot`: every resource tagging needs, listed once into one `List` file for
+/// `fathom analyze --cluster` — keep it beside captures taken at the same time.
+struct KubeSnapshot: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "snapshot",
+    abstract: "List pods, Services, Endpoints, nodes, Ingresses and workloads once into a List file for --cluster.")
+  @OptionGroup var connection: KubeConnectionOptions
+  @Option(help: "Write the List (JSON) to this file.") var out: String
+
+  func run() throws {
+    let config: KubeAPIConfig
+    do { config = try connection.config() } catch {
+      FileHandle.standardError.write(Data("fathom kube snapshot: \(error)\n".utf8))
+      throw ExitCode.failure
+    }
+    let (objects, failures) = KubeAPISource(config: config) { _, _ in }.snapshot()
+    for failure in failures {
+      FileHandle.standardError.write(Data("fathom kube snapshot: \(failure.kind): \(failure.message)\n".utf8))
+    }
+    guard failures.count < KubeAPISource.Resource.tagging.count else {
+      FileHandle.standardError.write(Data("fathom kube snapshot: nothing could be listed\n".utf8))
+      throw ExitCode.failure
+    }
+    let list: [String: Any] = ["apiVersion": "v1", "kind": "List", "items": objects]
+    let data = try JSONSerialization.data(withJSONObject: list, options: [.sortedKeys])
+    guard FileManager.default.createFile(atPath: out, contents: data) else {
+      FileHandle.standardError.write(Data("fathom kube snapshot: cannot write \(out)\n".utf8))
+      throw ExitCode.failure
+    }
+    var kinds: [String: Int] = [:]
+    for object in objects { kinds[object["kind"] as? String ?? "?", default: 0] += 1 }
+    let counts = kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    FileHandle.standardError.write(Data("\(out): \(objects.count) objects (\(counts))\n".utf8))
+  }
+}
+
+struct KubeWatch: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "watch",
+    abstract: "List and watch pods, Services, Endpoints, nodes, Ingresses and workloads into an event log.")
+  @OptionGroup var connection: KubeConnectionOptions
   @Option(help: "Append events (JSON lines) to this file.") var out: String
   @Option(help: "Stop after this many seconds (default: until interrupted).") var duration: Double?
 
   func run() throws {
     let config: KubeAPIConfig
-    do {
-      if let server {
-        var explicit = KubeAPIConfig(server: server, token: token)
-        explicit.tls.insecureSkipVerify = insecureSkipTlsVerify
-        func pem(_ path: String?, _ option: String) throws -> [UInt8]? {
-          guard let path else { return nil }
-          guard let data = FileManager.default.contents(atPath: path) else {
-            throw ValidationError("cannot read \(option) \(path)")
-          }
-          return [UInt8](data)
-        }
-        explicit.tls.certificateAuthorityPEM = try pem(certificateAuthority, "--certificate-authority")
-        explicit.tls.clientCertificatePEM = try pem(clientCertificate, "--client-certificate")
-        explicit.tls.clientKeyPEM = try pem(clientKey, "--client-key")
-        if (clientCertificate == nil) != (clientKey == nil) {
-          throw ValidationError("--client-certificate and --client-key go together")
-        }
-        config = explicit
-      } else if inCluster {
-        config = try KubeAPIConfig.inCluster()
-      } else {
-        let path =
-          kubeconfig ?? ProcessInfo.processInfo.environment["KUBECONFIG"] ?? "\(NSHomeDirectory())/.kube/config"
-        config = try KubeAPIConfig.kubeconfig(path)
-      }
-    } catch {
+    do { config = try connection.config() } catch {
       FileHandle.standardError.write(Data("fathom kube watch: \(error)\n".utf8))
       throw ExitCode.failure
     }

@@ -174,6 +174,29 @@ final class SourceRun: @unchecked Sendable {
       "\(run.warned)")
   }
 
+  /// `fathom kube snapshot`: each resource listed once; the items get the kind and apiVersion
+  /// their list response left out, so the List file decodes like `kubectl get -o json` output.
+  @Test func snapshotListsOnceIntoADecodableList() throws {
+    let server = try ReplayAPIServer()
+    defer { server.stop() }
+    let source = KubeAPISource(config: KubeAPIConfig(server: "http://127.0.0.1:\(server.port)")) { _, _ in }
+    let (objects, failures) = source.snapshot(resources: [.init(path: "/api/v1/pods", kind: "Pod")])
+    #expect(failures.isEmpty)
+    #expect(objects.allSatisfy { $0["kind"] as? String == "Pod" && $0["apiVersion"] as? String == "v1" })
+    let list = try JSONSerialization.data(withJSONObject: ["apiVersion": "v1", "kind": "List", "items": objects])
+    let decoded = try KubeDecoder.decode(String(decoding: list, as: UTF8.self))
+    let direct = try KubeDecoder.decode(server.firstList, source: "PodList")
+    #expect(!decoded.isEmpty && decoded.count == direct.count)
+    #expect(server.lock.withLock { server.requests }.allSatisfy { !$0.contains("watch=1") })
+    #expect(KubeAPISource.Resource(path: "/apis/apps/v1/deployments", kind: "Deployment").apiVersion == "apps/v1")
+
+    let refusing = try ReplayAPIServer(refuseWith: 403)
+    defer { refusing.stop() }
+    let refused = KubeAPISource(config: KubeAPIConfig(server: "http://127.0.0.1:\(refusing.port)")) { _, _ in }
+      .snapshot(resources: [.init(path: "/api/v1/pods", kind: "Pod")])
+    #expect(refused.objects.isEmpty && refused.failures.first?.message.contains("HTTP 403") == true)
+  }
+
   @Test func kubeconfigCurrentContext() throws {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("kubeconfig-\(getpid())").path
     defer { try? FileManager.default.removeItem(atPath: path) }
