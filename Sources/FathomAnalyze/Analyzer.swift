@@ -26,8 +26,8 @@ public struct Analyzer {
   public enum Progress: Sendable {
     /// Reading one capture: the share of it read so far (0...1).
     case reading(path: String, node: String?, fraction: Double)
-    /// Writing the tagged records of every capture: how many of them are stored.
-    case storing(written: Int, total: Int)
+    /// Records stored so far (they are written while the captures are still being read).
+    case stored(records: Int)
   }
 
   public struct Result {
@@ -85,83 +85,82 @@ public struct Analyzer {
       }
     }
 
-    // Captures are independent until linked: read them in parallel, one per core (each node's
-    // capture runs its own pipeline; the index is only read while tagging).
+    // Every capture on its own thread (they advance in step, see IngestStream), the records
+    // linked across DNAT in a moving window and written by this thread as they leave it.
+    let stream = IngestStream(captures: toRead.count)
     final class Reading: @unchecked Sendable {
-      var flows: [TaggedFlow] = []
-      var requests: [TaggedRequest] = []
       var line = ""
       var error: (any Error)?
     }
     let readings = toRead.map { _ in Reading() }
-    let inputs = toRead
     let progressLock = NSLock()
-    withoutActuallyEscaping(progress) { progress in
+    let readers = DispatchGroup()
+    var written = 0
+    try withoutActuallyEscaping(progress) { progress in
       let report = UncheckedBox(progress)
-      DispatchQueue.concurrentPerform(iterations: inputs.count) { position in
-        let (path, point, _) = inputs[position]
+      let show: @Sendable (Progress) -> Void = { update in progressLock.withLock { report.value(update) } }
+      for (position, input) in toRead.enumerated() {
         let reading = readings[position]
-        let show: (Progress) -> Void = { update in progressLock.withLock { report.value(update) } }
-        show(.reading(path: path, node: point.node, fraction: 0))
-        do {
-          let summary = try FlowPipeline.run(
-            file: path,
-            handler: { flows in
-              for flow in flows { reading.flows.append(tagger.tag(flow, point: point)) }
-            },
-            requestHandler: { requests in
-              for request in requests { reading.requests.append(tagger.tag(request, point: point)) }
-            },
-            progress: { show(.reading(path: path, node: point.node, fraction: $0)) })
-          reading.line = summary.line
-        } catch {
-          reading.error = error
+        let (path, point) = (input.path, input.point)
+        readers.enter()
+        Thread.detachNewThread {
+          defer {
+            stream.end(capture: position)
+            readers.leave()
+          }
+          show(.reading(path: path, node: point.node, fraction: 0))
+          do {
+            let summary = try FlowPipeline.run(
+              file: path,
+              handler: { flows in
+                stream.deliver(capture: position, flows: flows.map { tagger.tag($0, point: point) }, requests: [])
+              },
+              requestHandler: { requests in
+                stream.deliver(
+                  capture: position, flows: [], requests: requests.map { tagger.tag($0, point: point) })
+              },
+              progress: { show(.reading(path: path, node: point.node, fraction: $0)) })
+            reading.line = summary.line
+          } catch {
+            reading.error = error
+            stream.fail(error)
+          }
         }
       }
-    }
-    if let error = readings.compactMap(\.error).first { throw error }
 
-    // One array per kind for the whole run (each source a range of it): the records are linked
-    // across captures in place and written in slices.
-    var flows: [TaggedFlow] = []
-    var requests: [TaggedRequest] = []
-    flows.reserveCapacity(readings.reduce(0) { $0 + $1.flows.count })
-    requests.reserveCapacity(readings.reduce(0) { $0 + $1.requests.count })
-    var sources: [(id: Int64, flows: Range<Int>, requests: Range<Int>)] = []
-    for (position, reading) in readings.enumerated() {
-      notes.append(reading.line)  // begins with the capture's path
-      let (firstFlow, firstRequest) = (flows.count, requests.count)
-      flows.append(contentsOf: reading.flows)
-      requests.append(contentsOf: reading.requests)
-      (reading.flows, reading.requests) = ([], [])
-      sources.append(
-        (toRead[position].source, firstFlow..<flows.count, firstRequest..<requests.count))
+      let ids: [Int32: Int64]
+      do { ids = try store.register(index.resources) } catch {
+        stream.fail(error)
+        readers.wait()
+        throw error
+      }
+      var rollups = toRead.map { _ in RollupBuilder() }
+      do {
+        while let batch = stream.next() {
+          let source = toRead[batch.capture].source
+          if !batch.flows.isEmpty { try store.write(flows: batch.flows[...], source: source, ids: ids) }
+          if !batch.requests.isEmpty { try store.write(requests: batch.requests[...], source: source, ids: ids) }
+          for flow in batch.flows { rollups[batch.capture].add(flow) }
+          for request in batch.requests { rollups[batch.capture].add(request) }
+          written += batch.count
+          show(.stored(records: written))
+        }
+      } catch {
+        stream.fail(error)
+        readers.wait()
+        throw error
+      }
+      readers.wait()
+      if let error = readings.compactMap(\.error).first { throw error }
+      for (position, input) in toRead.enumerated() {
+        try store.write(rollups: rollups[position], source: input.source, ids: ids)
+        try store.finishSource(input.source)
+      }
     }
-
-    // Link each connection's records before and after DNAT, across all captures.
-    AutoTagger.linkAcrossDNAT(flows: &flows, requests: &requests)
-    let ids = try store.register(index.resources)
-    let total = flows.count + requests.count
-    var written = 0
-    progress(.storing(written: 0, total: total))
-    for source in sources {
-      for batch in stride(from: source.flows.lowerBound, to: source.flows.upperBound, by: 10_000) {
-        let slice = flows[batch..<min(source.flows.upperBound, batch + 10_000)]
-        try store.write(flows: slice, source: source.id, ids: ids)
-        written += slice.count
-        progress(.storing(written: written, total: total))
-      }
-      for batch in stride(from: source.requests.lowerBound, to: source.requests.upperBound, by: 10_000) {
-        let slice = requests[batch..<min(source.requests.upperBound, batch + 10_000)]
-        try store.write(requests: slice, source: source.id, ids: ids)
-        written += slice.count
-        progress(.storing(written: written, total: total))
-      }
-      var rollups = RollupBuilder()
-      for index in source.flows { rollups.add(flows[index]) }
-      for index in source.requests { rollups.add(requests[index]) }
-      try store.write(rollups: rollups, source: source.id, ids: ids)
-      try store.finishSource(source.id)
+    for reading in readings { notes.append(reading.line) }  // each begins with its capture's path
+    if toRead.count > 1 {
+      notes.append(
+        "linked across DNAT in a \(stream.windowMicros / 1_000_000) s window: at most \(stream.peakHeld) records held at once")
     }
     return Result(summary: try store.summary(), notes: notes)
   }

@@ -21,6 +21,10 @@ public final class CaptureFile {
   private let size: Int
   private let release: () -> Void
   private let format: Format
+  /// True when `base` maps the file itself (not a decompressed copy).
+  private let mappedFromFile: Bool
+  /// Pages before this offset were handed back to the kernel.
+  private var droppedUpTo = 0
 
   /// Decompressed gzip captures are held in memory; this bounds them.
   public static let maxDecompressedBytes = 4 << 30
@@ -55,10 +59,12 @@ public final class CaptureFile {
       base = UnsafeRawPointer(buffer)
       size = count
       release = { buffer.deallocate() }
+      mappedFromFile = false
     } else {
       base = UnsafeRawPointer(mapped)
       size = fileSize
       release = { munmap(mapped, fileSize) }
+      mappedFromFile = true
     }
     do {
       format = try CaptureFile.detect(base: base, size: size, path: path)
@@ -191,8 +197,20 @@ public final class CaptureFile {
       counters.bytes += UInt64(captured)
       sink.receive(header, UnsafeRawBufferPointer(start: base + dataStart, count: captured), interfaces: interfaceList)
       offset = dataStart + captured
-      if counters.packets % Self.progressInterval == 0 { progress(Double(offset) / Double(size)) }
+      if counters.packets % Self.progressInterval == 0 { report(offset, progress) }
     }
+  }
+
+  /// Progress, and the pages already read handed back: the file is read once, front to back, so
+  /// an hour-long capture does not stay resident (MADV_DONTNEED on a private, unwritten file
+  /// mapping only drops pages; touching one again reads it back from the file).
+  private func report(_ offset: Int, _ progress: (Double) -> Void) {
+    progress(Double(offset) / Double(size))
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let end = offset / page * page
+    guard mappedFromFile, end - droppedUpTo >= 16 << 20 else { return }
+    _ = madvise(UnsafeMutableRawPointer(mutating: base + droppedUpTo), end - droppedUpTo, MADV_DONTNEED)
+    droppedUpTo = end
   }
 
   /// Longest record accepted: above the 256 KiB snap length of tcpdump and of BIG TCP super-frames.
@@ -320,7 +338,7 @@ public final class CaptureFile {
         deliver(
           &sink, at: data, captured: captured, wire: wire, timestamp: clocks[index].nanos(units),
           interface: index, interfaces: interfaceList)
-        if counters.packets % Self.progressInterval == 0 { progress(Double(offset) / Double(size)) }
+        if counters.packets % Self.progressInterval == 0 { report(offset, progress) }
       case 3 where bodyEnd - body >= 4:  // Simple Packet Block: interface 0, no timestamp
         let wire = Int(u32(body))
         let captured = min(wire, bodyEnd - body - 4)

@@ -54,8 +54,10 @@ struct AnalyzeCommand: ParsableCommand {
       options.clickhouse = target
     }
     let progress = ProgressLine(enabled: isatty(2) != 0)
-    // Captures are read in parallel: one line with each one's share, in the order they started.
+    // Captures are read in parallel and stored as they are read: one line with each one's share
+    // and the records stored so far.
     var reading: [(name: String, fraction: Double)] = []
+    var stored = 0
     let result: Analyzer.Result
     do {
       result = try Analyzer(options: options).run { step in
@@ -67,21 +69,21 @@ struct AnalyzeCommand: ParsableCommand {
           } else {
             reading.append((name, fraction))
           }
-          progress.show(
-            "reading "
-              + reading.map { String(format: "%@ %.0f%%", $0.name, $0.fraction * 100) }.joined(separator: ", "),
-            done: reading.allSatisfy { $0.fraction >= 1 })
-        case .storing(let written, let total) where total > 0:
-          progress.show("storing: \(written) of \(total) records", done: written >= total)
-        case .storing:
-          break
+        case .stored(let records):
+          stored = records
         }
+        progress.show(
+          "reading "
+            + reading.map { String(format: "%@ %.0f%%", $0.name, $0.fraction * 100) }.joined(separator: ", ")
+            + "; \(stored) records stored",
+          done: false)
       }
     } catch {
       progress.finish()
       FileHandle.standardError.write(Data("fathom analyze: \(error)\n".utf8))
       throw ExitCode.failure
     }
+    progress.finish()
     for note in result.notes { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
     if format == "json" {
       let data = try JSONSerialization.data(
@@ -90,7 +92,7 @@ struct AnalyzeCommand: ParsableCommand {
     } else {
       print(Self.table(result.summary), terminator: "")
       print(
-        clickhouse.map { "stored in ClickHouse \($0), database \(clickhouseDatabase)" }
+        options.clickhouse.map { "stored in ClickHouse \($0.url), database \(clickhouseDatabase)" }
           ?? "stored in \(db); `fathom query --db \(db) 'SELECT ...'` for more")
     }
   }
