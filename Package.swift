@@ -25,6 +25,8 @@ let package = Package(
     // The live API's HTTPS client: a custom CA and client certificates, which URLSession on Linux lacks.
     .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
     .target(name: "CNetns"),
+    // One allocator setting for long analyses (glibc's mmap threshold).
+    .target(name: "CMemory"),
     .target(name: "FathomRecords", swiftSettings: hotPath),
     .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"], swiftSettings: hotPath),
     .target(name: "FathomWire", dependencies: ["FathomRecords"], swiftSettings: hotPath),
@@ -52,7 +54,7 @@ let package = Package(
       name: "FathomAnalyze",
       dependencies: [
         "FathomPipeline", "FathomKube", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomLab", "FathomRecords",
-        .product(name: "Yams", package: "Yams"),
+        "CMemory", .product(name: "Yams", package: "Yams"),
       ]),
     // The lab: a Kubernetes data plane from network namespaces (docs/lab.md). Not a pipeline stage;
     // it produces what the pipeline reads (captures, objects, samples, load truth).
@@ -85,6 +87,7 @@ let package = Package(
       name: "FathomLabTests",
       dependencies: ["FathomLab", "FathomAnalyze", "FathomStore", "FathomTracing", "FathomDiagnosis", "FathomKube"]),
     .testTarget(name: "FathomTracingTests", dependencies: ["FathomTracing", "FathomStore"]),
+    .testTarget(name: "FathomAnalyzeTests", dependencies: ["FathomAnalyze", "FathomKube", "FathomRecords"]),
     .testTarget(
       name: "FathomDiagnosisTests", dependencies: ["FathomDiagnosis", "FathomStore", "FathomKube", "FathomRecords"]),
     .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),

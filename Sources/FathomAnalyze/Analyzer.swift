@@ -1,3 +1,4 @@
+import CMemory
 import FathomKube
 import FathomLab
 import FathomPipeline
@@ -42,6 +43,9 @@ public struct Analyzer {
   public init(options: Options) { self.options = options }
 
   public func run(progress: (Progress) -> Void) throws -> Result {
+    // Batches and the linking window's chunks (1–5 MB each) come and go all run long; from mmap,
+    // a freed one goes back to the system (see docs/storage.md for the measured peaks).
+    fathom_allocate_large_from_mmap(1 << 20)
     var captures: [(path: String, point: CapturePoint)] = []
     let index: ClusterIndex
     if let recording = options.labRecording {
@@ -160,7 +164,8 @@ public struct Analyzer {
     for reading in readings { notes.append(reading.line) }  // each begins with its capture's path
     if toRead.count > 1 {
       notes.append(
-        "linked across DNAT in a \(stream.windowMicros / 1_000_000) s window: at most \(stream.peakHeld) records held at once")
+        "linked across DNAT in a \(stream.windowMicros / 1_000_000) s window: at most \(stream.peakHeld) records held at once"
+      )
     }
     return Result(summary: try store.summary(), notes: notes)
   }

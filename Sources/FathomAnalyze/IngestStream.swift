@@ -116,21 +116,34 @@ final class IngestStream: @unchecked Sendable {
 
   private func releaseReady() {
     let allEnded = ended.allSatisfy { $0 }
+    let mark = watermark
     if allEnded {
-      flowLinker.releaseAll { gathering[$0].flows.append($1) }
-      requestLinker.releaseAll { gathering[$0].requests.append($1) }
-    } else {
-      let mark = watermark
-      guard mark != .min else { return }
+      flowLinker.releaseAll { gather(capture: $0, flow: $1) }
+      requestLinker.releaseAll { gather(capture: $0, request: $1) }
+    } else if mark != .min {
       let before = mark.addingClamped(-windowMicros)
-      flowLinker.release(before: before) { gathering[$0].flows.append($1) }
-      requestLinker.release(before: before) { gathering[$0].requests.append($1) }
+      flowLinker.release(before: before) { gather(capture: $0, flow: $1) }
+      requestLinker.release(before: before) { gather(capture: $0, request: $1) }
     }
-    for capture in gathering.indices where gathering[capture].count >= batchSize || (allEnded && gathering[capture].count > 0) {
-      queued += gathering[capture].count
-      queue.append(gathering[capture])
-      gathering[capture] = Batch(capture: capture)
+    if allEnded {
+      for capture in gathering.indices where gathering[capture].count > 0 { enqueue(capture) }
     }
+  }
+
+  private func gather(capture: Int, flow: TaggedFlow) {
+    gathering[capture].flows.append(flow)
+    if gathering[capture].count >= batchSize { enqueue(capture) }
+  }
+
+  private func gather(capture: Int, request: TaggedRequest) {
+    gathering[capture].requests.append(request)
+    if gathering[capture].count >= batchSize { enqueue(capture) }
+  }
+
+  private func enqueue(_ capture: Int) {
+    queued += gathering[capture].count
+    queue.append(gathering[capture])
+    gathering[capture] = Batch(capture: capture)
   }
 }
 

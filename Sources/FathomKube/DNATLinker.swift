@@ -26,18 +26,23 @@ public struct DNATLinker<Record> {
     var record: Record
     var source: Int
     var stamp: Int64
-    var key: ConnectionKey
   }
 
   private let key: (borrowing Record) -> ConnectionKey
   private let time: (borrowing Record) -> Int64
   private let tags: WritableKeyPath<Record, RecordTags>
-  /// Held records in arrival order; released ones leave nil until the front is compacted.
-  private var held: [Held?] = []
-  /// Position of `held[0]` in the sequence of all records ever added.
+  /// Held records in arrival order, in chunks so that neither growth nor release copies them;
+  /// released ones are nil until their whole chunk is dropped.
+  private var chunks: [[Held?]] = []
+  private static var chunkSize: Int { 4096 }
+  /// Position of `chunks[0][0]` in the sequence of all records ever held.
   private var base = 0
+  /// Position of the next record to release and of the next one to hold.
   private var front = 0
+  private var back = 0
   private var byKey: [ConnectionKey: [Int]] = [:]
+  /// Records that can have no partner, waiting to be handed over.
+  private var unlinkable: [(source: Int, record: Record)] = []
   public private(set) var count = 0
 
   init(
@@ -49,23 +54,38 @@ public struct DNATLinker<Record> {
     self.tags = tags
   }
 
+  private subscript(position: Int) -> Held? {
+    get { chunks[(position - base) / Self.chunkSize][(position - base) % Self.chunkSize] }
+    set { chunks[(position - base) / Self.chunkSize][(position - base) % Self.chunkSize] = newValue }
+  }
+
   /// Adds a record from capture `source`, stamped with that capture's clock when it was emitted,
-  /// and links it with the held records of the same connection.
+  /// and links it with the held records of the same connection. A record whose server is neither
+  /// a Service nor a pod can have no partner and is not held.
   public mutating func add(_ record: Record, source: Int, stamp: Int64) {
+    guard [.service, .nodePort, .pod].contains(record[keyPath: tags].server.kind) else {
+      unlinkable.append((source, record))
+      count += 1
+      return
+    }
     var record = record
     let connection = key(record)
-    let position = base + held.count
     if let partners = byKey[connection] {
       for partner in partners {
-        guard var other = held[partner - base] else { continue }
+        guard var other = self[partner] else { continue }
         guard abs(time(record) - time(other.record)) < Self.pairingMicros else { continue }
         link(&record, &other.record)
         link(&other.record, &record)
-        held[partner - base] = other
+        self[partner] = other
       }
     }
-    held.append(Held(record: record, source: source, stamp: stamp, key: connection))
-    byKey[connection, default: []].append(position)
+    if (back - base) / Self.chunkSize == chunks.count {
+      chunks.append([])
+      chunks[chunks.count - 1].reserveCapacity(Self.chunkSize)
+    }
+    chunks[chunks.count - 1].append(Held(record: record, source: source, stamp: stamp))
+    byKey[connection, default: []].append(back)
+    back += 1
     count += 1
   }
 
@@ -79,48 +99,60 @@ public struct DNATLinker<Record> {
     }
   }
 
-  /// Hands over, in arrival order, the held records stamped before `watermark`: every capture's
-  /// clock has passed them by the window, so no partner can still arrive.
+  /// Hands over the records that can have no partner, then, in arrival order, the held records
+  /// stamped before `watermark`: every capture's clock has passed them by the window, so no
+  /// partner can still arrive.
   public mutating func release(before watermark: Int64, into body: (_ source: Int, _ record: Record) -> Void) {
-    while front < held.count, let first = held[front], first.stamp < watermark {
-      releaseFront(first, into: body)
-    }
-    compact()
+    releaseUnlinkable(into: body)
+    while front < back, let first = self[front], first.stamp < watermark { releaseFront(first, into: body) }
+    dropReleasedChunks()
   }
 
-  /// Hands over every held record (all captures have ended).
+  /// Hands over every record (all captures have ended).
   public mutating func releaseAll(into body: (_ source: Int, _ record: Record) -> Void) {
-    while front < held.count {
-      if let first = held[front] { releaseFront(first, into: body) } else { front += 1 }
+    releaseUnlinkable(into: body)
+    while front < back {
+      if let first = self[front] { releaseFront(first, into: body) } else { front += 1 }
     }
-    compact()
+    dropReleasedChunks()
+  }
+
+  private mutating func releaseUnlinkable(into body: (Int, Record) -> Void) {
+    for (source, record) in unlinkable { body(source, record) }
+    count -= unlinkable.count
+    unlinkable.removeAll(keepingCapacity: true)
   }
 
   private mutating func releaseFront(_ first: Held, into body: (Int, Record) -> Void) {
-    let position = base + front
-    if var positions = byKey[first.key] {
-      positions.removeAll { $0 == position }
-      byKey[first.key] = positions.isEmpty ? nil : positions
+    let connection = key(first.record)
+    if var positions = byKey[connection] {
+      positions.removeAll { $0 == front }
+      byKey[connection] = positions.isEmpty ? nil : positions
     }
-    held[front] = nil
+    self[front] = nil
     front += 1
     count -= 1
+    // A chunk is freed as soon as it is emptied, so releasing everything never holds twice.
+    if (front - base) % Self.chunkSize == 0 { dropReleasedChunks() }
     body(first.source, first.record)
   }
 
-  /// Drops released slots from the front once they are most of the array.
-  private mutating func compact() {
-    guard front > 4096, front * 2 > held.count else { return }
-    held.removeFirst(front)
-    base += front
-    front = 0
+  /// Frees the chunks whose records were all handed over.
+  private mutating func dropReleasedChunks() {
+    let whole = (front - base) / Self.chunkSize
+    guard whole > 0 else { return }
+    chunks.removeFirst(whole)
+    base += whole * Self.chunkSize
   }
 }
 
 extension DNATLinker where Record == TaggedFlow {
   public static func flows() -> DNATLinker<TaggedFlow> {
     DNATLinker(
-      key: { ConnectionKey(clientIP: $0.flow.clientIP, clientPort: $0.flow.clientPort, protocolCode: $0.flow.l4Protocol.rawValue) },
+      key: {
+        ConnectionKey(
+          clientIP: $0.flow.clientIP, clientPort: $0.flow.clientPort, protocolCode: $0.flow.l4Protocol.rawValue)
+      },
       time: { $0.flow.startMicros }, tags: \.tags)
   }
 }

@@ -126,9 +126,10 @@ public final class SQLiteStore: RecordStore {
       // checkpoints write each page less often (measured: see docs/storage.md).
       try db.execute(sql: "PRAGMA cache_size = -65536")
       try db.execute(sql: "PRAGMA wal_autocheckpoint = 16384")
-      // Reads through a memory map instead of a pread per page: the runbook's scan of a
-      // 10-minute recording made 90k preads.
-      try db.execute(sql: "PRAGMA mmap_size = 4294967296")
+      // Readers go through a memory map instead of a pread per page: the runbook's scan of a
+      // 10-minute recording made 90k preads. Not the writer: an ingest touches the index pages
+      // of the whole file, which a map would keep resident for the length of the run.
+      if db.configuration.readonly { try db.execute(sql: "PRAGMA mmap_size = 4294967296") }
     }
     pool = try DatabasePool(path: path, configuration: configuration)
     try Self.migrator.migrate(pool)
