@@ -42,7 +42,7 @@ final class IngestStream: @unchecked Sendable {
 
   init(
     captures: Int, windowMicros: Int64 = 360_000_000, leadMicros: Int64 = 60_000_000,
-    maximumQueued: Int = 200_000, batchSize: Int = 10_000
+    maximumQueued: Int = 50_000, batchSize: Int = 10_000
   ) {
     self.windowMicros = windowMicros
     self.leadMicros = leadMicros

@@ -189,6 +189,33 @@ public struct RollupBuilder: Sendable {
     return index
   }
 
+  /// Takes out the rollups of every interval that ended by `micros`, leaving the others: written
+  /// early they are partial rows like any other (stores sum and merge rows of one interval), so a
+  /// long analysis keeps only recent intervals in memory. A record that comes later for a taken
+  /// interval simply starts a new partial row.
+  public mutating func takeIntervals(endedBy micros: Int64) -> RollupBuilder {
+    var taken = RollupBuilder()
+    taken.endpoints = endpoints
+    taken.endpointIndex = endpointIndex
+    let second = micros / 1_000_000
+    for (resolution, rollups) in requests {
+      let closed = rollups.filter { $0.key.intervalStart + resolution <= second }
+      guard !closed.isEmpty else { continue }
+      taken.requests[resolution] = closed
+      requests[resolution] = rollups.filter { $0.key.intervalStart + resolution > second }
+    }
+    for (resolution, rollups) in flows {
+      let closed = rollups.filter { $0.key.intervalStart + resolution <= second }
+      guard !closed.isEmpty else { continue }
+      taken.flows[resolution] = closed
+      flows[resolution] = rollups.filter { $0.key.intervalStart + resolution > second }
+    }
+    return taken
+  }
+
+  /// True when no rollup is held.
+  public var isEmpty: Bool { requests.values.allSatisfy(\.isEmpty) && flows.values.allSatisfy(\.isEmpty) }
+
   // Each rollup is updated in place through the dictionaries' `default:` subscripts: reading a
   // copy out and writing it back shared the histogram's storage, so every request copied it.
   public mutating func add(_ tagged: TaggedRequest) {

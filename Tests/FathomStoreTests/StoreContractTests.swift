@@ -127,6 +127,47 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
   }
 
+  /// Rollups written in pieces as intervals close (a long analysis), plus a late record for an
+  /// interval already written: the stores sum the partial rows, so RED is what one write gives.
+  @Test(arguments: StoreKind.available) func rollupsWrittenInPiecesSumLikeOne(_ kind: StoreKind) throws {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("pieces")
+    }
+    let store = try kind.make("pieces", directory: directory)
+    let ids = try store.register([
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "checkout", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 1_000_000_000),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "checkout-a", labels: [:], detail: "node-1", workload: "",
+        validFromMicros: 0, validToMicros: 1_000_000_000),
+    ])
+    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/p.pcap", size: 1, modified: 1)
+    else {
+      Issue.record("new source not read")
+      return
+    }
+    func at(_ seconds: Int64, _ status: RequestStatus = .ok) -> TaggedRequest {
+      var tagged = request(status, micros: 1_000, point: .server, service: 1, pod: 2)
+      tagged.request.startMicros = seconds * 1_000_000
+      tagged.request.endMicros = seconds * 1_000_000 + 1_000
+      return tagged
+    }
+    var rollups = RollupBuilder()
+    for second in 0..<180 { rollups.add(at(Int64(second), second % 30 == 0 ? .serverError : .ok)) }
+    let early = rollups.takeIntervals(endedBy: 120_000_000)
+    #expect(early.requests[60]?.count == 2 && rollups.requests[60]?.count == 1)
+    try store.write(rollups: early, source: source, ids: ids)
+    rollups.add(at(10))  // late: its second and minute were written already
+    try store.write(rollups: rollups, source: source, ids: ids)
+    try store.finishSource(source)
+    let all = try #require(try store.red(namespace: "shop", name: "checkout", fromMicros: 0, toMicros: 180_000_000))
+    #expect(all.requests == 181 && all.serverErrors == 6)
+    let first = try #require(try store.red(namespace: "shop", name: "checkout", fromMicros: 0, toMicros: 60_000_000))
+    #expect(first.requests == 61 && first.serverErrors == 2)
+  }
+
   /// A run killed while storing a source leaves it incomplete; the next run removes its rows and
   /// reads it again; a completed source is skipped.
   @Test(arguments: StoreKind.available) func interruptedSourcesAreReadAgainAndCompleteOnesSkipped(_ kind: StoreKind)
