@@ -1,10 +1,6 @@
 import Foundation
 import Yams
 
-#if canImport(FoundationNetworking)
-  import FoundationNetworking
-#endif
-
 /// Where and how to reach a Kubernetes API server.
 public struct KubeAPIConfig: Sendable {
   public var server: String
@@ -444,22 +440,5 @@ public final class KubeAPISource: @unchecked Sendable {
       if let failure { throw failure }
     }
     return .ended(latest)
-  }
-}
-
-/// One URLSession request, waited for: the API source and the ClickHouse store are synchronous.
-public enum BlockingHTTP {
-  public static func send(_ request: URLRequest, session: URLSession) -> (Data?, URLResponse?, Error?) {
-    final class Box: @unchecked Sendable {
-      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    session.dataTask(with: request) { data, response, error in
-      box.result = (data, response, error)
-      done.signal()
-    }.resume()
-    done.wait()
-    return box.result
   }
 }
