@@ -1,7 +1,8 @@
+import FathomKube
 import FathomRecords
 import Testing
 
-@testable import FathomKube
+@testable import FathomAnalyze
 
 /// The DNAT linking window: the same connection before DNAT (to a Service) and after (to a pod),
 /// seen on two captures, is linked both ways while both are held; what cannot link is not held.

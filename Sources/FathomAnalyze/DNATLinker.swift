@@ -1,3 +1,4 @@
+import FathomKube
 import FathomRecords
 
 /// Links the records of one connection seen before and after DNAT (same client address and port,
@@ -5,6 +6,7 @@ import FathomRecords
 /// answered, the pod side the Service the client asked for. NodePort connections are SNATed, so
 /// their client tuple changes and they are linked only where it does not.
 ///
+/// (Beside the stream that feeds it, so the generic code is specialised for both record types.)
 /// Records stream in from several captures and are linked as they arrive with the ones still
 /// held. Each is held until its capture clocks say no partner can still come — `release(before:)`
 /// with a watermark — so memory is bounded by that window, not by the length of the captures.
