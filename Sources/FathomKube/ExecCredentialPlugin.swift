@@ -23,7 +23,6 @@ public final class ExecCredentialPlugin: @unchecked Sendable {
 
   private let lock = NSLock()
   private var cached: Credential?
-  public private(set) var runs = 0
 
   /// `command` as written in the kubeconfig: a path with a slash is relative to the kubeconfig's
   /// folder, a bare name is looked up on PATH (as kubectl does).
@@ -59,7 +58,6 @@ public final class ExecCredentialPlugin: @unchecked Sendable {
   public func invalidate() { lock.withLock { cached = nil } }
 
   private func run() throws -> Credential {
-    runs += 1
     let process = Process()
     if command.hasPrefix("/") {
       process.executableURL = URL(fileURLWithPath: command)

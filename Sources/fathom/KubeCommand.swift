@@ -22,6 +22,14 @@ struct KubeConnectionOptions: ParsableArguments {
   @Option(help: "PEM client key for --server.") var clientKey: String?
   @Flag(help: "Do not verify the server's certificate, for --server.") var insecureSkipTlsVerify = false
 
+  /// The configuration, or the reason there is none on stderr and a failure exit.
+  func config(for command: String) throws -> KubeAPIConfig {
+    do { return try config() } catch {
+      FileHandle.standardError.write(Data("fathom kube \(command): \(error)\n".utf8))
+      throw ExitCode.failure
+    }
+  }
+
   func config() throws -> KubeAPIConfig {
     if let server {
       var explicit = KubeAPIConfig(server: server, token: token)
@@ -57,11 +65,7 @@ struct KubeSnapshot: ParsableCommand {
   @Option(help: "Write the List (JSON) to this file.") var out: String
 
   func run() throws {
-    let config: KubeAPIConfig
-    do { config = try connection.config() } catch {
-      FileHandle.standardError.write(Data("fathom kube snapshot: \(error)\n".utf8))
-      throw ExitCode.failure
-    }
+    let config = try connection.config(for: "snapshot")
     let (objects, failures) = KubeAPISource(config: config) { _, _ in }.snapshot()
     for failure in failures {
       FileHandle.standardError.write(Data("fathom kube snapshot: \(failure.kind): \(failure.message)\n".utf8))
@@ -92,11 +96,7 @@ struct KubeWatch: ParsableCommand {
   @Option(help: "Stop after this many seconds (default: until interrupted).") var duration: Double?
 
   func run() throws {
-    let config: KubeAPIConfig
-    do { config = try connection.config() } catch {
-      FileHandle.standardError.write(Data("fathom kube watch: \(error)\n".utf8))
-      throw ExitCode.failure
-    }
+    let config = try connection.config(for: "watch")
     guard FileManager.default.createFile(atPath: out, contents: nil) || FileManager.default.fileExists(atPath: out),
       let handle = FileHandle(forWritingAtPath: out)
     else {
