@@ -1,29 +1,36 @@
 import Foundation
 
 /// Inserts into ClickHouse gathered per statement into large blocks, sent by one background
-/// thread while the caller builds the next block.
+/// thread while the caller writes the next block.
 ///
 /// ClickHouse makes one part per insert and merges parts later, so small inserts cost it far
 /// more: 1M requests in 10,000-row inserts took 12 s of server CPU, in 100,000-row inserts 3.8 s
 /// (store-bench, single server). Sending in the caller's thread also left the client and the
-/// server waiting for each other. Memory stays bounded: one block per statement being filled,
-/// at most `queueLimit` blocks waiting. A failed insert (after `execute`'s bounded retries) is
-/// kept and thrown by every later `add` and `flush`: a batch is never silently missing.
+/// server waiting for each other. Rows are written straight into the block that will be sent,
+/// and a sent block's buffer is kept for the next one: copying each block twice into fresh
+/// memory (Data) cost the client a fifth of its time in page clearing and memmove. Memory stays
+/// bounded: one block per statement being filled, at most `queueLimit` waiting, `spareLimit`
+/// spare buffers. A failed insert (after `execute`'s bounded retries) is kept and thrown by
+/// every later `append` and `flush`: a batch is never silently missing.
 final class InsertPipeline: @unchecked Sendable {
-  private struct Block {
-    var sql: String
-    var body = Data()
+  /// One statement's rows, TabSeparated.
+  final class Block {
+    var sql = ""
+    var tsv = TSVWriter(capacity: 1 << 16)
     var rows = 0
   }
 
-  /// Set once by the owner before the first `add`.
-  var send: (String, Data) throws -> Void = { _, _ in }
+  /// Set once by the owner before the first `append`.
+  var send: (String, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
   private let rowsPerInsert: Int
   private let queueLimit = 2
+  private let spareLimit = 2
   private let condition = NSCondition()
   /// Blocks being filled, by statement.
   private var filling: [String: Block] = [:]
   private var queue: [Block] = []
+  /// Sent blocks whose buffers are reused.
+  private var spare: [Block] = []
   private var sending = false
   private var failure: (any Error)?
   private var stopped = false
@@ -31,15 +38,22 @@ final class InsertPipeline: @unchecked Sendable {
 
   init(rowsPerInsert: Int) { self.rowsPerInsert = rowsPerInsert }
 
-  /// Adds `rows` rows (`body`, in the statement's format) to the statement's block; a full
-  /// block is queued for sending, waiting while the queue is full.
-  func add(sql: String, body: Data, rows: Int) throws {
+  /// Adds `rows` rows, written by `write` in the statement's format, to the statement's block; a
+  /// full block is queued for sending, waiting while the queue is full.
+  func append(sql: String, rows: Int, _ write: (inout TSVWriter) -> Void) throws {
+    condition.lock()
+    if let failure {
+      condition.unlock()
+      throw failure
+    }
+    let block = filling.removeValue(forKey: sql) ?? spare.popLast() ?? Block()
+    condition.unlock()
+    // Only the caller's thread touches a block being filled: written without the lock.
+    if block.rows == 0 { block.sql = sql }
+    write(&block.tsv)
+    block.rows += rows
     condition.lock()
     defer { condition.unlock() }
-    if let failure { throw failure }
-    var block = filling.removeValue(forKey: sql) ?? Block(sql: sql)
-    block.body.append(body)
-    block.rows += rows
     if block.rows >= rowsPerInsert {
       try enqueueLocked(block)
     } else {
@@ -61,6 +75,7 @@ final class InsertPipeline: @unchecked Sendable {
   func stop() {
     condition.lock()
     stopped = true
+    spare.removeAll()
     condition.broadcast()
     condition.unlock()
   }
@@ -88,9 +103,14 @@ final class InsertPipeline: @unchecked Sendable {
       condition.broadcast()
       condition.unlock()
       var error: (any Error)?
-      do { try send(block.sql, block.body) } catch let failed { error = failed }
+      do {
+        try block.tsv.buffer.withUnsafeBytes { try send(block.sql, $0) }
+      } catch let failed { error = failed }
+      block.tsv.buffer.removeAll()
+      block.rows = 0
       condition.lock()
       sending = false
+      if !stopped && spare.count < spareLimit { spare.append(block) }
       if let error, failure == nil { failure = error }
       if failure != nil { queue.removeAll() }
       condition.broadcast()

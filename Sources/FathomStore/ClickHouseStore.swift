@@ -36,10 +36,27 @@ struct TSVWriter: ~Copyable {
   }
 
   mutating func field(_ text: String, last: Bool = false) {
-    if text.utf8.contains(where: { $0 == 9 || $0 == 10 || $0 == 13 || $0 == 92 }) {
-      buffer.append(string: ClickHouseStore.escape(text))
-    } else {
-      buffer.append(string: text)
+    var text = text
+    text.withUTF8 { bytes in
+      // Escapes are rare: scan for one, and copy the text whole when there is none.
+      var special = false
+      for byte in bytes where byte == 9 || byte == 10 || byte == 13 || byte == 92 {
+        special = true
+        break
+      }
+      if !special {
+        buffer.append(bytes: UnsafeRawBufferPointer(bytes))
+        return
+      }
+      for byte in bytes {
+        switch byte {
+        case 9: buffer.append("\\t")
+        case 10: buffer.append("\\n")
+        case 13: buffer.append("\\r")
+        case 92: buffer.append("\\\\")
+        default: buffer.append(byte: byte)
+        }
+      }
     }
     separator(last)
   }
@@ -59,8 +76,6 @@ struct TSVWriter: ~Copyable {
     id(identity.service, ids)
     id(identity.namespace, ids)
   }
-
-  var data: Data { Data(buffer.bytes) }
 }
 
 /// ClickHouse over its HTTP interface, for users who outgrow one machine. MergeTree tables
@@ -126,7 +141,7 @@ public final class ClickHouseStore: RecordStore {
   public init(_ target: Target) throws {
     self.target = target
     http = ClickHouseHTTP(target: target)
-    inserts.send = { [http] sql, body in try http.execute(sql, body: body, on: nil) }
+    inserts.send = { [http] sql, body in try http.execute(sql, bytes: body, on: nil) }
     try migrate()
   }
 
@@ -291,53 +306,63 @@ public final class ClickHouseStore: RecordStore {
     for resolution in RollupBuilder.resolutions {
       let requestRollups = rollups.requests[resolution] ?? [:]
       if !requestRollups.isEmpty {
-        var tsv = TSVWriter(capacity: requestRollups.count * 120)
-        for (key, value) in requestRollups {
-          tsv.field(sourceID)
-          tsv.field(key.intervalStart)
-          tsv.id(key.clientPod, ids)
-          tsv.id(key.clientService, ids)
-          tsv.id(key.serverPod, ids)
-          tsv.id(key.serverService, ids)
-          tsv.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-          tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
-          tsv.field(rollups.endpoints[Int(key.endpoint)])
-          for counter in [value.requests, value.responses, value.clientErrors, value.serverErrors, value.timeouts] {
-            tsv.field(counter)
-          }
-          tsv.field(value.latencySum)
-          tsv.field(value.latencyMax)
-          value.histogram.appendEncoded(to: &tsv.buffer)
-          tsv.separator(true)
-        }
         let columns = RollupSchema.requestKey + RollupSchema.requestValues
-        try inserts.add(
+        try inserts.append(
           sql:
             "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          body: tsv.data, rows: requestRollups.count)
+          rows: requestRollups.count
+        ) { tsv in
+          for (key, value) in requestRollups {
+            tsv.field(sourceID)
+            tsv.field(key.intervalStart)
+            tsv.id(key.clientPod, ids)
+            tsv.id(key.clientService, ids)
+            tsv.id(key.serverPod, ids)
+            tsv.id(key.serverService, ids)
+            tsv.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+            tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
+            tsv.field(rollups.endpoints[Int(key.endpoint)])
+            tsv.field(value.requests)
+            tsv.field(value.responses)
+            tsv.field(value.clientErrors)
+            tsv.field(value.serverErrors)
+            tsv.field(value.timeouts)
+            tsv.field(value.latencySum)
+            tsv.field(value.latencyMax)
+            value.histogram.appendEncoded(to: &tsv.buffer)
+            tsv.separator(true)
+          }
+        }
       }
       let flowRollups = rollups.flows[resolution] ?? [:]
       if !flowRollups.isEmpty {
-        var tsv = TSVWriter(capacity: flowRollups.count * 120)
-        for (key, value) in flowRollups {
-          tsv.field(sourceID)
-          tsv.field(key.intervalStart)
-          tsv.id(key.clientPod, ids)
-          tsv.id(key.serverPod, ids)
-          tsv.id(key.serverService, ids)
-          tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
-          tsv.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
-          let counters = [
-            value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
-            value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
-          ]
-          for (index, counter) in counters.enumerated() { tsv.field(counter, last: index == counters.count - 1) }
-        }
         let columns = RollupSchema.flowKey + RollupSchema.flowValues
-        try inserts.add(
+        try inserts.append(
           sql:
             "INSERT INTO \(target.database).\(RollupSchema.table("flow", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          body: tsv.data, rows: flowRollups.count)
+          rows: flowRollups.count
+        ) { tsv in
+          for (key, value) in flowRollups {
+            tsv.field(sourceID)
+            tsv.field(key.intervalStart)
+            tsv.id(key.clientPod, ids)
+            tsv.id(key.serverPod, ids)
+            tsv.id(key.serverService, ids)
+            tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
+            tsv.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
+            tsv.field(value.bytes)
+            tsv.field(value.packets)
+            tsv.field(value.newFlows)
+            tsv.field(value.closedFlows)
+            tsv.field(value.retransmissions)
+            tsv.field(value.zeroWindows)
+            tsv.field(value.rttSum)
+            tsv.field(value.rttCount)
+            tsv.field(value.rttMax)
+            tsv.field(value.establishFailures)
+            tsv.field(value.resets, last: true)
+          }
+        }
       }
     }
   }
@@ -426,97 +451,98 @@ public final class ClickHouseStore: RecordStore {
   public func write(flows: ArraySlice<TaggedFlow>, source: Int64, ids: [Int32: Int64]) throws {
     let ids = StoreIDs(ids)
     guard !flows.isEmpty else { return }
-    var tsv = TSVWriter(capacity: flows.count * 320)
     let sourceID = UInt64(bitPattern: source)
-    for tagged in flows {
-      let flow = tagged.flow
-      let tags = tagged.tags
-      tsv.field(sourceID)
-      tsv.field(flow.startMicros)
-      tsv.field(flow.endMicros)
-      tsv.field(flow.l4Protocol.name)
-      tsv.field(flow.clientIP)
-      tsv.field(UInt64(flow.clientPort))
-      tsv.field(flow.serverIP)
-      tsv.field(UInt64(flow.serverPort))
-      tsv.id(tags.captureNode, ids)
-      tsv.field(tags.interface)
-      tsv.field(tags.observationPoint.rawValue)
-      tsv.endpoint(tags.client, ids)
-      tsv.endpoint(tags.server, ids)
-      tsv.id(tags.answeredBy, ids)
-      tsv.id(tags.requestedService, ids)
-      tsv.field(flow.closeType.name)
-      tsv.field(flow.status.name)
-      tsv.field(flow.clientToServer.packets)
-      tsv.field(flow.clientToServer.l3Bytes)
-      tsv.field(flow.serverToClient.packets)
-      tsv.field(flow.serverToClient.l3Bytes)
-      tsv.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
-      tsv.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
-      tsv.field(UInt64(flow.synRetransmissions))
-      tsv.field(UInt64(flow.rttMicros))
-      tsv.field(flow.srt.sumMicros)
-      tsv.field(UInt64(flow.srt.count))
-      tsv.field(flow.applicationProtocol?.description ?? "")
-      tsv.field(UInt64(flow.application.requests))
-      tsv.field(UInt64(flow.application.responses))
-      tsv.field(UInt64(flow.application.serverErrors))
-      tsv.field(UInt64(flow.application.clientErrors), last: true)
-    }
     let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
-    try inserts.add(
-      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", body: tsv.data, rows: flows.count)
+    try inserts.append(
+      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", rows: flows.count
+    ) { tsv in
+      for tagged in flows {
+        let flow = tagged.flow
+        let tags = tagged.tags
+        tsv.field(sourceID)
+        tsv.field(flow.startMicros)
+        tsv.field(flow.endMicros)
+        tsv.field(flow.l4Protocol.name)
+        tsv.field(flow.clientIP)
+        tsv.field(UInt64(flow.clientPort))
+        tsv.field(flow.serverIP)
+        tsv.field(UInt64(flow.serverPort))
+        tsv.id(tags.captureNode, ids)
+        tsv.field(tags.interface)
+        tsv.field(tags.observationPoint.rawValue)
+        tsv.endpoint(tags.client, ids)
+        tsv.endpoint(tags.server, ids)
+        tsv.id(tags.answeredBy, ids)
+        tsv.id(tags.requestedService, ids)
+        tsv.field(flow.closeType.name)
+        tsv.field(flow.status.name)
+        tsv.field(flow.clientToServer.packets)
+        tsv.field(flow.clientToServer.l3Bytes)
+        tsv.field(flow.serverToClient.packets)
+        tsv.field(flow.serverToClient.l3Bytes)
+        tsv.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
+        tsv.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
+        tsv.field(UInt64(flow.synRetransmissions))
+        tsv.field(UInt64(flow.rttMicros))
+        tsv.field(flow.srt.sumMicros)
+        tsv.field(UInt64(flow.srt.count))
+        tsv.field(flow.applicationProtocol?.description ?? "")
+        tsv.field(UInt64(flow.application.requests))
+        tsv.field(UInt64(flow.application.responses))
+        tsv.field(UInt64(flow.application.serverErrors))
+        tsv.field(UInt64(flow.application.clientErrors), last: true)
+      }
+    }
   }
 
   public func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws {
     let ids = StoreIDs(ids)
     guard !requests.isEmpty else { return }
-    var tsv = TSVWriter(capacity: requests.count * 360)
     let sourceID = UInt64(bitPattern: source)
-    for tagged in requests {
-      let request = tagged.request
-      let tags = tagged.tags
-      tsv.field(sourceID)
-      tsv.field(request.startMicros)
-      tsv.field(request.endMicros)
-      tsv.field(request.durationMicros)
-      tsv.field(request.applicationProtocol.name)
-      tsv.field(request.version)
-      tsv.field(request.clientIP)
-      tsv.field(UInt64(request.clientPort))
-      tsv.field(request.serverIP)
-      tsv.field(UInt64(request.serverPort))
-      tsv.id(tags.captureNode, ids)
-      tsv.field(tags.interface)
-      tsv.field(tags.observationPoint.rawValue)
-      tsv.endpoint(tags.client, ids)
-      tsv.endpoint(tags.server, ids)
-      tsv.id(tags.ingress, ids)
-      tsv.id(tags.answeredBy, ids)
-      tsv.id(tags.requestedService, ids)
-      tsv.field(request.method)
-      tsv.field(request.domain)
-      tsv.field(request.resource)
-      tsv.field(request.endpoint)
-      tsv.field(request.status.name)
-      tsv.optional(request.code.map { Int64($0) })
-      tsv.optional(request.requestTCPSequence.map { Int64($0) })
-      tsv.optional(request.responseTCPSequence.map { Int64($0) })
-      tsv.field(request.requestID)
-      tsv.field(request.responseRequestID)
-      tsv.field(request.traceID)
-      tsv.field(request.spanID)
-      tsv.field(request.requestBytes)
-      tsv.field(request.responseBytes)
-      tsv.field(
-        request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
-        last: true)
-    }
     let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
-    try inserts.add(
-      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", body: tsv.data,
-      rows: requests.count)
+    try inserts.append(
+      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", rows: requests.count
+    ) { tsv in
+      for tagged in requests {
+        let request = tagged.request
+        let tags = tagged.tags
+        tsv.field(sourceID)
+        tsv.field(request.startMicros)
+        tsv.field(request.endMicros)
+        tsv.field(request.durationMicros)
+        tsv.field(request.applicationProtocol.name)
+        tsv.field(request.version)
+        tsv.field(request.clientIP)
+        tsv.field(UInt64(request.clientPort))
+        tsv.field(request.serverIP)
+        tsv.field(UInt64(request.serverPort))
+        tsv.id(tags.captureNode, ids)
+        tsv.field(tags.interface)
+        tsv.field(tags.observationPoint.rawValue)
+        tsv.endpoint(tags.client, ids)
+        tsv.endpoint(tags.server, ids)
+        tsv.id(tags.ingress, ids)
+        tsv.id(tags.answeredBy, ids)
+        tsv.id(tags.requestedService, ids)
+        tsv.field(request.method)
+        tsv.field(request.domain)
+        tsv.field(request.resource)
+        tsv.field(request.endpoint)
+        tsv.field(request.status.name)
+        tsv.optional(request.code.map { Int64($0) })
+        tsv.optional(request.requestTCPSequence.map { Int64($0) })
+        tsv.optional(request.responseTCPSequence.map { Int64($0) })
+        tsv.field(request.requestID)
+        tsv.field(request.responseRequestID)
+        tsv.field(request.traceID)
+        tsv.field(request.spanID)
+        tsv.field(request.requestBytes)
+        tsv.field(request.responseBytes)
+        tsv.field(
+          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
+          last: true)
+      }
+    }
   }
 
   /// TabSeparated escaping.
@@ -776,29 +802,33 @@ final class ClickHouseHTTP: @unchecked Sendable {
   /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
   @discardableResult
   func execute(_ sql: String, body: Data? = nil, on url: String? = nil) throws -> String {
+    guard let body else { return try execute(sql, bytes: nil, on: url) }
+    return try body.withUnsafeBytes { try execute(sql, bytes: $0, on: url) }
+  }
+
+  /// `execute` with the insert's rows borrowed, not copied: blocks of rows are tens of MB.
+  func execute(_ sql: String, bytes body: UnsafeRawBufferPointer?, on url: String? = nil) throws -> String {
     let (base, authorization) = target.authorization(for: url ?? target.url)
     var components = URLComponents(string: base)
     var request: URLRequest
-    if let body {
+    let sqlBody = Data(sql.utf8)
+    if body != nil {
       components?.queryItems = [URLQueryItem(name: "query", value: sql)]
       // Into a Distributed table, an insert returns once every shard has its rows (the default
       // queues them, and a crash would lose the queue).
       if target.cluster != nil {
         components?.queryItems?.append(URLQueryItem(name: "insert_distributed_sync", value: "1"))
       }
-      guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
-      request = URLRequest(url: address)
-      request.httpBody = body
-    } else {
-      guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
-      request = URLRequest(url: address)
-      request.httpBody = Data(sql.utf8)
     }
+    guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
+    request = URLRequest(url: address)
     request.httpMethod = "POST"
     if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
     var lastError = ""
     let connection =
       connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
+    // https goes through URLSession, which needs its own copy of the body.
+    if connection == nil { request.httpBody = body.map { Data($0) } ?? sqlBody }
     var reusable = true
     defer {
       if let connection, reusable { connections.withLock { $0[base, default: []].append(connection) } }
@@ -812,7 +842,10 @@ final class ClickHouseHTTP: @unchecked Sendable {
         do {
           var target = url.path.isEmpty ? "/" : url.path
           if let query = url.query { target += "?" + query }
-          let response = try connection.post(target, body: request.httpBody ?? Data(), authorization: authorization)
+          let response =
+            try sqlBody.withUnsafeBytes { sqlBytes in
+              try connection.post(target, body: body ?? sqlBytes, authorization: authorization)
+            }
           status = response.status
           text = String(decoding: response.body, as: UTF8.self)
         } catch {

@@ -32,7 +32,7 @@ final class HTTPConnection: @unchecked Sendable {
   deinit { if fd >= 0 { close(fd) } }
 
   /// POSTs `body` to `target` (path and query); returns the status and the response body.
-  func post(_ target: String, body: Data, authorization: String? = nil, timeout: Int = 60) throws -> (
+  func post(_ target: String, body: UnsafeRawBufferPointer, authorization: String? = nil, timeout: Int = 60) throws -> (
     status: Int, body: Data
   ) {
     // A kept-alive connection the server closed meanwhile fails on first use: retry once, fresh.
@@ -114,12 +114,14 @@ final class HTTPConnection: @unchecked Sendable {
     return bytes
   }
 
-  private func exchange(_ target: String, body: Data, authorization: String?) throws -> (status: Int, body: Data) {
+  private func exchange(_ target: String, body: UnsafeRawBufferPointer, authorization: String?) throws -> (
+    status: Int, body: Data
+  ) {
     let credentials = authorization.map { "Authorization: \($0)\r\n" } ?? ""
     let head =
       "POST \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\n\(credentials)Content-Length: \(body.count)\r\nConnection: keep-alive\r\n\r\n"
     try Array(head.utf8).withUnsafeBytes { try sendAll($0) }
-    try body.withUnsafeBytes { try sendAll($0) }
+    try sendAll(body)
 
     let statusLine = try line()
     let parts = statusLine.split(separator: " ")

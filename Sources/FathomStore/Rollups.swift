@@ -4,9 +4,19 @@ import FathomRecords
 /// A mergeable latency histogram: exact below 16 µs, then 8 log-linear sub-buckets per power of
 /// two (at most 1/16 = 6.25% from a bucket's midpoint to its edges). Sparse; merges by adding.
 public struct LatencyHistogram: Sendable, Equatable {
-  public private(set) var counts: [Int: UInt64] = [:]
+  /// (bucket, count) pairs sorted by bucket, counts > 0: a rollup holds a few buckets, and a small
+  /// sorted array adds, merges and encodes without the hashing and per-table allocation of a
+  /// dictionary (a 1 s rollup holds ~3 requests in store-bench).
+  private var entries: [(bucket: Int32, count: UInt64)] = []
 
   public init() {}
+
+  public static func == (lhs: LatencyHistogram, rhs: LatencyHistogram) -> Bool {
+    lhs.entries.elementsEqual(rhs.entries) { $0.bucket == $1.bucket && $0.count == $1.count }
+  }
+
+  /// Buckets with their counts, in bucket order.
+  public var counts: [(bucket: Int, count: UInt64)] { entries.map { (Int($0.bucket), $0.count) } }
 
   static func bucket(_ micros: Int64) -> Int {
     let value = max(0, micros)
@@ -26,13 +36,24 @@ public struct LatencyHistogram: Sendable, Equatable {
     return low + width / 2
   }
 
-  public mutating func add(_ micros: Int64, count: UInt64 = 1) { counts[Self.bucket(micros), default: 0] += count }
+  public mutating func add(_ micros: Int64, count: UInt64 = 1) { add(bucket: Int32(Self.bucket(micros)), count: count) }
 
-  public mutating func merge(_ other: LatencyHistogram) {
-    for (bucket, count) in other.counts { counts[bucket, default: 0] += count }
+  private mutating func add(bucket: Int32, count: UInt64) {
+    guard count > 0 else { return }
+    var index = entries.count
+    while index > 0 && entries[index - 1].bucket > bucket { index -= 1 }
+    if index > 0 && entries[index - 1].bucket == bucket {
+      entries[index - 1].count += count
+    } else {
+      entries.insert((bucket, count), at: index)
+    }
   }
 
-  public var total: UInt64 { counts.values.reduce(0, +) }
+  public mutating func merge(_ other: LatencyHistogram) {
+    for entry in other.entries { add(bucket: entry.bucket, count: entry.count) }
+  }
+
+  public var total: UInt64 { entries.reduce(0) { $0 + $1.count } }
 
   /// The value at rank floor(p × n) of the sorted samples, to the bucket's precision.
   public func quantile(_ p: Double) -> Int64 {
@@ -40,9 +61,9 @@ public struct LatencyHistogram: Sendable, Equatable {
     guard n > 0 else { return 0 }
     let rank = min(n - 1, UInt64(Double(n) * p))
     var seen: UInt64 = 0
-    for bucket in counts.keys.sorted() {
-      seen += counts[bucket]!
-      if seen > rank { return Self.value(bucket) }
+    for entry in entries {
+      seen += entry.count
+      if seen > rank { return Self.value(Int(entry.bucket)) }
     }
     return 0
   }
@@ -56,19 +77,19 @@ public struct LatencyHistogram: Sendable, Equatable {
 
   /// `encoded`, written into a buffer without building Strings.
   public func appendEncoded(to buffer: inout OutputBuffer) {
-    for (index, bucket) in counts.keys.sorted().enumerated() {
+    for (index, entry) in entries.enumerated() {
       if index > 0 { buffer.append(byte: UInt8(ascii: ",")) }
-      buffer.append(bucket)
+      buffer.append(UInt64(entry.bucket))
       buffer.append(byte: UInt8(ascii: ":"))
-      buffer.append(counts[bucket]!)
+      buffer.append(entry.count)
     }
   }
 
   public init(encoded: String) {
     for pair in encoded.split(separator: ",") {
       let parts = pair.split(separator: ":")
-      if parts.count == 2, let bucket = Int(parts[0]), let count = UInt64(parts[1]) {
-        counts[bucket, default: 0] += count
+      if parts.count == 2, let bucket = Int32(parts[0]), bucket >= 0, let count = UInt64(parts[1]) {
+        add(bucket: bucket, count: count)
       }
     }
   }
@@ -87,6 +108,16 @@ public struct RequestRollupKey: Hashable, Sendable {
   public var observationPoint: UInt8
   /// Index into the builder's `endpoints`.
   public var endpoint: Int32
+
+  /// Four words instead of eight fields (packed, so no two keys share them): rollups are
+  /// looked up twice per request.
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(intervalStart)
+    hasher.combine(UInt64(UInt32(bitPattern: clientPod)) << 32 | UInt64(UInt32(bitPattern: serverPod)))
+    hasher.combine(UInt64(UInt32(bitPattern: clientService)) << 32 | UInt64(UInt32(bitPattern: serverService)))
+    hasher.combine(
+      UInt64(protocolCode) << 40 | UInt64(observationPoint) << 32 | UInt64(UInt32(bitPattern: endpoint)))
+  }
 }
 
 public struct RequestRollup: Sendable {
@@ -174,6 +205,7 @@ public struct RollupBuilder: Sendable {
   /// Endpoints seen, interned so keys hash no strings per record.
   public private(set) var endpoints: [String] = []
   private var endpointIndex: [String: Int32] = [:]
+  private var lastEndpoint: Int32 = -1
   static let points = ObservationPoint.allCases
 
   public init() {}
@@ -182,8 +214,15 @@ public struct RollupBuilder: Sendable {
   public static func point(_ code: UInt8) -> ObservationPoint { points[Int(code)] }
 
   mutating func intern(_ endpoint: String) -> Int32 {
-    if let index = endpointIndex[endpoint] { return index }
+    // Consecutive requests mostly share an endpoint: comparing with the last one is cheaper
+    // than hashing the string.
+    if lastEndpoint >= 0 && endpoints[Int(lastEndpoint)] == endpoint { return lastEndpoint }
+    if let index = endpointIndex[endpoint] {
+      lastEndpoint = index
+      return index
+    }
     let index = Int32(endpoints.count)
+    lastEndpoint = index
     endpoints.append(endpoint)
     endpointIndex[endpoint] = index
     return index
