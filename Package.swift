@@ -37,12 +37,15 @@ let package = Package(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),
     // Kubernetes context: objects (JSON/YAML), the cluster index over time, AutoTagging.
-    .target(name: "FathomKube", dependencies: ["FathomRecords", "CCurl", .product(name: "Yams", package: "Yams")]),
+    // HTTP(S) through libcurl: private CAs and client certificates (API servers, ClickHouse).
+    .target(name: "FathomHTTP", dependencies: ["CCurl"]),
+    .target(
+      name: "FathomKube", dependencies: ["FathomRecords", "FathomHTTP", .product(name: "Yams", package: "Yams")]),
     // Storage behind one protocol: SQLite (GRDB) embedded, SmartEncoding dictionaries.
     .target(
       name: "FathomStore",
       dependencies: [
-        "FathomRecords", "FathomKube", .product(name: "GRDB", package: "GRDB.swift"),
+        "FathomRecords", "FathomKube", "FathomHTTP", .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "GRDBSQLite", package: "GRDB.swift"),
       ], swiftSettings: hotPath),
     // AutoTracing: a request's spans across observation points, proxies and services.
@@ -90,8 +93,10 @@ let package = Package(
     .testTarget(name: "FathomAnalyzeTests", dependencies: ["FathomAnalyze", "FathomKube", "FathomRecords"]),
     .testTarget(
       name: "FathomDiagnosisTests", dependencies: ["FathomDiagnosis", "FathomStore", "FathomKube", "FathomRecords"]),
-    .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords"]),
-    .testTarget(name: "FathomStoreTests", dependencies: ["FathomStore", "FathomKube", "FathomRecords"]),
+    .testTarget(name: "FathomKubeTests", dependencies: ["FathomKube", "FathomRecords", "FathomTestSupport"]),
+    .testTarget(
+      name: "FathomStoreTests",
+      dependencies: ["FathomStore", "FathomKube", "FathomHTTP", "FathomRecords", "FathomTestSupport"]),
     .testTarget(
       name: "OracleTests", dependencies: ["FathomPipeline", "FathomCapture", "FathomWire", "FathomFlows"],
       exclude: ["Fixtures"]),

@@ -1,3 +1,4 @@
+import FathomHTTP
 import Foundation
 import Yams
 
@@ -8,7 +9,7 @@ public struct KubeAPIConfig: Sendable {
   /// A file holding the bearer token, read again for every request: service-account tokens are
   /// rotated by the kubelet while Fathom runs.
   public var tokenFile: String?
-  public var tls = KubeTLS()
+  public var tls = TLSSettings()
   /// kubeconfig `proxy-url`: an HTTP(S) or SOCKS proxy in front of the API server.
   public var proxyURL: String?
 

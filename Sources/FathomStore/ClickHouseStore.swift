@@ -1,11 +1,8 @@
+import FathomHTTP
 import FathomKube
 import FathomRecords
 import Foundation
 import Synchronization
-
-#if canImport(FoundationNetworking)
-  import FoundationNetworking
-#endif
 
 /// Builds a TabSeparated body in one byte buffer, without a String per field.
 struct TSVWriter: ~Copyable {
@@ -95,6 +92,8 @@ public final class ClickHouseStore: RecordStore {
     /// Who to log in as (HTTP basic authentication); nil: ClickHouse's `default` user, no password.
     public var user: String?
     public var password: String?
+    /// For `https://` URLs: a private CA, a client certificate, or no verification.
+    public var tls = TLSSettings()
 
     /// `url` may carry `user:password@`; they are taken out of it (so no message or log shows the
     /// password) and sent as basic authentication. Without them, ClickHouse's own client's
@@ -785,19 +784,13 @@ public final class ClickHouseStore: RecordStore {
 /// from the store so its background inserts can outlive the store's own deinit.
 final class ClickHouseHTTP: @unchecked Sendable {
   let target: ClickHouseStore.Target
-  let session: URLSession
   /// Idle keep-alive connections per server (plain http only). A request takes one (or opens
   /// one) and puts it back when done, so threads never share a socket.
   let connections = Mutex<[String: [HTTPConnection]]>([:])
   /// Attempts per request; a failing server gets a bounded retry, then a clear error.
   let attempts = 4
 
-  init(target: ClickHouseStore.Target) {
-    self.target = target
-    let configuration = URLSessionConfiguration.ephemeral
-    configuration.timeoutIntervalForRequest = 30
-    session = URLSession(configuration: configuration)
-  }
+  init(target: ClickHouseStore.Target) { self.target = target }
 
   /// Runs `sql` (with `body` as the data of an INSERT) on `url`; returns the response text.
   @discardableResult
@@ -810,7 +803,6 @@ final class ClickHouseHTTP: @unchecked Sendable {
   func execute(_ sql: String, bytes body: UnsafeRawBufferPointer?, on url: String? = nil) throws -> String {
     let (base, authorization) = target.authorization(for: url ?? target.url)
     var components = URLComponents(string: base)
-    var request: URLRequest
     let sqlBody = Data(sql.utf8)
     if body != nil {
       components?.queryItems = [URLQueryItem(name: "query", value: sql)]
@@ -820,47 +812,45 @@ final class ClickHouseHTTP: @unchecked Sendable {
         components?.queryItems?.append(URLQueryItem(name: "insert_distributed_sync", value: "1"))
       }
     }
-    guard let address = components?.url else { throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base)") }
-    request = URLRequest(url: address)
-    request.httpMethod = "POST"
-    if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
+    guard let address = components?.url, address.scheme == "http" || address.scheme == "https" else {
+      throw ClickHouseStore.Failure(message: "clickhouse: bad URL \(base) (http:// or https://)")
+    }
     var lastError = ""
     let connection =
-      connections.withLock { $0[base]?.popLast() } ?? request.url.flatMap { HTTPConnection(url: $0) }
-    // https goes through URLSession, which needs its own copy of the body.
-    if connection == nil { request.httpBody = body.map { Data($0) } ?? sqlBody }
+      address.scheme == "http" ? connections.withLock { $0[base]?.popLast() } ?? HTTPConnection(url: address) : nil
     var reusable = true
     defer {
       if let connection, reusable { connections.withLock { $0[base, default: []].append(connection) } }
     }
+    var target = address.path.isEmpty ? "/" : address.path
+    if let query = address.query { target += "?" + query }
     for attempt in 0..<attempts {
       if attempt > 0 { usleep(UInt32(200_000 * (1 << (attempt - 1)))) }
       let status: Int
       let text: String
-      if let connection, let url = request.url {
-        // Plain http: our own keep-alive connection; https: URLSession.
-        do {
-          var target = url.path.isEmpty ? "/" : url.path
-          if let query = url.query { target += "?" + query }
-          let response =
-            try sqlBody.withUnsafeBytes { sqlBytes in
-              try connection.post(target, body: body ?? sqlBytes, authorization: authorization)
-            }
-          status = response.status
-          text = String(decoding: response.body, as: UTF8.self)
-        } catch {
-          lastError = "\(error)"
-          reusable = false
-          continue
+      do {
+        (status, text) = try sqlBody.withUnsafeBytes { sqlBytes in
+          if let connection {
+            // Plain http: our own keep-alive connection.
+            let response = try connection.post(target, body: body ?? sqlBytes, authorization: authorization)
+            return (response.status, String(decoding: response.body, as: UTF8.self))
+          }
+          // https: libcurl, which takes a private CA and a client certificate.
+          var request = CurlClient.Request(url: address.absoluteString, body: body ?? sqlBytes)
+          request.tls = self.target.tls
+          request.timeoutSeconds = 300
+          if let authorization { request.headers.append("Authorization: \(authorization)") }
+          let response = try CurlClient.perform(request)
+          return (response.status, String(decoding: response.body, as: UTF8.self))
         }
-      } else {
-        let (data, response, error) = BlockingHTTP.send(request, session: session)
-        if let error {
-          lastError = "\(error.localizedDescription)"
-          continue
-        }
-        status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        text = String(decoding: data ?? Data(), as: UTF8.self)
+      } catch let failure as CurlClient.Failure where failure.message.contains("certificate") {
+        // A certificate the settings refuse stays refused: no retry.
+        lastError = failure.message
+        break
+      } catch {
+        lastError = "\(error)"
+        reusable = false
+        continue
       }
       if status == 200 { return text }
       lastError = "HTTP \(status): \(text.prefix(500))"

@@ -1,9 +1,5 @@
 import Foundation
 
-#if canImport(FoundationNetworking)
-  import FoundationNetworking
-#endif
-
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -170,22 +166,5 @@ final class HTTPConnection: @unchecked Sendable {
       fd = -1
     }
     return (status, Data(response))
-  }
-}
-
-/// One URLSession request, waited for (HTTPS to ClickHouse; the store is synchronous).
-public enum BlockingHTTP {
-  public static func send(_ request: URLRequest, session: URLSession) -> (Data?, URLResponse?, Error?) {
-    final class Box: @unchecked Sendable {
-      var result: (Data?, URLResponse?, Error?) = (nil, nil, nil)
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    session.dataTask(with: request) { data, response, error in
-      box.result = (data, response, error)
-      done.signal()
-    }.resume()
-    done.wait()
-    return box.result
   }
 }

@@ -21,6 +21,7 @@ struct AnalyzeCommand: ParsableCommand {
       "Store into ClickHouse at this HTTP URL instead (e.g. http://127.0.0.1:8123; user:password@ or CLICKHOUSE_USER/CLICKHOUSE_PASSWORD to log in)."
   ) var clickhouse: String?
   @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
+  @OptionGroup var clickhouseTLS: ClickHouseTLSOptions
   @Option(help: "ClickHouse cluster (remote_servers name): local tables on every shard behind Distributed tables.")
   var clickhouseCluster: String?
   @Option(help: "HTTP URL of each shard of --clickhouse-cluster (repeat).") var clickhouseShard: [String] = []
@@ -49,6 +50,7 @@ struct AnalyzeCommand: ParsableCommand {
     if let clickhouse {
       var target = ClickHouseStore.Target(url: clickhouse)
       target.database = clickhouseDatabase
+      try clickhouseTLS.apply(to: &target)
       target.cluster = clickhouseCluster
       target.shards = clickhouseShard
       options.clickhouse = target

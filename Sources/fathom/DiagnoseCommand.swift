@@ -25,6 +25,7 @@ struct DiagnoseCommand: ParsableCommand {
   @Option(help: "SQLite store (default: fathom.sqlite inside the recording).") var db: String?
   @Option(help: "Read from ClickHouse at this HTTP URL instead of SQLite.") var clickhouse: String?
   @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
+  @OptionGroup var clickhouseTLS: ClickHouseTLSOptions
   @Option(help: "Kubernetes objects (default: the recording's, at the window's end).") var objects: String?
   @Option(help: "Resource samples, JSON lines (default: the recording's samples.jsonl).") var samples: String?
   @Option(help: "Diagnose the last DURATION (30s, 5m, 1h) of what is stored.") var since: String?
@@ -51,6 +52,7 @@ struct DiagnoseCommand: ParsableCommand {
       if let clickhouse {
         var target = ClickHouseStore.Target(url: clickhouse)
         target.database = clickhouseDatabase
+        try clickhouseTLS.apply(to: &target)
         store = try ClickHouseStore(target)
       } else {
         let database = db ?? labRecording.map(RecordingDiagnosis.database(of:)) ?? "fathom.sqlite"

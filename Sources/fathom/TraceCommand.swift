@@ -13,6 +13,7 @@ struct TraceCommand: ParsableCommand {
   @Option(help: "SQLite store.") var db = "fathom.sqlite"
   @Option(help: "Read from ClickHouse at this HTTP URL instead.") var clickhouse: String?
   @Option(help: "ClickHouse database.") var clickhouseDatabase = "fathom"
+  @OptionGroup var clickhouseTLS: ClickHouseTLSOptions
   @Option(help: "text or json.") var format = "text"
 
   func validate() throws {
@@ -27,6 +28,7 @@ struct TraceCommand: ParsableCommand {
     if let clickhouse {
       var target = ClickHouseStore.Target(url: clickhouse)
       target.database = clickhouseDatabase
+      try clickhouseTLS.apply(to: &target)
       source = try ClickHouseStore(target)
     } else {
       guard FileManager.default.fileExists(atPath: db) else {

@@ -1,3 +1,4 @@
+import FathomTestSupport
 import Foundation
 import Testing
 
@@ -5,107 +6,31 @@ import Testing
 
 /// A real cluster's API server speaks TLS with a certificate from the cluster's own CA and
 /// usually asks for a client certificate. No API server runs here, so the replay server is put
-/// behind socat's OpenSSL listener, which demands a client certificate signed by a test CA;
-/// openssl makes the CA and the certificates in a temporary folder.
+/// behind a TLS proxy demanding a client certificate signed by a test CA.
 final class TLSReplayServer: @unchecked Sendable {
-  let folder: URL
   let replay: ReplayAPIServer
-  let socat = Process()
-  let port: UInt16
+  let proxy: TLSTestProxy
 
-  static var toolsAvailable: Bool {
-    FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")
-      && FileManager.default.isExecutableFile(atPath: "/usr/bin/socat") && KubeTestData.available
-  }
+  static var toolsAvailable: Bool { TLSTestProxy.toolsAvailable && KubeTestData.available }
 
   init() throws {
-    folder = FileManager.default.temporaryDirectory.appendingPathComponent(
-      "fathom-tls-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    try Self.shell(
-      """
-      set -e
-      curve="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-      openssl req -x509 $curve -keyout ca.key -out ca.crt -days 1 -subj /CN=fathom-test-ca
-      printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
-      openssl req $curve -keyout server.key -out server.csr -subj /CN=kube-apiserver
-      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 1 -extfile server.ext
-      cat server.crt server.key > server.pem
-      printf 'extendedKeyUsage=clientAuth\\n' > client.ext
-      openssl req $curve -keyout client.key -out client.csr -subj /O=system:masters/CN=fathom
-      openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 1 -extfile client.ext
-      """, in: folder)
     replay = try ReplayAPIServer()
-    port = try Self.freePort()
-    socat.executableURL = URL(fileURLWithPath: "/usr/bin/socat")
-    socat.arguments = [
-      "OPENSSL-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork,cert=\(folder.path)/server.pem,cafile=\(folder.path)/ca.crt,verify=1",
-      "TCP:127.0.0.1:\(replay.port)",
-    ]
-    socat.standardError = FileHandle.nullDevice
-    try socat.run()
-    try waitUntilListening()
+    do {
+      proxy = try TLSTestProxy(backendPort: replay.port, requireClientCertificate: true)
+    } catch {
+      replay.stop()
+      throw error
+    }
   }
 
   func stop() {
-    // SIGKILL: socat's listener with `fork` does not always end on SIGTERM.
-    kill(socat.processIdentifier, SIGKILL)
-    socat.waitUntilExit()
+    proxy.stop()
     replay.stop()
-    try? FileManager.default.removeItem(at: folder)
   }
 
-  func pem(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: folder.appendingPathComponent(name))) }
-
-  static func shell(_ script: String, in folder: URL) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", script]
-    process.currentDirectoryURL = folder
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw KubeDecoder.Failure(message: "openssl failed") }
-  }
-
-  /// A loopback port nothing listens on (bound and released; socat takes it next).
-  static func freePort() throws -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    _ = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return UInt16(bigEndian: address.sin_port)
-  }
-
-  func waitUntilListening() throws {
-    for _ in 0..<100 {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      var address = sockaddr_in()
-      address.sin_family = sa_family_t(AF_INET)
-      address.sin_addr.s_addr = inet_addr("127.0.0.1")
-      address.sin_port = port.bigEndian
-      let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-          connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-      }
-      close(fd)
-      if connected == 0 { return }
-      usleep(20_000)
-    }
-    throw KubeDecoder.Failure(message: "socat did not listen on \(port)")
-  }
-
-  var url: String { "https://127.0.0.1:\(port)" }
+  var folder: URL { proxy.folder }
+  func pem(_ name: String) throws -> [UInt8] { try proxy.pem(name) }
+  var url: String { proxy.url }
 }
 
 @Suite(.enabled(if: TLSReplayServer.toolsAvailable), .serialized) struct KubeAPITLSTests {

@@ -1,13 +1,11 @@
+import FathomHTTP
 import FathomKube
 import FathomRecords
+import FathomTestSupport
 import Foundation
 import Testing
 
 @testable import FathomStore
-
-#if canImport(FoundationNetworking)
-  import FoundationNetworking
-#endif
 
 /// Where the same storage tests run: SQLite always; ClickHouse single node and two-shard cluster
 /// when `make test` has started them (it sets FATHOM_CLICKHOUSE=1, and then they must answer).
@@ -44,10 +42,8 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   func drop(_ name: String) {
     guard self != .sqlite else { return }
     for server in ["http://127.0.0.1:18123", "http://127.0.0.1:18124", "http://127.0.0.1:18125"] {
-      var request = URLRequest(url: URL(string: server)!)
-      request.httpMethod = "POST"
-      request.httpBody = Data("DROP DATABASE IF EXISTS \(database(name))".utf8)
-      _ = BlockingHTTP.send(request, session: URLSession.shared)
+      let sql = Array("DROP DATABASE IF EXISTS \(database(name))".utf8)
+      _ = try? sql.withUnsafeBytes { try CurlClient.perform(CurlClient.Request(url: server, body: $0)) }
     }
   }
 }
@@ -483,4 +479,59 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   #expect(message.contains("127.0.0.1:18123") && message.lowercased().contains("password"), "\(message)")
   #expect(!message.contains("n0pe"))
   #expect(Date().timeIntervalSince(started) < 1, "refused credentials are not retried")
+}
+
+/// ClickHouse behind TLS with a private CA that asks for a client certificate (a TLS proxy in
+/// front of `make test`'s single node): records go in and are read back over https with the
+/// CA and certificate given; without the CA, or without the client certificate, the store
+/// refuses at once with the reason; insecure mode trusts any server.
+@Test(.enabled(if: TLSTestProxy.toolsAvailable)) func clickHouseOverTLSWithAPrivateCA() throws {
+  guard StoreKind.available.contains(.clickhouse) else { return }
+  let proxy = try TLSTestProxy(backendPort: 18123, requireClientCertificate: true)
+  defer { proxy.stop() }
+  let database = StoreKind.clickhouse.database("tls")
+  defer { StoreKind.clickhouse.drop("tls") }
+  var target = ClickHouseStore.Target(url: proxy.url, environment: [:])
+  target.database = database
+  target.tls.certificateAuthorityPEM = try proxy.pem("ca.crt")
+  target.tls.clientCertificatePEM = try proxy.pem("client.crt")
+  target.tls.clientKeyPEM = try proxy.pem("client.key")
+
+  let store = try ClickHouseStore(target)
+  guard case .read(let source, _) = try store.beginSource(path: "tls.pcap", size: 1, modified: 1) else {
+    Issue.record("new source not read")
+    return
+  }
+  var requests: [TaggedRequest] = []
+  for index in 0..<1_000 {
+    var request = RequestLog(
+      startMicros: Int64(index) * 1_000, endMicros: Int64(index) * 1_000 + 500, durationMicros: 500,
+      applicationProtocol: .http, clientIP: IPAddress("10.244.1.6")!, clientPort: UInt16(40_000 + index),
+      serverIP: IPAddress("10.244.2.3")!, serverPort: 8080, flowID: UInt64(index))
+    request.method = "GET"
+    request.resource = "/tls\t\(index)"  // escaped in the body: arrives whole
+    requests.append(TaggedRequest(request: request, tags: RecordTags()))
+  }
+  try store.write(requests: requests, source: source, ids: [:])
+  try store.finishSource(source)
+  let stored = try store.execute(
+    "SELECT count(), countIf(resource = '/tls\\t7') FROM \(database).requests WHERE source_id = \(source)")
+  #expect(stored.trimmingCharacters(in: .whitespacesAndNewlines) == "1000\t1")
+
+  var noAuthority = target
+  noAuthority.tls.certificateAuthorityPEM = nil
+  let started = Date()
+  let unknownCA = #expect(throws: (any Error).self) { try ClickHouseStore(noAuthority) }
+  #expect("\(unknownCA.map { "\($0)" } ?? "")".contains("certificate"), "\(String(describing: unknownCA))")
+  #expect(Date().timeIntervalSince(started) < 1, "a refused certificate is not retried")
+
+  var noClientCertificate = target
+  noClientCertificate.tls.clientCertificatePEM = nil
+  noClientCertificate.tls.clientKeyPEM = nil
+  #expect(throws: (any Error).self) { try ClickHouseStore(noClientCertificate) }
+
+  var insecure = noAuthority
+  insecure.tls.insecureSkipVerify = true
+  let count = try ClickHouseStore(insecure).execute("SELECT count() FROM \(database).requests")
+  #expect(count.trimmingCharacters(in: .whitespacesAndNewlines) == "1000")
 }
