@@ -71,6 +71,7 @@ let package = Package(
         "FathomLab",
         "FathomAnalyze",
         "FathomStore",
+        "FathomHTTP",
         "FathomTracing",
         "FathomDiagnosis",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -49,7 +49,7 @@ final class InsertPipeline: @unchecked Sendable {
     let block = filling.removeValue(forKey: sql) ?? spare.popLast() ?? Block()
     condition.unlock()
     // Only the caller's thread touches a block being filled: written without the lock.
-    if block.rows == 0 { block.sql = sql }
+    block.sql = sql
     write(&block.tsv)
     block.rows += rows
     condition.lock()

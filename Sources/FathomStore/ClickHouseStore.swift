@@ -800,6 +800,7 @@ final class ClickHouseHTTP: @unchecked Sendable {
   }
 
   /// `execute` with the insert's rows borrowed, not copied: blocks of rows are tens of MB.
+  @discardableResult
   func execute(_ sql: String, bytes body: UnsafeRawBufferPointer?, on url: String? = nil) throws -> String {
     let (base, authorization) = target.authorization(for: url ?? target.url)
     var components = URLComponents(string: base)

@@ -15,9 +15,6 @@ public struct LatencyHistogram: Sendable, Equatable {
     lhs.entries.elementsEqual(rhs.entries) { $0.bucket == $1.bucket && $0.count == $1.count }
   }
 
-  /// Buckets with their counts, in bucket order.
-  public var counts: [(bucket: Int, count: UInt64)] { entries.map { (Int($0.bucket), $0.count) } }
-
   static func bucket(_ micros: Int64) -> Int {
     let value = max(0, micros)
     if value < 16 { return Int(value) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FathomHTTP
 import FathomKube
 import Foundation
 
@@ -33,20 +34,10 @@ struct KubeConnectionOptions: ParsableArguments {
   func config() throws -> KubeAPIConfig {
     if let server {
       var explicit = KubeAPIConfig(server: server, token: token)
-      explicit.tls.insecureSkipVerify = insecureSkipTlsVerify
-      func pem(_ path: String?, _ option: String) throws -> [UInt8]? {
-        guard let path else { return nil }
-        guard let data = FileManager.default.contents(atPath: path) else {
-          throw ValidationError("cannot read \(option) \(path)")
-        }
-        return [UInt8](data)
-      }
-      explicit.tls.certificateAuthorityPEM = try pem(certificateAuthority, "--certificate-authority")
-      explicit.tls.clientCertificatePEM = try pem(clientCertificate, "--client-certificate")
-      explicit.tls.clientKeyPEM = try pem(clientKey, "--client-key")
-      if (clientCertificate == nil) != (clientKey == nil) {
-        throw ValidationError("--client-certificate and --client-key go together")
-      }
+      explicit.tls = try TLSSettings(
+        authority: certificateAuthority, clientCertificate: clientCertificate, clientKey: clientKey,
+        insecure: insecureSkipTlsVerify,
+        options: ("--certificate-authority", "--client-certificate", "--client-key"))
       return explicit
     }
     if inCluster { return try KubeAPIConfig.inCluster() }
