@@ -125,12 +125,10 @@ extension HTTP1Parser {
     return (head, rest[rest.startIndex..<second], rest[(second + 1)...])
   }
 
-  static func version(_ token: Bytes) -> String {
-    guard token.hasPrefix("HTTP/") else { return "" }
-    let number = token.dropFirst(5)
-    if number.equals("1.1") { return "1.1" }  // the common cases without decoding
-    if number.equals("1.0") { return "1.0" }
-    return String(decoding: UnsafeRawBufferPointer(rebasing: number), as: UTF8.self)
+  /// The version after "HTTP/", bounded; nothing when the token is not a version.
+  static func setVersion(_ token: Bytes, in texts: inout RequestTexts) {
+    guard token.hasPrefix("HTTP/") else { return }
+    texts.set(.version, bytes: UnsafeRawBufferPointer(rebasing: token.dropFirst(5)), limit: 16)
   }
 
   static func decimal(_ bytes: Bytes) -> Int? {
@@ -200,30 +198,46 @@ extension HTTP1Parser {
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
-    request.method = String(decoding: UnsafeRawBufferPointer(rebasing: method), as: UTF8.self)
-    request.resource = fieldText(target, limit: config.maxFieldBytes)
-    let path = target.index(ofByte: UInt8(ascii: "?")).map { target[target.startIndex..<$0] } ?? target
-    request.endpoint = path.count == target.count ? request.resource : fieldText(path, limit: config.maxFieldBytes)
-    request.version = Self.version(versionToken)
-    if let host = headers.host { request.domain = fieldText(host, limit: config.maxFieldBytes) }
+    request.texts.set(.method, bytes: UnsafeRawBufferPointer(rebasing: method))
+    request.texts.set(.resource, bytes: UnsafeRawBufferPointer(rebasing: target), limit: config.maxFieldBytes)
+    if let query = target.index(ofByte: UInt8(ascii: "?")) {
+      request.texts.set(
+        .endpoint, bytes: UnsafeRawBufferPointer(rebasing: target[target.startIndex..<query]),
+        limit: config.maxFieldBytes)
+    } else {
+      request.texts.share(.endpoint, with: .resource)
+    }
+    Self.setVersion(versionToken, in: &request.texts)
+    if let host = headers.host {
+      request.texts.set(.domain, bytes: UnsafeRawBufferPointer(rebasing: host), limit: config.maxFieldBytes)
+    }
     let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
     let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
-    if let value = headers.requestID { request.requestID = fieldText(value, limit: 256) }
-    if let value = headers.userAgent { request.userAgent = fieldText(value, limit: 256) }
-    if let value = headers.forwardedFor { request.forwardedFor = fieldText(value, limit: 256) }
+    if let value = headers.requestID {
+      request.texts.set(.requestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
+    if let value = headers.userAgent {
+      request.texts.set(.userAgent, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
+    if let value = headers.forwardedFor {
+      request.texts.set(.forwardedFor, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
     if let value = headers.traceparent, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) {
       (request.traceID, request.spanID) = (trace, span)
     } else if let value = headers.b3, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
       (request.traceID, request.spanID) = (trace, span)
     } else if let value = headers.b3TraceID {
-      request.traceID = fieldText(value, limit: 64)
-      if let span = headers.b3SpanID { request.spanID = fieldText(span, limit: 64) }
+      request.texts.set(.traceID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 64)
+      if let span = headers.b3SpanID {
+        request.texts.set(.spanID, bytes: UnsafeRawBufferPointer(rebasing: span), limit: 64)
+      }
     } else if let value = headers.uberTraceID, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
       (request.traceID, request.spanID) = (trace, span)
     }
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
-      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .unknown)
+      var evicted = pending.removeFirst()
+      sink.emit(.http, identity, request: &evicted, status: .unknown)
     }
     pending.append(request)
     if chunked { return .chunkSize }
@@ -243,7 +257,8 @@ extension HTTP1Parser {
       // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
       sink.parseFailures += 1
       if !pending.isEmpty {
-        sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .parseFailed)
+        var unreadable = pending.removeFirst()
+        sink.emit(.http, identity, request: &unreadable, status: .parseFailed)
       }
       return .resync
     }
@@ -251,25 +266,41 @@ extension HTTP1Parser {
     var response = ResponseInfo(
       startNanos: start, endNanos: end, sequence: sequence,
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
-    response.version = Self.version(versionToken)
-    if code >= 400, let reason { response.errorMessage = fieldText(reason, limit: 256) }
+    Self.setVersion(versionToken, in: &response.texts)
+    if code >= 400, let reason {
+      response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
+    }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
     let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
     let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
     let upgradeToHTTP2 = headers.upgrade.map { Self.containsToken($0, "h2c") } ?? false
-    if let value = headers.requestID { response.requestID = fieldText(value, limit: 256) }
+    if let value = headers.requestID {
+      response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
     currentResponse = response
-    let method = pending.first?.method ?? ""
-    if code == 101 || (method == "CONNECT" && code < 300) {
+    let method = pending.first.map { Self.method(of: $0) } ?? .other
+    if code == 101 || (method == .connect && code < 300) {
       // The connection now carries another protocol: WebSocket, a tunnel, or h2c.
       upgradedToHTTP2 = code == 101 && upgradeToHTTP2
       request.state = .stopped
       return .idle
     }
-    if method == "HEAD" || code == 204 || code == 304 { return .idle }
+    if method == .head || code == 204 || code == 304 { return .idle }
     if chunked { return .chunkSize }
     if let contentLength { return contentLength > 0 ? .body(remaining: contentLength) : .idle }
     return .untilClose
+  }
+
+  /// The request methods whose answers are framed differently.
+  enum FramingMethod { case head, connect, other }
+
+  static func method(of request: PendingRequest) -> FramingMethod {
+    request.texts.withUTF8(.method) { bytes in
+      let method = bytes[...]
+      if method.equals("HEAD") { return .head }
+      if method.equals("CONNECT") { return .connect }
+      return .other
+    }
   }
 
   /// A whole message was read: a request's size is known; a response completes its pair.
@@ -280,24 +311,28 @@ extension HTTP1Parser {
       pending[pending.count - 1].lastNanos = nanos
       return
     }
-    guard var response = currentResponse else { return }
+    guard var response = currentResponse.take() else { return }
     response.bytes = bytes
     response.endNanos = nanos
-    currentResponse = nil
-    let request = pending.isEmpty ? nil : pending.removeFirst()
-    if upgradedToHTTP2, let request {
+    guard !pending.isEmpty else {
+      sink.emit(.http, identity, response: &response)
+      return
+    }
+    var request = pending.removeFirst()
+    if upgradedToHTTP2 {
       // h2c: the upgraded request is answered on HTTP/2 stream 1; the 101 is not its answer.
       upgradeRequest = request
       return
     }
-    sink.emit(.http, identity, request: request, response: response)
+    sink.emit(.http, identity, request: &request, response: &response)
   }
 
   /// Requests waiting longer than the window time out.
   func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     let window = Int64(config.tcpResponseWindow * 1e9)
     while let first = pending.first, now - first.lastNanos > window {
-      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: .timeout)
+      var expired = pending.removeFirst()
+      sink.emit(.http, identity, request: &expired, status: .timeout)
     }
   }
 
@@ -337,7 +372,8 @@ extension HTTP1Parser {
       sink.emit(.http, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: response)
     }
     while !pending.isEmpty {
-      sink.emit(.http, identity, request: pending.removeFirst(), response: nil, status: unanswered)
+      var request = pending.removeFirst()
+      sink.emit(.http, identity, request: &request, status: unanswered)
     }
   }
 }

@@ -224,7 +224,8 @@ final class HTTP2Parser {
         if var stream = streams.removeValue(forKey: id) {
           stream.response = ResponseInfo(
             startNanos: direction.frameStart, endNanos: direction.frameStart, sequence: nil, status: .serverError,
-            code: nil, errorMessage: "GOAWAY")
+            code: nil)
+          stream.response!.texts.set(.errorMessage, "GOAWAY")
           emit(stream, identity: identity, sink: &sink)
         }
       }

@@ -63,7 +63,7 @@ public final class RequestMeter {
     static var free: Session {
       Session(
         identity: FlowIdentity(
-          flowID: 0, clientIP: .zero, clientPort: 0, serverIP: .zero, serverPort: 0, interface: "", netns: ""))
+          flowID: 0, clientIP: .zero, clientPort: 0, serverIP: .zero, serverPort: 0, capturePoint: 0))
     }
   }
 
@@ -114,6 +114,10 @@ public final class RequestMeter {
   public func addCapturePoint(_ point: CapturePoint) -> UInt32 {
     if let index = capturePoints.firstIndex(of: point) { return UInt32(index) }
     capturePoints.append(point)
+    var texts = RequestTexts()
+    texts[.interface] = point.interface
+    texts[.netns] = point.netns
+    buffer.capturePoints.append(texts)
     return UInt32(capturePoints.count - 1)
   }
 
@@ -173,14 +177,12 @@ public final class RequestMeter {
   }
 
   private func identity(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) -> FlowIdentity {
-    let point = Int(capturePoint) < capturePoints.count ? capturePoints[Int(capturePoint)] : CapturePoint(interface: "")
     let fromClient = context.fromClient
     return FlowIdentity(
       flowID: context.flowID, clientIP: fromClient ? packet.source : packet.destination,
       clientPort: fromClient ? packet.sourcePort : packet.destinationPort,
       serverIP: fromClient ? packet.destination : packet.source,
-      serverPort: fromClient ? packet.destinationPort : packet.sourcePort, interface: point.interface,
-      netns: point.netns)
+      serverPort: fromClient ? packet.destinationPort : packet.sourcePort, capturePoint: capturePoint)
   }
 
   /// Inference by content, with the server port only as a hint; remembered per server endpoint.
@@ -254,6 +256,16 @@ public final class RequestMeter {
         flush(&session)
         return
       }
+    } else if session.sniff.client.isEmpty, session.sniff.server.isEmpty,
+      fromClient
+        ? session.client.takeInOrder(sequence: packet.sequence, count: packet.payload.count)
+        : session.server.takeInOrder(sequence: packet.sequence, count: packet.payload.count)
+    {
+      // A flow's first segment, in order: decide from it in place rather than through the sniff
+      // buffer (which costs an allocation and a copy per flow).
+      decideInPlace(&session, packet, fromClient: fromClient)
+      flush(&session)
+      return
     }
     let config = self.config
     var dropped: UInt64 = 0
@@ -335,6 +347,31 @@ public final class RequestMeter {
           &session.parser, raw, fromClient: client, sequence: client ? sniff.clientSequence : sniff.serverSequence,
           nanos: client ? sniff.clientNanos : sniff.serverNanos, identity: session.identity, config: config,
           sink: &session.sink)
+      }
+    }
+  }
+
+  /// `decideFromSniff` for a first segment that nothing precedes: decided, the parser reads it
+  /// where it lies; undecided, it is kept in the sniff for the next attempt.
+  private func decideInPlace(_ session: inout Session, _ packet: DecodedPacket, fromClient: Bool) {
+    let payload = packet.payload
+    let attemptsBefore = session.attempts
+    decide(
+      &session, UnsafeRawBufferPointer(rebasing: payload.prefix(Sniff.capacity)), transport: 6, fromClient: fromClient)
+    switch session.parser.kind {
+    case .undecided:
+      session.sniff.append(payload, fromClient: fromClient, sequence: packet.sequence, nanos: packet.timestampNanos)
+      if payload.count < Sniff.decisionBytes && payload.count < Sniff.capacity { session.attempts = attemptsBefore }
+      if payload.count >= Sniff.capacity { session.parser.stop() }
+    case .none:
+      break
+    default:
+      Self.parse(
+        &session.parser, payload, fromClient: fromClient, sequence: packet.sequence, nanos: packet.timestampNanos,
+        identity: session.identity, config: config, sink: &session.sink)
+      if Self.takeTunnel(&session.parser, into: &session.sniff) {
+        session.insideTunnel = true
+        decideTunnelled(&session)
       }
     }
   }

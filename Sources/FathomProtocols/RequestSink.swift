@@ -7,25 +7,16 @@ struct FlowIdentity {
   var clientPort: UInt16
   var serverIP: IPAddress
   var serverPort: UInt16
-  var interface: String
-  var netns: String
+  /// Index of the capture point (its interface and netns texts are in the RequestBuffer).
+  var capturePoint: UInt32
 }
 
-/// A request waiting for its response.
+/// A request waiting for its response. Its texts become the record's (moved, not copied).
 struct PendingRequest {
   var startNanos: Int64
   var lastNanos: Int64
   var sequence: UInt32?
-  var method = ""
-  var domain = ""
-  var resource = ""
-  var endpoint = ""
-  var version = ""
-  var requestID = ""
-  var traceID = ""
-  var spanID = ""
-  var forwardedFor = ""
-  var userAgent = ""
+  var texts = RequestTexts()
   var bytes: UInt64 = 0
   var transactionID: UInt32?
 
@@ -34,25 +25,80 @@ struct PendingRequest {
     self.lastNanos = startNanos
     self.sequence = sequence
   }
+
+  var method: String {
+    get { texts[.method] }
+    set { texts[.method] = newValue }
+  }
+  var domain: String {
+    get { texts[.domain] }
+    set { texts[.domain] = newValue }
+  }
+  var resource: String {
+    get { texts[.resource] }
+    set { texts[.resource] = newValue }
+  }
+  var endpoint: String {
+    get { texts[.endpoint] }
+    set { texts[.endpoint] = newValue }
+  }
+  var version: String {
+    get { texts[.version] }
+    set { texts[.version] = newValue }
+  }
+  var requestID: String {
+    get { texts[.requestID] }
+    set { texts[.requestID] = newValue }
+  }
+  var traceID: String {
+    get { texts[.traceID] }
+    set { texts[.traceID] = newValue }
+  }
+  var spanID: String {
+    get { texts[.spanID] }
+    set { texts[.spanID] = newValue }
+  }
+  var forwardedFor: String {
+    get { texts[.forwardedFor] }
+    set { texts[.forwardedFor] = newValue }
+  }
+  var userAgent: String {
+    get { texts[.userAgent] }
+    set { texts[.userAgent] = newValue }
+  }
 }
 
-/// What a response contributes to its record.
+/// What a response contributes to its record. Its texts use the record's fields: `.version`,
+/// `.errorMessage`, and `.responseRequestID` for the response's X-Request-ID.
 struct ResponseInfo {
   var startNanos: Int64
   var endNanos: Int64
   var sequence: UInt32?
   var status: RequestStatus
   var code: Int32?
-  var errorMessage = ""
-  var requestID = ""
+  var texts = RequestTexts()
   var bytes: UInt64 = 0
-  var version = ""
   var answers: [DNSAnswer] = []
+
+  var errorMessage: String {
+    get { texts[.errorMessage] }
+    set { texts[.errorMessage] = newValue }
+  }
+  var requestID: String {
+    get { texts[.responseRequestID] }
+    set { texts[.responseRequestID] = newValue }
+  }
+  var version: String {
+    get { texts[.version] }
+    set { texts[.version] = newValue }
+  }
 }
 
 /// The protocol stage's finished records, shared by every flow's sink so a record is stored once.
 final class RequestBuffer {
   var records: [RequestLog] = []
+  /// Each capture point's interface and netns, as texts to copy into its records.
+  var capturePoints: [RequestTexts] = []
 }
 
 /// Collects a flow's records (into the shared buffer) and counts, used by every parser.
@@ -64,14 +110,73 @@ struct RequestSink {
   /// Requests pushed out of a full pending table.
   var evicted: UInt64 = 0
 
-  /// Counts a finished request and, when a buffer collects records, builds its RequestLog.
+  /// A finished request, either half possibly missing: dispatches to the forms below.
   mutating func emit(
-    _ proto: ApplicationProtocol, _ identity: FlowIdentity, request: PendingRequest?, response: ResponseInfo?,
-    status fallback: RequestStatus = .timeout
+    _ proto: ApplicationProtocol, _ identity: FlowIdentity, request: __owned PendingRequest?,
+    response: __owned ResponseInfo?, status fallback: RequestStatus = .timeout
   ) {
-    let status = response?.status ?? fallback
-    if request != nil { counts.requests &+= 1 }
-    if response != nil { counts.responses &+= 1 }
+    switch (request, response) {
+    case (var request?, var response?): emit(proto, identity, request: &request, response: &response)
+    case (var request?, nil): emit(proto, identity, request: &request, status: fallback)
+    case (nil, var response?): emit(proto, identity, response: &response)
+    case (nil, nil): count(request: false, response: false, status: fallback)
+    }
+  }
+
+  /// A request and its response. Their texts are taken (moved into the record), not copied.
+  mutating func emit(
+    _ proto: ApplicationProtocol, _ identity: FlowIdentity, request: inout PendingRequest,
+    response: inout ResponseInfo
+  ) {
+    count(request: true, response: true, status: response.status)
+    guard let buffer else { return }  // counts only (`fathom flows`)
+    var log = RequestLog(
+      startMicros: request.startNanos / 1000, endMicros: response.endNanos / 1000,
+      durationMicros: max(0, (response.startNanos - request.startNanos) / 1000), applicationProtocol: proto,
+      clientIP: identity.clientIP, clientPort: identity.clientPort, serverIP: identity.serverIP,
+      serverPort: identity.serverPort, flowID: identity.flowID)
+    log.status = response.status
+    take(&request, into: &log)
+    if log.texts.isEmpty(.version) { log.texts.copy(.version, from: response.texts) }
+    if !response.texts.isEmpty(.errorMessage) { log.texts.copy(.errorMessage, from: response.texts) }
+    if !response.texts.isEmpty(.responseRequestID) { log.texts.copy(.responseRequestID, from: response.texts) }
+    take(&response, into: &log)
+    store(log, identity, buffer)
+  }
+
+  /// A request without an answer: timed out, evicted, unknown at the capture's end, or answered
+  /// unreadably.
+  mutating func emit(
+    _ proto: ApplicationProtocol, _ identity: FlowIdentity, request: inout PendingRequest, status: RequestStatus
+  ) {
+    count(request: true, response: false, status: status)
+    guard let buffer else { return }
+    var log = RequestLog(
+      startMicros: request.startNanos / 1000, endMicros: request.lastNanos / 1000, durationMicros: 0,
+      applicationProtocol: proto, clientIP: identity.clientIP, clientPort: identity.clientPort,
+      serverIP: identity.serverIP, serverPort: identity.serverPort, flowID: identity.flowID)
+    log.status = status
+    take(&request, into: &log)
+    store(log, identity, buffer)
+  }
+
+  /// A response whose request was not captured.
+  mutating func emit(_ proto: ApplicationProtocol, _ identity: FlowIdentity, response: inout ResponseInfo) {
+    count(request: false, response: true, status: response.status)
+    guard let buffer else { return }
+    var log = RequestLog(
+      startMicros: response.startNanos / 1000, endMicros: response.endNanos / 1000, durationMicros: 0,
+      applicationProtocol: proto, clientIP: identity.clientIP, clientPort: identity.clientPort,
+      serverIP: identity.serverIP, serverPort: identity.serverPort, flowID: identity.flowID)
+    log.status = response.status
+    swap(&log.texts, &response.texts)
+    take(&response, into: &log)
+    store(log, identity, buffer)
+  }
+
+  private mutating func count(request: Bool, response: Bool, status: RequestStatus) {
+    if request { counts.requests &+= 1 }
+    if response { counts.responses &+= 1 }
     switch status {
     case .clientError: counts.clientErrors &+= 1
     case .serverError: counts.serverErrors &+= 1
@@ -80,43 +185,34 @@ struct RequestSink {
     case .ok: break
     }
     emitted += 1
-    guard let buffer else { return }  // counts only (`fathom flows`)
-    let start = request?.startNanos ?? response?.startNanos ?? 0
-    let end = response?.endNanos ?? request?.lastNanos ?? start
-    var duration: Int64 = 0
-    if let request, let response { duration = max(0, (response.startNanos - request.startNanos) / 1000) }
-    var log = RequestLog(
-      startMicros: start / 1000, endMicros: end / 1000, durationMicros: duration, applicationProtocol: proto,
-      clientIP: identity.clientIP, clientPort: identity.clientPort, serverIP: identity.serverIP,
-      serverPort: identity.serverPort, flowID: identity.flowID)
-    log.interface = identity.interface
-    log.netns = identity.netns
-    log.status = status
-    if let request {
-      log.version = request.version
-      log.method = request.method
-      log.domain = request.domain
-      log.resource = request.resource
-      log.endpoint = request.endpoint
-      log.requestTCPSequence = request.sequence
-      log.requestID = request.requestID
-      log.traceID = request.traceID
-      log.spanID = request.spanID
-      log.forwardedFor = request.forwardedFor
-      log.userAgent = request.userAgent
-      log.requestBytes = request.bytes
-      log.transactionID = request.transactionID
+  }
+
+  /// The request's fields; its texts become the record's.
+  @inline(__always) private func take(_ request: inout PendingRequest, into log: inout RequestLog) {
+    log.requestTCPSequence = request.sequence
+    log.requestBytes = request.bytes
+    log.transactionID = request.transactionID
+    swap(&log.texts, &request.texts)
+  }
+
+  /// The response's fields other than texts.
+  @inline(__always) private func take(_ response: inout ResponseInfo, into log: inout RequestLog) {
+    log.code = response.code
+    log.responseTCPSequence = response.sequence
+    log.responseBytes = response.bytes
+    swap(&log.answers, &response.answers)
+  }
+
+  /// Adds the capture point's texts and hands the record to the buffer.
+  @inline(__always) private func store(_ log: consuming RequestLog, _ identity: FlowIdentity, _ buffer: RequestBuffer) {
+    let point = Int(identity.capturePoint)
+    if point < buffer.capturePoints.count {
+      if !buffer.capturePoints[point].isEmpty(.interface) {
+        log.texts.copy(.interface, from: buffer.capturePoints[point])
+      }
+      if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
     }
-    if let response {
-      if log.version.isEmpty { log.version = response.version }
-      log.code = response.code
-      log.errorMessage = response.errorMessage
-      log.responseTCPSequence = response.sequence
-      log.responseRequestID = response.requestID
-      log.responseBytes = response.bytes
-      log.answers = response.answers
-    }
-    buffer.records.append(log)
+    buffer.records.append(consume log)
   }
 }
 

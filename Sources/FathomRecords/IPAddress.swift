@@ -119,13 +119,13 @@ extension OutputBuffer {
   public mutating func append(_ address: IPAddress) {
     if address.isIPv4 {
       let value = address.ipv4Value
-      append(UInt64(value >> 24))
+      appendOctet(value >> 24)
       append(byte: UInt8(ascii: "."))
-      append(UInt64((value >> 16) & 0xFF))
+      appendOctet((value >> 16) & 0xFF)
       append(byte: UInt8(ascii: "."))
-      append(UInt64((value >> 8) & 0xFF))
+      appendOctet((value >> 8) & 0xFF)
       append(byte: UInt8(ascii: "."))
-      append(UInt64(value & 0xFF))
+      appendOctet(value & 0xFF)
       return
     }
     var groups = SIMD8<UInt16>()

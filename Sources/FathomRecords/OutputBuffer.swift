@@ -114,15 +114,36 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   private static let digitPairs: StaticString =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 
+  /// Digits of a value ≥ 1: floor(log10) from the bit length (× log10 2 ≈ 1233 / 4096), corrected
+  /// by one comparison, instead of a loop over the powers of ten.
   @inline(__always) private static func decimalDigits(_ value: UInt64) -> Int {
-    var digits = 1
-    var bound: UInt64 = 10
-    while digits < 20 && value >= bound {
-      digits += 1
-      if digits == 20 { break }
-      bound &*= 10
+    let bits = 64 - (value | 1).leadingZeroBitCount
+    let guess = (bits &* 1233) >> 12
+    return guess + (value >= powersOfTen[guess] ? 1 : 0)
+  }
+
+  private static let powersOfTen: [UInt64] = (0...19).map { exponent in
+    (0..<exponent).reduce(1) { power, _ in power * 10 }
+  }
+
+  /// 0–255 (an IPv4 octet) without the general formatter.
+  @inline(__always) mutating func appendOctet(_ value: UInt32) {
+    reserve(3)
+    let table = Self.digitPairs.utf8Start
+    if value >= 100 {
+      let (hundreds, pair) = value.quotientAndRemainder(dividingBy: 100)
+      base[count] = UInt8(truncatingIfNeeded: hundreds) &+ 48
+      base[count + 1] = table[Int(pair) * 2]
+      base[count + 2] = table[Int(pair) * 2 + 1]
+      count += 3
+    } else if value >= 10 {
+      base[count] = table[Int(value) * 2]
+      base[count + 1] = table[Int(value) * 2 + 1]
+      count += 2
+    } else {
+      base[count] = UInt8(truncatingIfNeeded: value) &+ 48
+      count += 1
     }
-    return digits
   }
 
   public mutating func append(_ value: Int64) {
@@ -137,25 +158,29 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   public mutating func append(_ value: Int) { append(Int64(value)) }
 
   /// Appends `text` as a JSON string literal, escaping quotes, backslashes and control bytes.
-  /// Runs of plain bytes are copied at once.
   public mutating func appendJSONString(_ text: String) {
-    if text.isEmpty {
+    var copy = text
+    copy.withUTF8 { appendJSONString(bytes: UnsafeRawBufferPointer($0)) }
+  }
+
+  /// Appends valid UTF-8 bytes as a JSON string literal. Runs of plain bytes are copied at once.
+  public mutating func appendJSONString(bytes utf8: UnsafeRawBufferPointer) {
+    if utf8.isEmpty {
       append("\"\"")
       return
     }
-    append(byte: UInt8(ascii: "\""))
-    var copy = text
-    copy.withUTF8 { utf8 in
-      var runStart = 0
-      for index in 0..<utf8.count {
-        let byte = utf8[index]
-        guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-        append(bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart..<index]))
-        appendEscaped(byte)
-        runStart = index + 1
-      }
-      append(bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart...]))
+    reserve(utf8.count + 2)
+    base[count] = UInt8(ascii: "\"")
+    count += 1
+    var runStart = 0
+    for index in 0..<utf8.count {
+      let byte = utf8[index]
+      guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+      append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart..<index]))
+      appendEscaped(byte)
+      runStart = index + 1
     }
+    append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart...]))
     append(byte: UInt8(ascii: "\""))
   }
 

@@ -59,42 +59,87 @@ public struct RequestLog: Sendable {
   /// Response's first byte − request's first byte (DeepFlow's rrt); 0 when either is missing.
   public var durationMicros: Int64
   public var applicationProtocol: ApplicationProtocol
-  /// "1.0", "1.1", "2"; empty when the protocol has no version on the wire.
-  public var version: String = ""
   public var clientIP: IPAddress
   public var clientPort: UInt16
   public var serverIP: IPAddress
   public var serverPort: UInt16
-  public var interface: String = ""
-  public var netns: String = ""
   public var flowID: UInt64
-  /// HTTP method, DNS query type, Redis command.
-  public var method: String = ""
-  /// HTTP Host / :authority, DNS question name.
-  public var domain: String = ""
-  /// HTTP path, DNS question name, Redis key.
-  public var resource: String = ""
-  /// gRPC service/method, HTTP path without query.
-  public var endpoint: String = ""
   public var status: RequestStatus = .ok
   /// HTTP status, DNS rcode, gRPC status (when present), Redis: nil.
   public var code: Int32?
-  /// Redis error reply, HTTP reason of an error, ...
-  public var errorMessage: String = ""
   /// TCP sequence numbers of the request's and the response's first payload byte.
   public var requestTCPSequence: UInt32?
   public var responseTCPSequence: UInt32?
-  public var requestID: String = ""
-  public var responseRequestID: String = ""
-  public var traceID: String = ""
-  public var spanID: String = ""
-  public var forwardedFor: String = ""
-  public var userAgent: String = ""
   public var requestBytes: UInt64 = 0
   public var responseBytes: UInt64 = 0
   /// DNS transaction id, HTTP/2 stream id.
   public var transactionID: UInt32?
   public var answers: [DNSAnswer] = []
+  /// The text fields below, in one buffer (see RequestTexts for why).
+  public var texts = RequestTexts()
+
+  /// "1.0", "1.1", "2"; empty when the protocol has no version on the wire.
+  public var version: String {
+    get { texts[.version] }
+    set { texts[.version] = newValue }
+  }
+  public var interface: String {
+    get { texts[.interface] }
+    set { texts[.interface] = newValue }
+  }
+  public var netns: String {
+    get { texts[.netns] }
+    set { texts[.netns] = newValue }
+  }
+  /// HTTP method, DNS query type, Redis command.
+  public var method: String {
+    get { texts[.method] }
+    set { texts[.method] = newValue }
+  }
+  /// HTTP Host / :authority, DNS question name.
+  public var domain: String {
+    get { texts[.domain] }
+    set { texts[.domain] = newValue }
+  }
+  /// HTTP path, DNS question name, Redis key.
+  public var resource: String {
+    get { texts[.resource] }
+    set { texts[.resource] = newValue }
+  }
+  /// gRPC service/method, HTTP path without query.
+  public var endpoint: String {
+    get { texts[.endpoint] }
+    set { texts[.endpoint] = newValue }
+  }
+  /// Redis error reply, HTTP reason of an error, ...
+  public var errorMessage: String {
+    get { texts[.errorMessage] }
+    set { texts[.errorMessage] = newValue }
+  }
+  public var requestID: String {
+    get { texts[.requestID] }
+    set { texts[.requestID] = newValue }
+  }
+  public var responseRequestID: String {
+    get { texts[.responseRequestID] }
+    set { texts[.responseRequestID] = newValue }
+  }
+  public var traceID: String {
+    get { texts[.traceID] }
+    set { texts[.traceID] = newValue }
+  }
+  public var spanID: String {
+    get { texts[.spanID] }
+    set { texts[.spanID] = newValue }
+  }
+  public var forwardedFor: String {
+    get { texts[.forwardedFor] }
+    set { texts[.forwardedFor] = newValue }
+  }
+  public var userAgent: String {
+    get { texts[.userAgent] }
+    set { texts[.userAgent] = newValue }
+  }
 
   public init(
     startMicros: Int64, endMicros: Int64, durationMicros: Int64, applicationProtocol: ApplicationProtocol,
@@ -115,60 +160,62 @@ public struct RequestLog: Sendable {
 extension OutputBuffer {
   /// Appends one RequestLog as a JSON object on one line.
   public mutating func appendJSONLine(_ request: borrowing RequestLog) {
-    append("{\"start_us\":")
-    append(request.startMicros)
-    append(",\"end_us\":")
-    append(request.endMicros)
-    append(",\"duration_us\":")
-    append(request.durationMicros)
-    append(",\"protocol\":\"")
-    append(request.applicationProtocol.name)
-    append("\",\"version\":")
-    appendJSONString(request.version)
-    append(",\"client_ip\":\"")
-    append(request.clientIP)
-    append("\",\"client_port\":")
-    append(UInt64(request.clientPort))
-    append(",\"server_ip\":\"")
-    append(request.serverIP)
-    append("\",\"server_port\":")
-    append(UInt64(request.serverPort))
-    append(",\"interface\":")
-    appendJSONString(request.interface)
-    append(",\"netns\":")
-    appendJSONString(request.netns)
-    append(",\"flow_id\":")
-    append(request.flowID)
-    append(",\"method\":")
-    appendJSONString(request.method)
-    append(",\"domain\":")
-    appendJSONString(request.domain)
-    append(",\"resource\":")
-    appendJSONString(request.resource)
-    append(",\"endpoint\":")
-    appendJSONString(request.endpoint)
-    append(",\"status\":\"")
-    append(request.status.name)
-    append("\",\"code\":")
-    if let code = request.code { append(Int64(code)) } else { append("null") }
-    append(",\"error\":")
-    appendJSONString(request.errorMessage)
-    append(",\"req_tcp_seq\":")
-    if let seq = request.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
-    append(",\"resp_tcp_seq\":")
-    if let seq = request.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
-    append(",\"x_request_id_req\":")
-    appendJSONString(request.requestID)
-    append(",\"x_request_id_resp\":")
-    appendJSONString(request.responseRequestID)
-    append(",\"trace_id\":")
-    appendJSONString(request.traceID)
-    append(",\"span_id\":")
-    appendJSONString(request.spanID)
-    append(",\"x_forwarded_for\":")
-    appendJSONString(request.forwardedFor)
-    append(",\"user_agent\":")
-    appendJSONString(request.userAgent)
+    request.texts.withFields { text in
+      append("{\"start_us\":")
+      append(request.startMicros)
+      append(",\"end_us\":")
+      append(request.endMicros)
+      append(",\"duration_us\":")
+      append(request.durationMicros)
+      append(",\"protocol\":\"")
+      append(request.applicationProtocol.name)
+      append("\",\"version\":")
+      appendJSONString(bytes: text[.version])
+      append(",\"client_ip\":\"")
+      append(request.clientIP)
+      append("\",\"client_port\":")
+      append(UInt64(request.clientPort))
+      append(",\"server_ip\":\"")
+      append(request.serverIP)
+      append("\",\"server_port\":")
+      append(UInt64(request.serverPort))
+      append(",\"interface\":")
+      appendJSONString(bytes: text[.interface])
+      append(",\"netns\":")
+      appendJSONString(bytes: text[.netns])
+      append(",\"flow_id\":")
+      append(request.flowID)
+      append(",\"method\":")
+      appendJSONString(bytes: text[.method])
+      append(",\"domain\":")
+      appendJSONString(bytes: text[.domain])
+      append(",\"resource\":")
+      appendJSONString(bytes: text[.resource])
+      append(",\"endpoint\":")
+      appendJSONString(bytes: text[.endpoint])
+      append(",\"status\":\"")
+      append(request.status.name)
+      append("\",\"code\":")
+      if let code = request.code { append(Int64(code)) } else { append("null") }
+      append(",\"error\":")
+      appendJSONString(bytes: text[.errorMessage])
+      append(",\"req_tcp_seq\":")
+      if let seq = request.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
+      append(",\"resp_tcp_seq\":")
+      if let seq = request.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
+      append(",\"x_request_id_req\":")
+      appendJSONString(bytes: text[.requestID])
+      append(",\"x_request_id_resp\":")
+      appendJSONString(bytes: text[.responseRequestID])
+      append(",\"trace_id\":")
+      appendJSONString(bytes: text[.traceID])
+      append(",\"span_id\":")
+      appendJSONString(bytes: text[.spanID])
+      append(",\"x_forwarded_for\":")
+      appendJSONString(bytes: text[.forwardedFor])
+      append(",\"user_agent\":")
+      appendJSONString(bytes: text[.userAgent])
+    }
     append(",\"req_bytes\":")
     append(request.requestBytes)
     append(",\"resp_bytes\":")
