@@ -42,6 +42,8 @@ public final class FlowMeter {
   public private(set) var counters = FlowCounters()
   /// Records ready for the next stage; the caller drains them (`drain`).
   public private(set) var output: [FlowLog] = []
+  /// Whether flow records wait in `output`.
+  public var hasOutput: Bool { !output.isEmpty }
 
   /// Entries 0..<entryCount are initialised; free ones are on `freeList`.
   private let entries: UnsafeMutablePointer<FlowEntry>

@@ -77,6 +77,10 @@ struct FlowStage: PacketSink {
   let handler: ([FlowLog]) -> Void
   let requestHandler: ([RequestLog]) -> Void
   let idleSecondsAtEnd: Double
+  /// Request records gathered before they are handed on mid-stream: a file hands them in batches
+  /// (one handler call per record was a tenth of `fathom requests`), a live capture at once.
+  /// Flow deliveries and the end hand on whatever is pending.
+  var requestBatch = 1
 
   init(
     options: FlowPipelineOptions, handler: @escaping ([FlowLog]) -> Void,
@@ -116,10 +120,10 @@ struct FlowStage: PacketSink {
     }
     let context = meter.process(packet, capturePoint: point)
     // Flows that ended go first: their sessions must be closed before a new flow reuses the slot.
-    if !meter.output.isEmpty { deliverFlows() }
+    if meter.hasOutput { deliverFlows() }
     if let requests {
       requests.process(packet, context: context, capturePoint: point)
-      if !requests.output.isEmpty { requests.drain(into: requestHandler) }
+      if requests.outputCount >= requestBatch { requests.drain(into: requestHandler) }
     }
   }
 
@@ -146,7 +150,7 @@ struct FlowStage: PacketSink {
     meter.drain { flows in
       if let requests {
         requests.annotate(&flows)
-        if !requests.output.isEmpty { requests.drain(into: requestHandler) }
+        if requests.outputCount > 0 { requests.drain(into: requestHandler) }
       }
       handler(flows)
     }
@@ -155,10 +159,10 @@ struct FlowStage: PacketSink {
   mutating func finish() -> (WireCounters, FlowCounters, RequestCounters) {
     decoder.finish()
     meter.finishAll(idleSeconds: idleSecondsAtEnd)
-    if !meter.output.isEmpty { deliverFlows() }
+    if meter.hasOutput { deliverFlows() }
     if let requests {
       requests.finishAll()
-      if !requests.output.isEmpty { requests.drain(into: requestHandler) }
+      if requests.outputCount > 0 { requests.drain(into: requestHandler) }
     }
     return (decoder.counters, meter.counters, requests?.counters ?? RequestCounters())
   }
@@ -175,6 +179,7 @@ public enum FlowPipeline {
   ) throws -> SourceSummary {
     let file = try CaptureFile(path: path)
     var stage = try FlowStage(options: options, handler: handler, requestHandler: requestHandler)
+    stage.requestBatch = 256
     file.read(into: &stage, limit: options.packetLimit, progress: progress)
     let (wire, flows, requests) = stage.finish()
     var summary = SourceSummary(source: path)

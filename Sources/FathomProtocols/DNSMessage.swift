@@ -83,40 +83,50 @@ struct DNSMessage {
 
   /// A (possibly compressed) name and the offset after it in the message.
   static func name(_ bytes: UnsafeRawBufferPointer, at start: Int) -> (String, Int)? {
-    var labels: [UInt8] = []
-    var offset = start
-    var end: Int?
-    var jumps = 0
-    while true {
-      guard offset < bytes.count else { return nil }
-      let length = Int(bytes[offset])
-      if length == 0 {
-        if end == nil { end = offset + 1 }
-        break
+    // Labels are gathered on the stack: a name is at most `maxNameBytes`.
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxNameBytes) { labels in
+      var count = 0
+      var offset = start
+      var end: Int?
+      var jumps = 0
+      while true {
+        guard offset < bytes.count else { return nil }
+        let length = Int(bytes[offset])
+        if length == 0 {
+          if end == nil { end = offset + 1 }
+          break
+        }
+        if length & 0xC0 == 0xC0 {
+          guard offset + 1 < bytes.count else { return nil }
+          jumps += 1
+          guard jumps <= maxPointerJumps else { return nil }  // compression loop
+          if end == nil { end = offset + 2 }
+          let target = (length & 0x3F) << 8 | Int(bytes[offset + 1])
+          guard target < bytes.count else { return nil }
+          offset = target
+          continue
+        }
+        guard length < 64, offset + 1 + length <= bytes.count else { return nil }
+        let separator = count > 0 ? 1 : 0
+        guard count + separator + length <= maxNameBytes else { return nil }
+        if separator == 1 {
+          labels[count] = UInt8(ascii: ".")
+          count += 1
+        }
+        UnsafeMutableRawPointer(labels.baseAddress! + count).copyMemory(
+          from: bytes.baseAddress! + offset + 1, byteCount: length)
+        count += length
+        offset += 1 + length
       }
-      if length & 0xC0 == 0xC0 {
-        guard offset + 1 < bytes.count else { return nil }
-        jumps += 1
-        guard jumps <= maxPointerJumps else { return nil }  // compression loop
-        if end == nil { end = offset + 2 }
-        let target = (length & 0x3F) << 8 | Int(bytes[offset + 1])
-        guard target < bytes.count else { return nil }
-        offset = target
-        continue
-      }
-      guard length < 64, offset + 1 + length <= bytes.count else { return nil }
-      guard labels.count + length + 1 <= maxNameBytes else { return nil }
-      if !labels.isEmpty { labels.append(UInt8(ascii: ".")) }
-      labels.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[(offset + 1)..<(offset + 1 + length)]))
-      offset += 1 + length
+      return (String(decoding: UnsafeBufferPointer(rebasing: labels[0..<count]), as: UTF8.self), end!)
     }
-    return (String(decoding: labels, as: UTF8.self), end!)
   }
 
   static func rdata(_ bytes: UnsafeRawBufferPointer, type: UInt16, at start: Int, length: Int) -> String? {
     switch type {
     case 1 where length == 4:
-      return "\(bytes[start]).\(bytes[start + 1]).\(bytes[start + 2]).\(bytes[start + 3])"
+      return IPAddress(ipv4: UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
+        .description
     case 28 where length == 16:
       var high: UInt64 = 0
       var low: UInt64 = 0

@@ -53,67 +53,79 @@ extension HTTP1Parser {
     var upgrade: Bytes?
   }
 
-  /// Case-insensitive comparison of a header name with a lowercase ASCII name.
-  @inline(__always) static func named(_ name: Bytes, _ expected: StaticString) -> Bool {
-    guard name.count == expected.utf8CodeUnitCount else { return false }
-    var index = name.startIndex
+  /// Case-insensitive comparison of the `count` bytes at `name` with a lowercase ASCII name of
+  /// the same length.
+  @inline(__always) static func named(_ name: UnsafePointer<UInt8>, _ expected: StaticString) -> Bool {
+    let letters = expected.utf8Start
     for offset in 0..<expected.utf8CodeUnitCount {
-      let byte = name[index]
-      if (byte | ((byte >= 65 && byte <= 90) ? 0x20 : 0)) != expected.utf8Start[offset] { return false }
-      index += 1
+      let byte = name[offset]
+      if (byte | ((byte >= 65 && byte <= 90) ? 0x20 : 0)) != letters[offset] { return false }
     }
     return true
   }
 
-  /// The start line of a header block and the known headers in it.
+  /// The start line of a header block and the known headers in it. Only the lines of known
+  /// headers are trimmed and kept; the rest cost a newline search, a colon search and a length
+  /// switch (most header names have a length no known one has).
   static func headerFields(_ block: Bytes) -> (startLine: Bytes, headers: KnownHeaders) {
-    var startLine: Bytes?
     var headers = KnownHeaders()
+    let end = block.endIndex
+    guard let base = block.base.baseAddress, block.startIndex < end else {
+      return (block[block.startIndex..<block.startIndex], headers)
+    }
+    let bytes = base.assumingMemoryBound(to: UInt8.self)
+    var startLine: Bytes?
     var lineStart = block.startIndex
-    let base = block.base.baseAddress!
-    while lineStart < block.endIndex {
-      // memchr finds each line end far faster than a byte loop over a Slice.
-      let found = memchr(base + lineStart, 0x0A, block.endIndex - lineStart)
-      let index = found.map { UnsafeRawPointer($0) - UnsafeRawPointer(base) } ?? block.endIndex
-      do {
-        var end = index
-        if end > lineStart, block[end - 1] == 0x0D { end -= 1 }
-        let line = block[lineStart..<end]
-        if startLine == nil {
-          startLine = line
-        } else if let colon = line.index(ofByte: UInt8(ascii: ":")) {
-          let name = line[line.startIndex..<colon]
-          var value = line[(colon + 1)...]
-          while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
-          while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
-          switch name.count {
-          case 2: if named(name, "b3") { headers.b3 = value }
-          case 4: if named(name, "host") { headers.host = value }
-          case 7: if named(name, "upgrade") { headers.upgrade = value }
-          case 10: if named(name, "user-agent") { headers.userAgent = value }
-          case 11:
-            if named(name, "traceparent") {
-              headers.traceparent = value
-            } else if named(name, "x-b3-spanid") {
-              headers.b3SpanID = value
-            }
-          case 12:
-            if named(name, "x-request-id") {
-              headers.requestID = value
-            } else if named(name, "x-b3-traceid") {
-              headers.b3TraceID = value
-            }
-          case 13: if named(name, "uber-trace-id") { headers.uberTraceID = value }
-          case 14: if named(name, "content-length") { headers.contentLength = value }
-          case 15: if named(name, "x-forwarded-for") { headers.forwardedFor = value }
-          case 17: if named(name, "transfer-encoding") { headers.transferEncoding = value }
-          default: break
-          }
-        }
+    while lineStart < end {
+      let found = memchr(bytes + lineStart, 0x0A, end - lineStart)
+      let newline = found.map { UnsafeRawPointer($0) - base } ?? end
+      var lineEnd = newline
+      if lineEnd > lineStart, bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+      defer { lineStart = newline + 1 }
+      guard startLine != nil else {
+        startLine = block[lineStart..<lineEnd]
+        continue
       }
-      lineStart = index + 1
+      var colon = lineStart
+      while colon < lineEnd, bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+      guard colon < lineEnd else { continue }
+      let name = bytes + lineStart
+      let valueView = trimmed(block, from: colon + 1, to: lineEnd)
+      switch colon - lineStart {
+      case 2: if named(name, "b3") { headers.b3 = valueView }
+      case 4: if named(name, "host") { headers.host = valueView }
+      case 7: if named(name, "upgrade") { headers.upgrade = valueView }
+      case 10: if named(name, "user-agent") { headers.userAgent = valueView }
+      case 11:
+        if named(name, "traceparent") {
+          headers.traceparent = valueView
+        } else if named(name, "x-b3-spanid") {
+          headers.b3SpanID = valueView
+        }
+      case 12:
+        if named(name, "x-request-id") {
+          headers.requestID = valueView
+        } else if named(name, "x-b3-traceid") {
+          headers.b3TraceID = valueView
+        }
+      case 13: if named(name, "uber-trace-id") { headers.uberTraceID = valueView }
+      case 14: if named(name, "content-length") { headers.contentLength = valueView }
+      case 15: if named(name, "x-forwarded-for") { headers.forwardedFor = valueView }
+      case 17: if named(name, "transfer-encoding") { headers.transferEncoding = valueView }
+      default: break
+      }
     }
     return (startLine ?? block[block.startIndex..<block.startIndex], headers)
+  }
+
+  /// `block[from..<to]` without the blanks around it.
+  @inline(__always) static func trimmed(_ block: Bytes, from: Int, to: Int) -> Bytes {
+    let bytes = block.base.baseAddress!.assumingMemoryBound(to: UInt8.self)
+    var first = from
+    var last = to
+    while first < last, bytes[first] == 0x20 || bytes[first] == 0x09 { first += 1 }
+    while last > first, bytes[last - 1] == 0x20 || bytes[last - 1] == 0x09 { last -= 1 }
+    return block[first..<last]
   }
 
   /// Splits "a SP b SP c" at its first and (when `three`) last space; empty middle kept.
@@ -266,7 +278,9 @@ extension HTTP1Parser {
     var response = ResponseInfo(
       startNanos: start, endNanos: end, sequence: sequence,
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
-    Self.setVersion(versionToken, in: &response.texts)
+    // The record takes the request's version; the response's only fills in a missing one (kept
+    // off the common path: it would cost every response a text buffer).
+    if pending.isEmpty || pending[0].texts.isEmpty(.version) { Self.setVersion(versionToken, in: &response.texts) }
     if code >= 400, let reason {
       response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
     }
@@ -278,7 +292,7 @@ extension HTTP1Parser {
       response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
     }
     currentResponse = response
-    let method = pending.first.map { Self.method(of: $0) } ?? .other
+    let method = pending.isEmpty ? .other : Self.method(of: pending[0])
     if code == 101 || (method == .connect && code < 300) {
       // The connection now carries another protocol: WebSocket, a tunnel, or h2c.
       upgradedToHTTP2 = code == 101 && upgradeToHTTP2

@@ -10,6 +10,8 @@ public final class RequestMeter {
   public private(set) var counters = RequestCounters()
   /// Records ready for the next stage (`drain`).
   public var output: [RequestLog] { buffer.records }
+  /// How many records wait in `output` (without retaining the array, unlike `output.count`).
+  public var outputCount: Int { buffer.records.count }
   private let buffer = RequestBuffer()
   /// The buffer sessions emit into; nil when the configuration keeps no records.
   private var recordBuffer: RequestBuffer? { config.keepsRecords ? buffer : nil }

@@ -173,12 +173,27 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     base[count] = UInt8(ascii: "\"")
     count += 1
     var runStart = 0
-    for index in 0..<utf8.count {
+    var index = 0
+    // Eight bytes at a time while none needs escaping (nearly always): a word has a byte below
+    // 0x20, a quote or a backslash when one of these zero-byte tests fires.
+    while index + 8 <= utf8.count {
+      let word = utf8.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+      let ones: UInt64 = 0x0101_0101_0101_0101
+      let highs: UInt64 = 0x8080_8080_8080_8080
+      let control = (word &- ones &* 0x20) & ~word & highs
+      let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
+      let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
+      if control | quote | backslash != 0 { break }
+      index += 8
+    }
+    while index < utf8.count {
       let byte = utf8[index]
-      guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-      append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart..<index]))
-      appendEscaped(byte)
-      runStart = index + 1
+      if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+        append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart..<index]))
+        appendEscaped(byte)
+        runStart = index + 1
+      }
+      index += 1
     }
     append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart...]))
     append(byte: UInt8(ascii: "\""))

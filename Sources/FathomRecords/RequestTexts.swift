@@ -8,7 +8,8 @@
 /// Every field holds valid UTF-8: invalid bytes are repaired when set (as `String(decoding:)`
 /// does), so reading one back needs no check. Setting a field appends its bytes (a field set
 /// again reuses the buffer's tail when it was the last one set), so the buffer is bounded by what
-/// the parsers put in, each field by its own limit.
+/// the parsers put in, each field by its own limit, and all of them by `maximumBytes` (ranges are
+/// 16-bit; a field that would pass it is cut).
 ///
 /// `@unchecked Sendable`: the buffer is written only while uniquely referenced (copy on write, as
 /// Array does), so values handed to another thread never share a mutation.
@@ -58,19 +59,17 @@ public struct RequestTexts: @unchecked Sendable {
     }
   }
 
-  /// Lends every field at once: one access to the buffer for a whole record (writers).
-  @inline(__always)
-  public func withFields<Result>(_ body: (Fields) throws -> Result) rethrows -> Result {
+  /// The fields without a closure, for a caller that holds this value borrowed (its buffer then
+  /// stays alive and unchanged) for as long as it uses them: a writer given the record.
+  @inline(__always) public var unsafeFields: Fields {
     guard let storage else {
-      return try body(Fields(bytes: UnsafeRawBufferPointer(start: nil, count: 0), starts: starts, counts: counts))
+      return Fields(bytes: UnsafeRawBufferPointer(start: nil, count: 0), starts: starts, counts: counts)
     }
-    return try storage.withUnsafeMutablePointers { extent, bytes in
-      try body(
-        Fields(bytes: UnsafeRawBufferPointer(start: bytes, count: extent.pointee.used), starts: starts, counts: counts))
-    }
+    let (bytes, used) = storage.withUnsafeMutablePointers { extent, bytes in (bytes, extent.pointee.used) }
+    return Fields(bytes: UnsafeRawBufferPointer(start: bytes, count: used), starts: starts, counts: counts)
   }
 
-  /// All fields of one record as byte views, valid inside `withFields`.
+  /// All fields of one record as byte views (`unsafeFields`).
   public struct Fields {
     let bytes: UnsafeRawBufferPointer
     let starts: SIMD16<UInt16>
@@ -84,7 +83,7 @@ public struct RequestTexts: @unchecked Sendable {
     }
   }
 
-  /// A field as a String (made on every read; writers use `withUTF8` or `withFields`).
+  /// A field as a String (made on every read; writers use `withUTF8` or `unsafeFields`).
   public subscript(field: Field) -> String {
     get { withUTF8(field) { String(decoding: $0, as: UTF8.self) } }
     set {
