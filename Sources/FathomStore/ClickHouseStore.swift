@@ -34,28 +34,36 @@ struct TSVWriter: ~Copyable {
 
   mutating func field(_ text: String, last: Bool = false) {
     var text = text
-    text.withUTF8 { bytes in
-      // Escapes are rare: scan for one, and copy the text whole when there is none.
-      var special = false
-      for byte in bytes where byte == 9 || byte == 10 || byte == 13 || byte == 92 {
-        special = true
-        break
-      }
-      if !special {
-        buffer.append(bytes: UnsafeRawBufferPointer(bytes))
-        return
-      }
-      for byte in bytes {
-        switch byte {
-        case 9: buffer.append("\\t")
-        case 10: buffer.append("\\n")
-        case 13: buffer.append("\\r")
-        case 92: buffer.append("\\\\")
-        default: buffer.append(byte: byte)
-        }
+    text.withUTF8 { escaped(UnsafeRawBufferPointer($0)) }
+    separator(last)
+  }
+
+  /// A text field of a request record, from its buffer without making a String.
+  mutating func field(_ texts: RequestTexts, _ field: RequestTexts.Field) {
+    texts.withUTF8(field) { escaped($0) }
+    separator(false)
+  }
+
+  private mutating func escaped(_ bytes: UnsafeRawBufferPointer) {
+    // Escapes are rare: scan for one, and copy the text whole when there is none.
+    var special = false
+    for byte in bytes where byte == 9 || byte == 10 || byte == 13 || byte == 92 {
+      special = true
+      break
+    }
+    if !special {
+      buffer.append(bytes: bytes)
+      return
+    }
+    for byte in bytes {
+      switch byte {
+      case 9: buffer.append("\\t")
+      case 10: buffer.append("\\n")
+      case 13: buffer.append("\\r")
+      case 92: buffer.append("\\\\")
+      default: buffer.append(byte: byte)
       }
     }
-    separator(last)
   }
 
   mutating func optional(_ value: Int64?) {
@@ -510,7 +518,7 @@ public final class ClickHouseStore: RecordStore {
         tsv.field(request.endMicros)
         tsv.field(request.durationMicros)
         tsv.field(request.applicationProtocol.name)
-        tsv.field(request.version)
+        tsv.field(request.texts, .version)
         tsv.field(request.clientIP)
         tsv.field(UInt64(request.clientPort))
         tsv.field(request.serverIP)
@@ -523,18 +531,18 @@ public final class ClickHouseStore: RecordStore {
         tsv.id(tags.ingress, ids)
         tsv.id(tags.answeredBy, ids)
         tsv.id(tags.requestedService, ids)
-        tsv.field(request.method)
-        tsv.field(request.domain)
-        tsv.field(request.resource)
-        tsv.field(request.endpoint)
+        tsv.field(request.texts, .method)
+        tsv.field(request.texts, .domain)
+        tsv.field(request.texts, .resource)
+        tsv.field(request.texts, .endpoint)
         tsv.field(request.status.name)
         tsv.optional(request.code.map { Int64($0) })
         tsv.optional(request.requestTCPSequence.map { Int64($0) })
         tsv.optional(request.responseTCPSequence.map { Int64($0) })
-        tsv.field(request.requestID)
-        tsv.field(request.responseRequestID)
-        tsv.field(request.traceID)
-        tsv.field(request.spanID)
+        tsv.field(request.texts, .requestID)
+        tsv.field(request.texts, .responseRequestID)
+        tsv.field(request.texts, .traceID)
+        tsv.field(request.texts, .spanID)
         tsv.field(request.requestBytes)
         tsv.field(request.responseBytes)
         tsv.field(

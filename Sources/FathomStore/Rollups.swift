@@ -210,10 +210,16 @@ public struct RollupBuilder: Sendable {
   static func pointCode(_ point: ObservationPoint) -> UInt8 { UInt8(points.firstIndex(of: point) ?? 0) }
   public static func point(_ code: UInt8) -> ObservationPoint { points[Int(code)] }
 
-  mutating func intern(_ endpoint: String) -> Int32 {
-    // Consecutive requests mostly share an endpoint: comparing with the last one is cheaper
-    // than hashing the string.
-    if lastEndpoint >= 0 && endpoints[Int(lastEndpoint)] == endpoint { return lastEndpoint }
+  mutating func intern(_ texts: RequestTexts) -> Int32 {
+    // Consecutive requests mostly share an endpoint: comparing its bytes with the last one is
+    // cheaper than making a String and hashing it.
+    if lastEndpoint >= 0 {
+      var last = endpoints[Int(lastEndpoint)]
+      let same = last.withUTF8 { known in texts.withUTF8(.endpoint) { $0.elementsEqual(UnsafeRawBufferPointer(known)) }
+      }
+      if same { return lastEndpoint }
+    }
+    let endpoint = texts[.endpoint]
     if let index = endpointIndex[endpoint] {
       lastEndpoint = index
       return index
@@ -255,7 +261,7 @@ public struct RollupBuilder: Sendable {
   // Each rollup is updated in place through the dictionaries' `default:` subscripts: reading a
   // copy out and writing it back shared the histogram's storage, so every request copied it.
   public mutating func add(_ tagged: TaggedRequest) {
-    let endpoint = intern(tagged.request.endpoint)
+    let endpoint = intern(tagged.request.texts)
     let point = Self.pointCode(tagged.tags.observationPoint)
     for resolution in Self.resolutions {
       let key = RequestRollupKey(

@@ -43,6 +43,14 @@ struct RowWriter: ~Copyable {
     index += 1
   }
 
+  /// A text field of a request record, copied from its buffer without making a String.
+  mutating func text(_ texts: RequestTexts, _ field: RequestTexts.Field) {
+    let start = arena.count
+    texts.withUTF8(field) { arena.append(bytes: $0) }
+    self.texts.append((index, start, arena.count - start))
+    index += 1
+  }
+
   mutating func text(_ value: StaticString) {
     if value.hasPointerRepresentation {
       // Static storage lives as long as the program: SQLite may keep the pointer.
@@ -440,7 +448,7 @@ public final class SQLiteStore: RecordStore {
         row.int(tagged.request.endMicros)
         row.int(tagged.request.durationMicros)
         row.text(tagged.request.applicationProtocol.name)
-        row.text(tagged.request.version)
+        row.text(tagged.request.texts, .version)
         row.text(tagged.request.clientIP)
         row.int(Int(tagged.request.clientPort))
         row.text(tagged.request.serverIP)
@@ -453,18 +461,18 @@ public final class SQLiteStore: RecordStore {
         row.int(id[tagged.tags.ingress])
         row.int(id[tagged.tags.answeredBy])
         row.int(id[tagged.tags.requestedService])
-        row.text(tagged.request.method)
-        row.text(tagged.request.domain)
-        row.text(tagged.request.resource)
-        row.text(tagged.request.endpoint)
+        row.text(tagged.request.texts, .method)
+        row.text(tagged.request.texts, .domain)
+        row.text(tagged.request.texts, .resource)
+        row.text(tagged.request.texts, .endpoint)
         row.text(tagged.request.status.name)
         row.optional(tagged.request.code.map { Int64($0) })
         row.optional(tagged.request.requestTCPSequence.map { Int64($0) })
         row.optional(tagged.request.responseTCPSequence.map { Int64($0) })
-        row.text(tagged.request.requestID)
-        row.text(tagged.request.responseRequestID)
-        row.text(tagged.request.traceID)
-        row.text(tagged.request.spanID)
+        row.text(tagged.request.texts, .requestID)
+        row.text(tagged.request.texts, .responseRequestID)
+        row.text(tagged.request.texts, .traceID)
+        row.text(tagged.request.texts, .spanID)
         row.int(Int64(tagged.request.requestBytes))
         row.int(Int64(tagged.request.responseBytes))
         row.text { buffer in
