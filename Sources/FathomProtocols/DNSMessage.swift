@@ -8,7 +8,8 @@ struct DNSMessage {
   /// The header's 4 bits, extended by the 8 high bits of an EDNS OPT record (RFC 6891), so
   /// BADVERS (16) and BADCOOKIE (23) are told from NOERROR.
   var rcode: UInt16
-  var questionName = ""
+  /// The question's name (`.domain`) and type name (`.method`), ready to become a record's.
+  var texts = RequestTexts()
   var questionType: UInt16 = 0
   var answers: [DNSAnswer] = []
 
@@ -31,18 +32,27 @@ struct DNSMessage {
     let additionalCount = Int(UInt16(bytes[10]) << 8 | UInt16(bytes[11]))
     var offset = 12
     if questions > 0 {
-      guard let (name, next) = Self.name(bytes, at: offset), next + 4 <= bytes.count else { return nil }
-      questionName = name
+      var question = RequestTexts()
+      guard
+        let next = Self.withName(
+          bytes, at: offset,
+          { name, end in
+            question.set(.domain, bytes: name)
+            return end
+          }), next + 4 <= bytes.count
+      else { return nil }
+      texts = question
       questionType = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
+      Self.setTypeName(questionType, in: &texts)
       offset = next + 4
       // Further questions (rare) are skipped.
       for _ in 1..<min(questions, 16) {
-        guard let (_, after) = Self.name(bytes, at: offset), after + 4 <= bytes.count else { return }
+        guard let after = Self.withName(bytes, at: offset, { $1 }), after + 4 <= bytes.count else { return }
         offset = after + 4
       }
     }
     for _ in 0..<min(answerCount, Self.maxAnswers) {
-      guard let (_, next) = Self.name(bytes, at: offset), next + 10 <= bytes.count else { return }
+      guard let next = Self.withName(bytes, at: offset, { $1 }), next + 10 <= bytes.count else { return }
       let type = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
       let ttl =
         UInt32(bytes[next + 4]) << 24 | UInt32(bytes[next + 5]) << 16 | UInt32(bytes[next + 6]) << 8
@@ -83,7 +93,14 @@ struct DNSMessage {
 
   /// A (possibly compressed) name and the offset after it in the message.
   static func name(_ bytes: UnsafeRawBufferPointer, at start: Int) -> (String, Int)? {
-    // Labels are gathered on the stack: a name is at most `maxNameBytes`.
+    withName(bytes, at: start) { name, end in (String(decoding: name, as: UTF8.self), end) }
+  }
+
+  /// Decodes a (possibly compressed) name on the stack and lends it, with the offset after it in
+  /// the message, to `body`; nil when the name is malformed (a bad pointer, a loop, too long).
+  static func withName<Result>(
+    _ bytes: UnsafeRawBufferPointer, at start: Int, _ body: (UnsafeRawBufferPointer, Int) -> Result
+  ) -> Result? {
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxNameBytes) { labels in
       var count = 0
       var offset = start
@@ -118,7 +135,7 @@ struct DNSMessage {
         count += length
         offset += 1 + length
       }
-      return (String(decoding: UnsafeBufferPointer(rebasing: labels[0..<count]), as: UTF8.self), end!)
+      return body(UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(labels)[0..<count]), end!)
     }
   }
 
@@ -163,6 +180,16 @@ struct DNSMessage {
   }
 
   static func typeName(_ type: UInt16) -> String {
+    if let name = knownTypeName(type) { return name.description }
+    return "TYPE\(type)"
+  }
+
+  /// A type's name into a record's `.method`, without making a String for the known ones.
+  static func setTypeName(_ type: UInt16, in texts: inout RequestTexts) {
+    if let name = knownTypeName(type) { texts.set(.method, name) } else { texts[.method] = "TYPE\(type)" }
+  }
+
+  static func knownTypeName(_ type: UInt16) -> StaticString? {
     switch type {
     case 1: "A"
     case 2: "NS"
@@ -196,7 +223,7 @@ struct DNSMessage {
     case 252: "AXFR"
     case 255: "ANY"
     case 257: "CAA"
-    default: "TYPE\(type)"
+    default: nil
     }
   }
 
@@ -223,16 +250,15 @@ final class DNSSession {
     _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32?, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
-    guard let message = DNSMessage(bytes) else {
+    guard var message = DNSMessage(bytes) else {
       sink.parseFailures += 1
       return
     }
     expire(now: nanos, identity: identity, config: config, sink: &sink)
     if !message.isResponse {
       var request = PendingRequest(startNanos: nanos, sequence: sequence)
-      request.method = DNSMessage.typeName(message.questionType)
-      request.domain = message.questionName
-      request.resource = message.questionName
+      swap(&request.texts, &message.texts)
+      request.texts.share(.resource, with: .domain)
       request.bytes = UInt64(bytes.count)
       request.transactionID = UInt32(message.id)
       if let previous = pending.updateValue(request, forKey: message.id) {
@@ -257,20 +283,12 @@ final class DNSSession {
       sink.emit(.dns, identity, request: request, response: response)
     } else {
       // An answer whose query the capture did not see: report it with its own question.
-      var request = PendingRequest(startNanos: nanos, sequence: nil)
-      request.method = DNSMessage.typeName(message.questionType)
-      request.domain = message.questionName
-      request.resource = message.questionName
-      request.transactionID = UInt32(message.id)
-      var log = response
-      log.startNanos = nanos
-      sink.emit(.dns, identity, request: nil, response: log)
+      // Its question's texts and id go on the record as a response's do (no request half).
+      swap(&response.texts, &message.texts)
+      response.texts.share(.resource, with: .domain)
+      sink.emit(.dns, identity, response: &response)
       if let buffer = sink.buffer, !buffer.records.isEmpty {
-        let last = buffer.records.count - 1
-        buffer.records[last].method = request.method
-        buffer.records[last].domain = request.domain
-        buffer.records[last].resource = request.resource
-        buffer.records[last].transactionID = request.transactionID
+        buffer.records[buffer.records.count - 1].transactionID = UInt32(message.id)
       }
     }
   }
