@@ -141,7 +141,8 @@ struct RequestSink {
     if !response.texts.isEmpty(.errorMessage) { log.texts.copy(.errorMessage, from: response.texts) }
     if !response.texts.isEmpty(.responseRequestID) { log.texts.copy(.responseRequestID, from: response.texts) }
     take(&response, into: &log)
-    store(log, identity, buffer)
+    addCapturePoint(identity, buffer, to: &log)
+    buffer.records.append(log)
   }
 
   /// A request without an answer: timed out, evicted, unknown at the capture's end, or answered
@@ -157,7 +158,8 @@ struct RequestSink {
       serverIP: identity.serverIP, serverPort: identity.serverPort, flowID: identity.flowID)
     log.status = status
     take(&request, into: &log)
-    store(log, identity, buffer)
+    addCapturePoint(identity, buffer, to: &log)
+    buffer.records.append(log)
   }
 
   /// A response whose request was not captured.
@@ -171,7 +173,8 @@ struct RequestSink {
     log.status = response.status
     swap(&log.texts, &response.texts)
     take(&response, into: &log)
-    store(log, identity, buffer)
+    addCapturePoint(identity, buffer, to: &log)
+    buffer.records.append(log)
   }
 
   private mutating func count(request: Bool, response: Bool, status: RequestStatus) {
@@ -203,16 +206,16 @@ struct RequestSink {
     swap(&log.answers, &response.answers)
   }
 
-  /// Adds the capture point's texts and hands the record to the buffer.
-  @inline(__always) private func store(_ log: consuming RequestLog, _ identity: FlowIdentity, _ buffer: RequestBuffer) {
+  /// Adds the capture point's interface and netns to a record.
+  @inline(__always) private func addCapturePoint(
+    _ identity: FlowIdentity, _ buffer: RequestBuffer, to log: inout RequestLog
+  ) {
     let point = Int(identity.capturePoint)
-    if point < buffer.capturePoints.count {
-      if !buffer.capturePoints[point].isEmpty(.interface) {
-        log.texts.copy(.interface, from: buffer.capturePoints[point])
-      }
-      if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
+    guard point < buffer.capturePoints.count else { return }
+    if !buffer.capturePoints[point].isEmpty(.interface) {
+      log.texts.copy(.interface, from: buffer.capturePoints[point])
     }
-    buffer.records.append(consume log)
+    if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
   }
 }
 
