@@ -210,41 +210,14 @@ extension HTTP1Parser {
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
-    request.texts.set(.method, bytes: UnsafeRawBufferPointer(rebasing: method))
-    request.texts.set(.resource, bytes: UnsafeRawBufferPointer(rebasing: target), limit: config.maxFieldBytes)
-    if let query = target.index(ofByte: UInt8(ascii: "?")) {
-      request.texts.set(
-        .endpoint, bytes: UnsafeRawBufferPointer(rebasing: target[target.startIndex..<query]),
-        limit: config.maxFieldBytes)
-    } else {
-      request.texts.share(.endpoint, with: .resource)
-    }
-    Self.setVersion(versionToken, in: &request.texts)
-    if let host = headers.host {
-      request.texts.set(.domain, bytes: UnsafeRawBufferPointer(rebasing: host), limit: config.maxFieldBytes)
-    }
+    request.framing = Self.framing(of: method)
     let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
     let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
-    if let value = headers.requestID {
-      request.texts.set(.requestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
-    }
-    if let value = headers.userAgent {
-      request.texts.set(.userAgent, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
-    }
-    if let value = headers.forwardedFor {
-      request.texts.set(.forwardedFor, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
-    }
-    if let value = headers.traceparent, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 1) {
-      (request.traceID, request.spanID) = (trace, span)
-    } else if let value = headers.b3, let (trace, span) = Self.traceIDs(value, separator: "-", traceIndex: 0) {
-      (request.traceID, request.spanID) = (trace, span)
-    } else if let value = headers.b3TraceID {
-      request.texts.set(.traceID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 64)
-      if let span = headers.b3SpanID {
-        request.texts.set(.spanID, bytes: UnsafeRawBufferPointer(rebasing: span), limit: 64)
-      }
-    } else if let value = headers.uberTraceID, let (trace, span) = Self.traceIDs(value, separator: ":", traceIndex: 0) {
-      (request.traceID, request.spanID) = (trace, span)
+    // Counting only (`fathom flows`): the record's texts would be thrown away unread.
+    if sink.keepsRecords {
+      Self.setTexts(
+        of: &request, method: method, target: target, version: versionToken,
+        headers: headers, config: config)
     }
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
@@ -255,6 +228,47 @@ extension HTTP1Parser {
     if chunked { return .chunkSize }
     if let contentLength, contentLength > 0 { return .body(remaining: contentLength) }
     return .idle
+  }
+
+  /// A request's texts from its start line and headers.
+  static func setTexts(
+    of request: inout PendingRequest, method: Bytes, target: Bytes, version: Bytes, headers: KnownHeaders,
+    config: RequestConfig
+  ) {
+    request.texts.set(.method, bytes: UnsafeRawBufferPointer(rebasing: method))
+    request.texts.set(.resource, bytes: UnsafeRawBufferPointer(rebasing: target), limit: config.maxFieldBytes)
+    if let query = target.index(ofByte: UInt8(ascii: "?")) {
+      request.texts.set(
+        .endpoint, bytes: UnsafeRawBufferPointer(rebasing: target[target.startIndex..<query]),
+        limit: config.maxFieldBytes)
+    } else {
+      request.texts.share(.endpoint, with: .resource)
+    }
+    setVersion(version, in: &request.texts)
+    if let host = headers.host {
+      request.texts.set(.domain, bytes: UnsafeRawBufferPointer(rebasing: host), limit: config.maxFieldBytes)
+    }
+    if let value = headers.requestID {
+      request.texts.set(.requestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
+    if let value = headers.userAgent {
+      request.texts.set(.userAgent, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
+    if let value = headers.forwardedFor {
+      request.texts.set(.forwardedFor, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+    }
+    if let value = headers.traceparent, let (trace, span) = traceIDs(value, separator: "-", traceIndex: 1) {
+      (request.traceID, request.spanID) = (trace, span)
+    } else if let value = headers.b3, let (trace, span) = traceIDs(value, separator: "-", traceIndex: 0) {
+      (request.traceID, request.spanID) = (trace, span)
+    } else if let value = headers.b3TraceID {
+      request.texts.set(.traceID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 64)
+      if let span = headers.b3SpanID {
+        request.texts.set(.spanID, bytes: UnsafeRawBufferPointer(rebasing: span), limit: 64)
+      }
+    } else if let value = headers.uberTraceID, let (trace, span) = traceIDs(value, separator: ":", traceIndex: 0) {
+      (request.traceID, request.spanID) = (trace, span)
+    }
   }
 
   /// Parses a response header block; returns how its body is framed.
@@ -278,21 +292,23 @@ extension HTTP1Parser {
     var response = ResponseInfo(
       startNanos: start, endNanos: end, sequence: sequence,
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
-    // The record takes the request's version; the response's only fills in a missing one (kept
-    // off the common path: it would cost every response a text buffer).
-    if pending.isEmpty || pending[0].texts.isEmpty(.version) { Self.setVersion(versionToken, in: &response.texts) }
-    if code >= 400, let reason {
-      response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
+    if sink.keepsRecords {
+      // The record takes the request's version; the response's only fills in a missing one (kept
+      // off the common path: it would cost every response a text buffer).
+      if pending.isEmpty || pending[0].texts.isEmpty(.version) { Self.setVersion(versionToken, in: &response.texts) }
+      if code >= 400, let reason {
+        response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
+      }
+      if let value = headers.requestID {
+        response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+      }
     }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
     let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
     let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
     let upgradeToHTTP2 = headers.upgrade.map { Self.containsToken($0, "h2c") } ?? false
-    if let value = headers.requestID {
-      response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
-    }
     currentResponse = response
-    let method = pending.isEmpty ? .other : Self.method(of: pending[0])
+    let method = pending.isEmpty ? .other : pending[0].framing
     if code == 101 || (method == .connect && code < 300) {
       // The connection now carries another protocol: WebSocket, a tunnel, or h2c.
       upgradedToHTTP2 = code == 101 && upgradeToHTTP2
@@ -308,13 +324,10 @@ extension HTTP1Parser {
   /// The request methods whose answers are framed differently.
   enum FramingMethod { case head, connect, other }
 
-  static func method(of request: PendingRequest) -> FramingMethod {
-    request.texts.withUTF8(.method) { bytes in
-      let method = bytes[...]
-      if method.equals("HEAD") { return .head }
-      if method.equals("CONNECT") { return .connect }
-      return .other
-    }
+  static func framing(of method: Bytes) -> FramingMethod {
+    if method.equals("HEAD") { return .head }
+    if method.equals("CONNECT") { return .connect }
+    return .other
   }
 
   /// A whole message was read: a request's size is known; a response completes its pair.

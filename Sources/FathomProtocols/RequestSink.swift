@@ -19,6 +19,8 @@ struct PendingRequest {
   var texts = RequestTexts()
   var bytes: UInt64 = 0
   var transactionID: UInt32?
+  /// HTTP/1: whether the answer is framed as HEAD's or CONNECT's.
+  var framing = HTTP1Parser.FramingMethod.other
 
   init(startNanos: Int64, sequence: UInt32?) {
     self.startNanos = startNanos
@@ -109,6 +111,9 @@ struct RequestSink {
   var parseFailures: UInt64 = 0
   /// Requests pushed out of a full pending table.
   var evicted: UInt64 = 0
+
+  /// Whether records are built (else only counted): parsers skip their texts when not.
+  var keepsRecords: Bool { buffer != nil }
 
   /// A finished request, either half possibly missing: dispatches to the forms below.
   mutating func emit(
