@@ -39,18 +39,44 @@ extension HTTP1Parser {
   /// The headers Fathom reads, as views of their trimmed values; every other header is skipped
   /// without building a String or an array.
   struct KnownHeaders {
-    var host: Bytes?
-    var contentLength: Bytes?
-    var transferEncoding: Bytes?
-    var requestID: Bytes?
-    var userAgent: Bytes?
-    var forwardedFor: Bytes?
-    var traceparent: Bytes?
-    var b3: Bytes?
-    var b3TraceID: Bytes?
-    var b3SpanID: Bytes?
-    var uberTraceID: Bytes?
-    var upgrade: Bytes?
+    enum Name: Int {
+      case host, contentLength, transferEncoding, requestID, userAgent, forwardedFor, traceparent, b3, b3TraceID
+      case b3SpanID, uberTraceID, upgrade
+    }
+
+    /// The bytes the values lie in; each value is a range of it (end 0: header absent — a value
+    /// starts after a colon, so never at 0). Compact, because a header block is handed through
+    /// several calls: twelve optional slices made it half a kilobyte to copy each time.
+    let source: Bytes
+    private var starts = SIMD16<UInt32>()
+    private var ends = SIMD16<UInt32>()
+
+    init(source: Bytes) { self.source = source }
+
+    subscript(name: Name) -> Bytes? {
+      let end = Int(ends[name.rawValue])
+      guard end > 0 else { return nil }
+      return source[(source.startIndex + Int(starts[name.rawValue]))..<(source.startIndex + end)]
+    }
+
+    /// Keeps `value` (a slice of `source`) as the header's.
+    mutating func set(_ name: Name, _ value: Bytes) {
+      starts[name.rawValue] = UInt32(truncatingIfNeeded: value.startIndex - source.startIndex)
+      ends[name.rawValue] = UInt32(truncatingIfNeeded: value.endIndex - source.startIndex)
+    }
+
+    var host: Bytes? { self[.host] }
+    var contentLength: Bytes? { self[.contentLength] }
+    var transferEncoding: Bytes? { self[.transferEncoding] }
+    var requestID: Bytes? { self[.requestID] }
+    var userAgent: Bytes? { self[.userAgent] }
+    var forwardedFor: Bytes? { self[.forwardedFor] }
+    var traceparent: Bytes? { self[.traceparent] }
+    var b3: Bytes? { self[.b3] }
+    var b3TraceID: Bytes? { self[.b3TraceID] }
+    var b3SpanID: Bytes? { self[.b3SpanID] }
+    var uberTraceID: Bytes? { self[.uberTraceID] }
+    var upgrade: Bytes? { self[.upgrade] }
   }
 
   /// Case-insensitive comparison of the `count` bytes at `name` with a lowercase ASCII name of
@@ -64,58 +90,98 @@ extension HTTP1Parser {
     return true
   }
 
-  /// The start line of a header block and the known headers in it. Only the lines of known
-  /// headers are trimmed and kept; the rest cost a newline search, a colon search and a length
-  /// switch (most header names have a length no known one has).
-  static func headerFields(_ block: Bytes) -> (startLine: Bytes, headers: KnownHeaders) {
-    var headers = KnownHeaders()
-    let end = block.endIndex
-    guard let base = block.base.baseAddress, block.startIndex < end else {
-      return (block[block.startIndex..<block.startIndex], headers)
+  /// A header block read: its start line, the known headers, and where it ends.
+  struct HeaderBlock {
+    var startLine: Bytes
+    var headers: KnownHeaders
+    /// Index just past the blank line that ends the block (the data's end when it had none).
+    var end: Int
+  }
+
+  /// The fields of a complete header block (the bytes up to and including its blank line).
+  static func headerFields(_ block: Bytes) -> HeaderBlock {
+    scanHeader(block, limit: .max, requireEnd: false)!
+  }
+
+  /// Reads a header block from the start of `bytes` in one pass: the start line, the known
+  /// headers, and the blank line that ends it. Nil when `requireEnd` and no blank line comes
+  /// within `limit` bytes (the header continues in a later segment, or is too long). Only the
+  /// lines of known headers are trimmed and kept; the rest cost a newline search, a colon search
+  /// and a length switch (most header names have a length no known one has).
+  static func scanHeader(_ bytes: Bytes, limit: Int, requireEnd: Bool = true) -> HeaderBlock? {
+    let end = bytes.endIndex
+    guard let base = bytes.base.baseAddress, bytes.startIndex < end else {
+      return requireEnd
+        ? nil
+        : HeaderBlock(
+          startLine: bytes[bytes.startIndex..<bytes.startIndex], headers: KnownHeaders(source: bytes), end: end)
     }
-    let bytes = base.assumingMemoryBound(to: UInt8.self)
-    var startLine: Bytes?
-    var lineStart = block.startIndex
-    while lineStart < end {
-      let found = memchr(bytes + lineStart, 0x0A, end - lineStart)
-      let newline = found.map { UnsafeRawPointer($0) - base } ?? end
+    let byte = base.assumingMemoryBound(to: UInt8.self)
+    // The start line: a blank line cannot end a block before it.
+    let firstNewline = memchr(byte + bytes.startIndex, 0x0A, end - bytes.startIndex).map {
+      UnsafeRawPointer($0) - base
+    }
+    var startLineEnd = firstNewline ?? end
+    if startLineEnd > bytes.startIndex, byte[startLineEnd - 1] == 0x0D { startLineEnd -= 1 }
+    var block = HeaderBlock(
+      startLine: bytes[bytes.startIndex..<startLineEnd], headers: KnownHeaders(source: bytes), end: end)
+    guard let firstNewline else { return requireEnd ? nil : block }
+    let scanEnd = limit == .max ? end : min(end, bytes.startIndex + limit)
+    var lineStart = firstNewline + 1
+    while lineStart < scanEnd {
+      guard let found = memchr(byte + lineStart, 0x0A, scanEnd - lineStart) else { break }
+      let newline = UnsafeRawPointer(found) - base
       var lineEnd = newline
-      if lineEnd > lineStart, bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-      defer { lineStart = newline + 1 }
-      guard startLine != nil else {
-        startLine = block[lineStart..<lineEnd]
-        continue
+      if lineEnd > lineStart, byte[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+      if lineEnd == lineStart {
+        block.end = newline + 1
+        return block
       }
-      var colon = lineStart
-      while colon < lineEnd, bytes[colon] != UInt8(ascii: ":") { colon += 1 }
-      guard colon < lineEnd else { continue }
-      let name = bytes + lineStart
-      let valueView = trimmed(block, from: colon + 1, to: lineEnd)
-      switch colon - lineStart {
-      case 2: if named(name, "b3") { headers.b3 = valueView }
-      case 4: if named(name, "host") { headers.host = valueView }
-      case 7: if named(name, "upgrade") { headers.upgrade = valueView }
-      case 10: if named(name, "user-agent") { headers.userAgent = valueView }
-      case 11:
-        if named(name, "traceparent") {
-          headers.traceparent = valueView
-        } else if named(name, "x-b3-spanid") {
-          headers.b3SpanID = valueView
-        }
-      case 12:
-        if named(name, "x-request-id") {
-          headers.requestID = valueView
-        } else if named(name, "x-b3-traceid") {
-          headers.b3TraceID = valueView
-        }
-      case 13: if named(name, "uber-trace-id") { headers.uberTraceID = valueView }
-      case 14: if named(name, "content-length") { headers.contentLength = valueView }
-      case 15: if named(name, "x-forwarded-for") { headers.forwardedFor = valueView }
-      case 17: if named(name, "transfer-encoding") { headers.transferEncoding = valueView }
-      default: break
-      }
+      read(line: lineStart, end: lineEnd, of: bytes, into: &block.headers)
+      lineStart = newline + 1
     }
-    return (startLine ?? block[block.startIndex..<block.startIndex], headers)
+    if requireEnd { return nil }
+    if lineStart < end { read(line: lineStart, end: end, of: bytes, into: &block.headers) }
+    return block
+  }
+
+  /// One header line: kept when its name is one Fathom reads.
+  @inline(__always) private static func read(
+    line lineStart: Int, end lineEnd: Int, of bytes: Bytes, into headers: inout KnownHeaders
+  ) {
+    let byte = bytes.base.baseAddress!.assumingMemoryBound(to: UInt8.self)
+    var colon = lineStart
+    while colon < lineEnd, byte[colon] != UInt8(ascii: ":") { colon += 1 }
+    guard colon < lineEnd else { return }
+    let name = byte + lineStart
+    switch colon - lineStart {
+    case 2: if named(name, "b3") { headers.set(.b3, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 4: if named(name, "host") { headers.set(.host, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 7: if named(name, "upgrade") { headers.set(.upgrade, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 10: if named(name, "user-agent") { headers.set(.userAgent, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 11:
+      if named(name, "traceparent") {
+        headers.set(.traceparent, trimmed(bytes, from: colon + 1, to: lineEnd))
+      } else if named(name, "x-b3-spanid") {
+        headers.set(.b3SpanID, trimmed(bytes, from: colon + 1, to: lineEnd))
+      }
+    case 12:
+      if named(name, "x-request-id") {
+        headers.set(.requestID, trimmed(bytes, from: colon + 1, to: lineEnd))
+      } else if named(name, "x-b3-traceid") {
+        headers.set(.b3TraceID, trimmed(bytes, from: colon + 1, to: lineEnd))
+      }
+    case 13: if named(name, "uber-trace-id") { headers.set(.uberTraceID, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 14:
+      if named(name, "content-length") { headers.set(.contentLength, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 15:
+      if named(name, "x-forwarded-for") { headers.set(.forwardedFor, trimmed(bytes, from: colon + 1, to: lineEnd)) }
+    case 17:
+      if named(name, "transfer-encoding") {
+        headers.set(.transferEncoding, trimmed(bytes, from: colon + 1, to: lineEnd))
+      }
+    default: break
+    }
   }
 
   /// `block[from..<to]` without the blanks around it.
@@ -188,10 +254,10 @@ extension HTTP1Parser {
 
   /// Parses a request header block; returns how its body is framed.
   func requestHeader(
-    _ block: Bytes, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
+    _ header: HeaderBlock, start: Int64, sequence: UInt32?, config: RequestConfig, sink: inout RequestSink,
     identity: FlowIdentity
   ) -> State {
-    let (line, headers) = Self.headerFields(block)
+    let (line, headers) = (header.startLine, header.headers)
     // "METHOD SP target SP HTTP/x.y". Lenient like the servers it watches: "GET  HTTP/1.1" and
     // "GET HTTP/1.1" have an empty target, "POST /HTTP/1.1" no version.
     guard let (method, second, third) = Self.startLineTokens(line), Self.isMethod(method) else {
@@ -273,10 +339,10 @@ extension HTTP1Parser {
 
   /// Parses a response header block; returns how its body is framed.
   func responseHeader(
-    _ block: Bytes, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
+    _ header: HeaderBlock, start: Int64, sequence: UInt32?, end: Int64, config: RequestConfig,
     sink: inout RequestSink, identity: FlowIdentity
   ) -> State {
-    let (line, headers) = Self.headerFields(block)
+    let (line, headers) = (header.startLine, header.headers)
     guard let (versionToken, codeToken, reason) = Self.startLineTokens(line), versionToken.hasPrefix("HTTP/"),
       let code = Self.decimal(codeToken), code < 1000
     else {
@@ -370,7 +436,8 @@ extension HTTP1Parser {
     let partial = request.buffer + [0x0D, 0x0A, 0x0D, 0x0A]
     let (start, sequence) = (request.messageStart, request.messageSequence)
     let state = partial.withUnsafeBytes {
-      requestHeader($0[...], start: start, sequence: sequence, config: config, sink: &sink, identity: identity)
+      requestHeader(
+        Self.headerFields($0[...]), start: start, sequence: sequence, config: config, sink: &sink, identity: identity)
     }
     if state != .resync { pending[pending.count - 1].bytes = UInt64(request.buffer.count) }
     request = Direction(state: .resync)
@@ -388,7 +455,8 @@ extension HTTP1Parser {
       let (start, sequence) = (response.messageStart, response.messageSequence)
       _ = partial.withUnsafeBytes {
         responseHeader(
-          $0[...], start: start, sequence: sequence, end: nanos, config: config, sink: &sink, identity: identity)
+          Self.headerFields($0[...]), start: start, sequence: sequence, end: nanos, config: config, sink: &sink,
+          identity: identity)
       }
       if currentResponse != nil { response.messageBytes = UInt64(response.buffer.count) }
     }

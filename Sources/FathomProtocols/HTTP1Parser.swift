@@ -128,12 +128,13 @@ final class HTTP1Parser {
       return 0
     case .header:
       // Fast path: the whole header is in this segment and nothing is buffered: parse in place.
-      if direction.buffer.isEmpty, let end = Self.headerEnd(rest, searchFrom: 0), end <= config.maxHeaderBytes {
-        direction.messageBytes += UInt64(end)
+      // One pass finds its end and its fields.
+      if direction.buffer.isEmpty, let header = Self.scanHeader(rest[...], limit: config.maxHeaderBytes) {
+        direction.messageBytes += UInt64(header.end)
         headerComplete(
-          rest[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
-          config: config, sink: &sink)
-        return end
+          header, direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
+          sink: &sink)
+        return header.end
       }
       // Copy at most what a header may still need; a body in the same segment stays in place.
       let before = direction.buffer.count
@@ -151,7 +152,8 @@ final class HTTP1Parser {
       swap(&header, &direction.buffer)
       header.withUnsafeBytes {
         headerComplete(
-          $0[0..<end], direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity,
+          Self.headerFields($0[0..<end]), direction: &direction, fromClient: fromClient, nanos: nanos,
+          identity: identity,
           config: config, sink: &sink)
       }
       header.removeAll(keepingCapacity: true)
@@ -231,7 +233,7 @@ final class HTTP1Parser {
 
   /// A header block is complete: parse it and set how the body is framed.
   private func headerComplete(
-    _ header: Bytes, direction: inout Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
+    _ header: HeaderBlock, direction: inout Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
     if fromClient {
