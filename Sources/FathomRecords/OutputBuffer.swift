@@ -122,9 +122,13 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     return guess + (value >= powersOfTen[guess] ? 1 : 0)
   }
 
-  private static let powersOfTen: [UInt64] = (0...19).map { exponent in
-    (0..<exponent).reduce(1) { power, _ in power * 10 }
-  }
+  /// A literal, so the compiler initialises it statically (computed, it cost a lazy-initialisation
+  /// check — a call — per number written).
+  private static let powersOfTen: [UInt64] = [
+    1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 10_000_000_000,
+    100_000_000_000, 1_000_000_000_000, 10_000_000_000_000, 100_000_000_000_000, 1_000_000_000_000_000,
+    10_000_000_000_000_000, 100_000_000_000_000_000, 1_000_000_000_000_000_000, 10_000_000_000_000_000_000,
+  ]
 
   /// 0–255 (an IPv4 octet) without the general formatter.
   @inline(__always) mutating func appendOctet(_ value: UInt32) {
