@@ -96,26 +96,32 @@ extension HTTP1Parser {
     var headers: KnownHeaders
     /// Index just past the blank line that ends the block (the data's end when it had none).
     var end: Int
+
+    /// Nothing read yet from `bytes`.
+    init(reading bytes: Bytes) {
+      startLine = bytes[bytes.startIndex..<bytes.startIndex]
+      headers = KnownHeaders(source: bytes)
+      end = bytes.endIndex
+    }
   }
 
   /// The fields of a complete header block (the bytes up to and including its blank line).
   static func headerFields(_ block: Bytes) -> HeaderBlock {
-    scanHeader(block, limit: .max, requireEnd: false)!
+    var header = HeaderBlock(reading: block)
+    _ = scanHeader(into: &header, limit: .max, requireEnd: false)
+    return header
   }
 
-  /// Reads a header block from the start of `bytes` in one pass: the start line, the known
-  /// headers, and the blank line that ends it. Nil when `requireEnd` and no blank line comes
+  /// Reads a header block from the start of its bytes in one pass: the start line, the known
+  /// headers, and the blank line that ends it. False when `requireEnd` and no blank line comes
   /// within `limit` bytes (the header continues in a later segment, or is too long). Only the
   /// lines of known headers are trimmed and kept; the rest cost a newline search, a colon search
-  /// and a length switch (most header names have a length no known one has).
-  static func scanHeader(_ bytes: Bytes, limit: Int, requireEnd: Bool = true) -> HeaderBlock? {
+  /// and a length switch (most header names have a length no known one has). Fills `block` in
+  /// place: it is handed on by reference, not copied.
+  static func scanHeader(into block: inout HeaderBlock, limit: Int, requireEnd: Bool = true) -> Bool {
+    let bytes = block.headers.source
     let end = bytes.endIndex
-    guard let base = bytes.base.baseAddress, bytes.startIndex < end else {
-      return requireEnd
-        ? nil
-        : HeaderBlock(
-          startLine: bytes[bytes.startIndex..<bytes.startIndex], headers: KnownHeaders(source: bytes), end: end)
-    }
+    guard let base = bytes.base.baseAddress, bytes.startIndex < end else { return !requireEnd }
     let byte = base.assumingMemoryBound(to: UInt8.self)
     // The start line: a blank line cannot end a block before it.
     let firstNewline = memchr(byte + bytes.startIndex, 0x0A, end - bytes.startIndex).map {
@@ -123,9 +129,8 @@ extension HTTP1Parser {
     }
     var startLineEnd = firstNewline ?? end
     if startLineEnd > bytes.startIndex, byte[startLineEnd - 1] == 0x0D { startLineEnd -= 1 }
-    var block = HeaderBlock(
-      startLine: bytes[bytes.startIndex..<startLineEnd], headers: KnownHeaders(source: bytes), end: end)
-    guard let firstNewline else { return requireEnd ? nil : block }
+    block.startLine = bytes[bytes.startIndex..<startLineEnd]
+    guard let firstNewline else { return !requireEnd }
     let scanEnd = limit == .max ? end : min(end, bytes.startIndex + limit)
     var lineStart = firstNewline + 1
     while lineStart < scanEnd {
@@ -135,14 +140,14 @@ extension HTTP1Parser {
       if lineEnd > lineStart, byte[lineEnd - 1] == 0x0D { lineEnd -= 1 }
       if lineEnd == lineStart {
         block.end = newline + 1
-        return block
+        return true
       }
       read(line: lineStart, end: lineEnd, of: bytes, into: &block.headers)
       lineStart = newline + 1
     }
-    if requireEnd { return nil }
+    if requireEnd { return false }
     if lineStart < end { read(line: lineStart, end: end, of: bytes, into: &block.headers) }
-    return block
+    return true
   }
 
   /// One header line: kept when its name is one Fathom reads.

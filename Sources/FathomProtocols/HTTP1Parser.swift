@@ -129,12 +129,15 @@ final class HTTP1Parser {
     case .header:
       // Fast path: the whole header is in this segment and nothing is buffered: parse in place.
       // One pass finds its end and its fields.
-      if direction.buffer.isEmpty, let header = Self.scanHeader(rest[...], limit: config.maxHeaderBytes) {
-        direction.messageBytes += UInt64(header.end)
-        headerComplete(
-          header, direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
-          sink: &sink)
-        return header.end
+      if direction.buffer.isEmpty {
+        var header = HeaderBlock(reading: rest[...])
+        if Self.scanHeader(into: &header, limit: config.maxHeaderBytes) {
+          direction.messageBytes += UInt64(header.end)
+          headerComplete(
+            header, direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
+            sink: &sink)
+          return header.end
+        }
       }
       // Copy at most what a header may still need; a body in the same segment stays in place.
       let before = direction.buffer.count
