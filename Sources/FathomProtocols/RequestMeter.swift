@@ -20,6 +20,10 @@ public final class RequestMeter {
   /// slot (flow ids start at 1).
   private let sessions: UnsafeMutablePointer<Session>
   private let capacity: Int
+  /// Slots 0..<initializedSlots hold a session (free or not). The flow table hands out its
+  /// lowest free slots first, so slots are initialised as first used: a table set up whole at
+  /// start touched ~30 MB before the first packet.
+  private var initializedSlots = 0
   /// Protocol recognised per server endpoint, so later flows skip inference.
   private var endpointProtocols: [EndpointKey: ApplicationProtocol] = [:]
   private var capturePoints: [CapturePoint] = []
@@ -105,11 +109,10 @@ public final class RequestMeter {
     self.config = config
     self.capacity = capacity
     sessions = .allocate(capacity: capacity)
-    sessions.initialize(repeating: Session.free, count: capacity)
   }
 
   deinit {
-    sessions.deinitialize(count: capacity)
+    sessions.deinitialize(count: initializedSlots)
     sessions.deallocate()
   }
 
@@ -140,6 +143,10 @@ public final class RequestMeter {
   /// Parses the payload of a packet the flow table accounted to `context`.
   public func process(_ packet: DecodedPacket, context: FlowPacketContext, capturePoint: UInt32) {
     guard packet.ipProtocol == 6 || packet.ipProtocol == 17, context.slot >= 0, context.slot < capacity else { return }
+    if context.slot >= initializedSlots {
+      (sessions + initializedSlots).initialize(repeating: Session.free, count: context.slot + 1 - initializedSlots)
+      initializedSlots = context.slot + 1
+    }
     if packet.payload.count == 0 {
       // A SYN or SYN/ACK tells where the stream's data begins.
       if packet.tcpFlags.contains(.syn) {
@@ -477,7 +484,7 @@ public final class RequestMeter {
   public func annotate(_ flows: inout [FlowLog]) {
     for index in flows.indices {
       let flow = flows[index]
-      guard flow.flowSlot >= 0, flow.flowSlot < capacity else { continue }
+      guard flow.flowSlot >= 0, flow.flowSlot < initializedSlots else { continue }
       guard sessions[flow.flowSlot].identity.flowID == flow.flowID else { continue }
       if flow.isFinal { finish(&sessions[flow.flowSlot], closeType: flow.closeType, endNanos: flow.endMicros * 1000) }
       flows[index].applicationProtocol = sessions[flow.flowSlot].applicationProtocol
@@ -526,7 +533,7 @@ public final class RequestMeter {
 
   /// Ends every session (end of input without flow records, e.g. tests).
   public func finishAll() {
-    for index in 0..<capacity where sessions[index].identity.flowID != 0 {
+    for index in 0..<initializedSlots where sessions[index].identity.flowID != 0 {
       finish(&sessions[index], closeType: .inProgress, endNanos: sessions[index].lastNanos)
       sessions[index] = Session.free
     }
