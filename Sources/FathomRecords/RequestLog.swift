@@ -181,10 +181,14 @@ extension OutputBuffer {
     append(request.serverIP)
     append("\",\"server_port\":")
     append(UInt64(request.serverPort))
-    append(",\"interface\":")
-    appendJSONString(bytes: text[.interface])
-    append(",\"netns\":")
-    appendJSONString(bytes: text[.netns])
+    if text.isEmpty(.interface) && text.isEmpty(.netns) {
+      append(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
+    } else {
+      append(",\"interface\":")
+      appendJSONString(bytes: text[.interface])
+      append(",\"netns\":")
+      appendJSONString(bytes: text[.netns])
+    }
     append(",\"flow_id\":")
     append(request.flowID)
     append(",\"method\":")
@@ -205,18 +209,27 @@ extension OutputBuffer {
     if let seq = request.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
     append(",\"resp_tcp_seq\":")
     if let seq = request.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
-    append(",\"x_request_id_req\":")
-    appendJSONString(bytes: text[.requestID])
-    append(",\"x_request_id_resp\":")
-    appendJSONString(bytes: text[.responseRequestID])
-    append(",\"trace_id\":")
-    appendJSONString(bytes: text[.traceID])
-    append(",\"span_id\":")
-    appendJSONString(bytes: text[.spanID])
-    append(",\"x_forwarded_for\":")
-    appendJSONString(bytes: text[.forwardedFor])
-    append(",\"user_agent\":")
-    appendJSONString(bytes: text[.userAgent])
+    if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
+      && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
+    {
+      // Requests without tracing headers (DNS, Redis, most HTTP): the empty run in one copy.
+      append(
+        ",\"x_request_id_req\":\"\",\"x_request_id_resp\":\"\",\"trace_id\":\"\",\"span_id\":\"\",\"x_forwarded_for\":\"\",\"user_agent\":\"\""
+      )
+    } else {
+      append(",\"x_request_id_req\":")
+      appendJSONString(bytes: text[.requestID])
+      append(",\"x_request_id_resp\":")
+      appendJSONString(bytes: text[.responseRequestID])
+      append(",\"trace_id\":")
+      appendJSONString(bytes: text[.traceID])
+      append(",\"span_id\":")
+      appendJSONString(bytes: text[.spanID])
+      append(",\"x_forwarded_for\":")
+      appendJSONString(bytes: text[.forwardedFor])
+      append(",\"user_agent\":")
+      appendJSONString(bytes: text[.userAgent])
+    }
     append(",\"req_bytes\":")
     append(request.requestBytes)
     append(",\"resp_bytes\":")

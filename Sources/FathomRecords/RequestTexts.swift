@@ -75,6 +75,8 @@ public struct RequestTexts: @unchecked Sendable {
     let starts: SIMD16<UInt16>
     let counts: SIMD16<UInt16>
 
+    @inline(__always) public func isEmpty(_ field: Field) -> Bool { counts[field.rawValue] == 0 }
+
     @inline(__always) public subscript(field: Field) -> UnsafeRawBufferPointer {
       let count = Int(counts[field.rawValue])
       guard count > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }

@@ -18,6 +18,19 @@ import Testing
     #expect(object["server_ip"] as? String == "2001:db8::1")
     #expect(object["code"] as? Int == -3)
     #expect((object["answers"] as? [[String: Any]])?.first?["ttl"] as? Int == 30)
+    // Empty text fields are written in runs when all of a run is empty; each is still present.
+    for key in ["interface", "netns", "x_request_id_req", "x_request_id_resp", "trace_id", "span_id", "user_agent"] {
+      #expect(object[key] as? String == "", "\(key)")
+    }
+    request.interface = "eth0"
+    request.userAgent = "curl/8"
+    request.responseRequestID = "r-1"
+    buffer.removeAll()
+    buffer.appendJSONLine(request)
+    let filled = try #require(try JSONSerialization.jsonObject(with: Data(buffer.bytes)) as? [String: Any])
+    #expect(filled["interface"] as? String == "eth0" && filled["netns"] as? String == "")
+    #expect(filled["user_agent"] as? String == "curl/8" && filled["x_request_id_resp"] as? String == "r-1")
+    #expect(filled["trace_id"] as? String == "" && filled.count == object.count)
   }
 
   @Test func numbersAndAddressesFormat() {
