@@ -225,14 +225,8 @@ struct RequestSink {
 }
 
 /// Field text from wire bytes, bounded and with invalid UTF-8 repaired.
-@inline(__always) func fieldText(_ bytes: UnsafeRawBufferPointer, limit: Int) -> String {
-  String(decoding: UnsafeRawBufferPointer(rebasing: bytes.prefix(limit)), as: UTF8.self)
-}
 
 @inline(__always) func fieldText(_ bytes: ArraySlice<UInt8>, limit: Int) -> String {
   String(decoding: bytes.prefix(limit), as: UTF8.self)
 }
 
-@inline(__always) func fieldText(_ bytes: Slice<UnsafeRawBufferPointer>, limit: Int) -> String {
-  String(decoding: UnsafeRawBufferPointer(rebasing: bytes.prefix(limit)), as: UTF8.self)
-}
