@@ -225,7 +225,6 @@ struct RequestSink {
 }
 
 /// Field text from wire bytes, bounded and with invalid UTF-8 repaired.
-
 @inline(__always) func fieldText(_ bytes: ArraySlice<UInt8>, limit: Int) -> String {
   String(decoding: bytes.prefix(limit), as: UTF8.self)
 }
