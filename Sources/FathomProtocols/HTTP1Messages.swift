@@ -53,30 +53,17 @@ extension HTTP1Parser {
 
     init(source: Bytes) { self.source = source }
 
-    subscript(name: Name) -> Bytes? {
+    @inline(__always) subscript(name: Name) -> Bytes? {
       let end = Int(ends[name.rawValue])
       guard end > 0 else { return nil }
       return source[(source.startIndex + Int(starts[name.rawValue]))..<(source.startIndex + end)]
     }
 
     /// Keeps `value` (a slice of `source`) as the header's.
-    mutating func set(_ name: Name, _ value: Bytes) {
+    @inline(__always) mutating func set(_ name: Name, _ value: Bytes) {
       starts[name.rawValue] = UInt32(truncatingIfNeeded: value.startIndex - source.startIndex)
       ends[name.rawValue] = UInt32(truncatingIfNeeded: value.endIndex - source.startIndex)
     }
-
-    var host: Bytes? { self[.host] }
-    var contentLength: Bytes? { self[.contentLength] }
-    var transferEncoding: Bytes? { self[.transferEncoding] }
-    var requestID: Bytes? { self[.requestID] }
-    var userAgent: Bytes? { self[.userAgent] }
-    var forwardedFor: Bytes? { self[.forwardedFor] }
-    var traceparent: Bytes? { self[.traceparent] }
-    var b3: Bytes? { self[.b3] }
-    var b3TraceID: Bytes? { self[.b3TraceID] }
-    var b3SpanID: Bytes? { self[.b3SpanID] }
-    var uberTraceID: Bytes? { self[.uberTraceID] }
-    var upgrade: Bytes? { self[.upgrade] }
   }
 
   /// Case-insensitive comparison of the `count` bytes at `name` with a lowercase ASCII name of
@@ -159,34 +146,21 @@ extension HTTP1Parser {
     while colon < lineEnd, byte[colon] != UInt8(ascii: ":") { colon += 1 }
     guard colon < lineEnd else { return }
     let name = byte + lineStart
+    let known: KnownHeaders.Name?
     switch colon - lineStart {
-    case 2: if named(name, "b3") { headers.set(.b3, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 4: if named(name, "host") { headers.set(.host, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 7: if named(name, "upgrade") { headers.set(.upgrade, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 10: if named(name, "user-agent") { headers.set(.userAgent, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 11:
-      if named(name, "traceparent") {
-        headers.set(.traceparent, trimmed(bytes, from: colon + 1, to: lineEnd))
-      } else if named(name, "x-b3-spanid") {
-        headers.set(.b3SpanID, trimmed(bytes, from: colon + 1, to: lineEnd))
-      }
-    case 12:
-      if named(name, "x-request-id") {
-        headers.set(.requestID, trimmed(bytes, from: colon + 1, to: lineEnd))
-      } else if named(name, "x-b3-traceid") {
-        headers.set(.b3TraceID, trimmed(bytes, from: colon + 1, to: lineEnd))
-      }
-    case 13: if named(name, "uber-trace-id") { headers.set(.uberTraceID, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 14:
-      if named(name, "content-length") { headers.set(.contentLength, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 15:
-      if named(name, "x-forwarded-for") { headers.set(.forwardedFor, trimmed(bytes, from: colon + 1, to: lineEnd)) }
-    case 17:
-      if named(name, "transfer-encoding") {
-        headers.set(.transferEncoding, trimmed(bytes, from: colon + 1, to: lineEnd))
-      }
-    default: break
+    case 2: known = named(name, "b3") ? .b3 : nil
+    case 4: known = named(name, "host") ? .host : nil
+    case 7: known = named(name, "upgrade") ? .upgrade : nil
+    case 10: known = named(name, "user-agent") ? .userAgent : nil
+    case 11: known = named(name, "traceparent") ? .traceparent : named(name, "x-b3-spanid") ? .b3SpanID : nil
+    case 12: known = named(name, "x-request-id") ? .requestID : named(name, "x-b3-traceid") ? .b3TraceID : nil
+    case 13: known = named(name, "uber-trace-id") ? .uberTraceID : nil
+    case 14: known = named(name, "content-length") ? .contentLength : nil
+    case 15: known = named(name, "x-forwarded-for") ? .forwardedFor : nil
+    case 17: known = named(name, "transfer-encoding") ? .transferEncoding : nil
+    default: known = nil
     }
+    if let known { headers.set(known, trimmed(bytes, from: colon + 1, to: lineEnd)) }
   }
 
   /// `block[from..<to]` without the blanks around it.
@@ -282,8 +256,8 @@ extension HTTP1Parser {
     expire(now: start, identity: identity, config: config, sink: &sink)
     var request = PendingRequest(startNanos: start, sequence: sequence)
     request.framing = Self.framing(of: method)
-    let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
-    let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
+    let contentLength = headers[.contentLength].flatMap { Self.decimal($0) }
+    let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
     // Counting only (`fathom flows`): the record's texts would be thrown away unread.
     if sink.keepsRecords {
       Self.setTexts(
@@ -316,29 +290,29 @@ extension HTTP1Parser {
       request.texts.share(.endpoint, with: .resource)
     }
     setVersion(version, in: &request.texts)
-    if let host = headers.host {
+    if let host = headers[.host] {
       request.texts.set(.domain, bytes: UnsafeRawBufferPointer(rebasing: host), limit: config.maxFieldBytes)
     }
-    if let value = headers.requestID {
+    if let value = headers[.requestID] {
       request.texts.set(.requestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
     }
-    if let value = headers.userAgent {
+    if let value = headers[.userAgent] {
       request.texts.set(.userAgent, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
     }
-    if let value = headers.forwardedFor {
+    if let value = headers[.forwardedFor] {
       request.texts.set(.forwardedFor, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
     }
-    if let value = headers.traceparent, let (trace, span) = traceIDs(value, separator: "-", traceIndex: 1) {
-      (request.traceID, request.spanID) = (trace, span)
-    } else if let value = headers.b3, let (trace, span) = traceIDs(value, separator: "-", traceIndex: 0) {
-      (request.traceID, request.spanID) = (trace, span)
-    } else if let value = headers.b3TraceID {
+    if let value = headers[.traceparent], let (trace, span) = traceIDs(value, separator: "-", traceIndex: 1) {
+      (request.texts[.traceID], request.texts[.spanID]) = (trace, span)
+    } else if let value = headers[.b3], let (trace, span) = traceIDs(value, separator: "-", traceIndex: 0) {
+      (request.texts[.traceID], request.texts[.spanID]) = (trace, span)
+    } else if let value = headers[.b3TraceID] {
       request.texts.set(.traceID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 64)
-      if let span = headers.b3SpanID {
+      if let span = headers[.b3SpanID] {
         request.texts.set(.spanID, bytes: UnsafeRawBufferPointer(rebasing: span), limit: 64)
       }
-    } else if let value = headers.uberTraceID, let (trace, span) = traceIDs(value, separator: ":", traceIndex: 0) {
-      (request.traceID, request.spanID) = (trace, span)
+    } else if let value = headers[.uberTraceID], let (trace, span) = traceIDs(value, separator: ":", traceIndex: 0) {
+      (request.texts[.traceID], request.texts[.spanID]) = (trace, span)
     }
   }
 
@@ -370,14 +344,14 @@ extension HTTP1Parser {
       if code >= 400, let reason {
         response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
       }
-      if let value = headers.requestID {
+      if let value = headers[.requestID] {
         response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
       }
     }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
-    let contentLength = headers.contentLength.flatMap { Self.decimal($0) }
-    let chunked = headers.transferEncoding.map { Self.containsToken($0, "chunked") } ?? false
-    let upgradeToHTTP2 = headers.upgrade.map { Self.containsToken($0, "h2c") } ?? false
+    let contentLength = headers[.contentLength].flatMap { Self.decimal($0) }
+    let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
+    let upgradeToHTTP2 = headers[.upgrade].map { Self.containsToken($0, "h2c") } ?? false
     currentResponse = response
     let method = pending.isEmpty ? .other : pending[0].framing
     if code == 101 || (method == .connect && code < 300) {

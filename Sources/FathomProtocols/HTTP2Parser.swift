@@ -212,7 +212,7 @@ final class HTTP2Parser {
         stream.response = ResponseInfo(
           startNanos: direction.frameStart, endNanos: direction.frameStart, sequence: nil,
           status: code == 0 ? .ok : fromClient ? .clientError : .serverError, code: nil)
-        stream.response?.errorMessage = "RST_STREAM \(code)"
+        stream.response?.texts[.errorMessage] = "RST_STREAM \(code)"
       }
       emit(stream, identity: identity, sink: &sink)
     case 7:  // GOAWAY: streams above the last id will not be processed
@@ -263,24 +263,24 @@ final class HTTP2Parser {
     if fromClient {
       if streams[id] == nil {
         var request = PendingRequest(startNanos: direction.blockStart, sequence: direction.blockSequence)
-        request.version = "2"
+        request.texts.set(.version, "2")
         request.transactionID = id
         var stream = Stream(request: request)
         for (name, value) in fields {
           switch name {
-          case ":method": stream.request.method = value
+          case ":method": stream.request.texts[.method] = value
           case ":path":
-            stream.request.resource = value
-            stream.request.endpoint = String(value.prefix { $0 != "?" })
-          case ":authority", "host": stream.request.domain = value
+            stream.request.texts[.resource] = value
+            stream.request.texts[.endpoint] = String(value.prefix { $0 != "?" })
+          case ":authority", "host": stream.request.texts[.domain] = value
           case "content-type": stream.isGRPC = value.hasPrefix("application/grpc")
-          case "x-request-id": stream.request.requestID = value
-          case "user-agent": stream.request.userAgent = value
-          case "x-forwarded-for": stream.request.forwardedFor = value
+          case "x-request-id": stream.request.texts[.requestID] = value
+          case "user-agent": stream.request.texts[.userAgent] = value
+          case "x-forwarded-for": stream.request.texts[.forwardedFor] = value
           case "traceparent":
             let parts = value.split(separator: "-")
             if parts.count >= 3 {
-              (stream.request.traceID, stream.request.spanID) = (String(parts[1]), String(parts[2]))
+              (stream.request.texts[.traceID], stream.request.texts[.spanID]) = (String(parts[1]), String(parts[2]))
             }
           default: break
           }
@@ -304,7 +304,7 @@ final class HTTP2Parser {
       case "grpc-status": stream.grpcStatus = Int32(value)
       case "grpc-message": stream.grpcMessage = value
       case "content-type": if value.hasPrefix("application/grpc") { stream.isGRPC = true }
-      case "x-request-id": stream.response?.requestID = value
+      case "x-request-id": stream.response?.texts[.responseRequestID] = value
       default: break
       }
     }
@@ -312,8 +312,8 @@ final class HTTP2Parser {
       stream.response = ResponseInfo(
         startNanos: direction.blockStart, endNanos: direction.blockStart, sequence: direction.blockSequence,
         status: .ok, code: nil)
-      stream.response?.version = "2"
-      for (name, value) in fields where name == "x-request-id" { stream.response?.requestID = value }
+      stream.response?.texts.set(.version, "2")
+      for (name, value) in fields where name == "x-request-id" { stream.response?.texts[.responseRequestID] = value }
     }
     streams[id] = stream
     if direction.blockEndsStream {
@@ -357,10 +357,10 @@ final class HTTP2Parser {
       if stream.isGRPC, let grpc = stream.grpcStatus {
         response!.code = grpc
         response!.status = Self.grpcStatusClass(grpc)
-        if grpc != 0 { response!.errorMessage = stream.grpcMessage }
+        if grpc != 0 { response!.texts[.errorMessage] = stream.grpcMessage }
       } else if let http = stream.httpStatus {
         response!.code = http
-        if response!.errorMessage.isEmpty {
+        if response!.texts.isEmpty(.errorMessage) {
           response!.status = http >= 500 ? .serverError : http >= 400 ? .clientError : .ok
         }
       }

@@ -197,15 +197,15 @@ final class RedisSession {
 
   private func commandComplete(nanos: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     var pendingRequest = PendingRequest(startNanos: requestStart, sequence: requestSequence)
-    pendingRequest.method = (request.strings.first ?? "").uppercased()
-    pendingRequest.resource = request.strings.count > 1 ? request.strings[1] : ""
+    pendingRequest.texts[.method] = (request.strings.first ?? "").uppercased()
+    pendingRequest.texts[.resource] = request.strings.count > 1 ? request.strings[1] : ""
     pendingRequest.bytes = request.bytes
     pendingRequest.lastNanos = nanos
     let mode =
-      request.strings.count > 2 && pendingRequest.resource.uppercased() == "REPLY"
+      request.strings.count > 2 && pendingRequest.texts[.resource].uppercased() == "REPLY"
       ? request.strings[2].uppercased() : ""
     request.reset()
-    if pendingRequest.method == "CLIENT" && !mode.isEmpty {
+    if pendingRequest.texts[.method] == "CLIENT" && !mode.isEmpty {
       if mode == "ON" { repliesOff = false }
       if mode == "OFF" { repliesOff = true }
       if mode == "SKIP" { skipReplies = 2 }  // this command and the next get no reply
@@ -229,13 +229,13 @@ final class RedisSession {
       startNanos: responseStart, endNanos: nanos, sequence: responseSequence,
       status: isError ? .serverError : .ok,
       code: nil)
-    if isError { info.errorMessage = response.strings.first ?? "" }
+    if isError { info.texts[.errorMessage] = response.strings.first ?? "" }
     info.bytes = response.bytes
     // Pushed messages answer no request: RESP3 pushes, and RESP2 pub/sub deliveries; further
     // subscription confirmations (one per channel) follow the first.
     let kind = response.topType == UInt8(ascii: "*") ? (response.strings.first ?? "").lowercased() : ""
     let subscription = kind.hasSuffix("subscribe")
-    let headSubscribes = pending.first.map { $0.method.hasSuffix("SUBSCRIBE") } ?? false
+    let headSubscribes = pending.first.map { $0.texts[.method].hasSuffix("SUBSCRIBE") } ?? false
     let isPush =
       response.topType == UInt8(ascii: ">") || kind == "message" || kind == "pmessage" || kind == "smessage"
       || (subscription && !headSubscribes)

@@ -341,9 +341,7 @@ public final class RequestMeter {
         &session, UnsafeRawBufferPointer(rebasing: $0.prefix(Sniff.capacity)), transport: 6, fromClient: fromClient)
     }
     if session.parser.kind == .undecided {
-      // Short prefixes get more chances: only full-sized ones count as failed attempts.
-      if bytes.count < Sniff.decisionBytes && bytes.count < Sniff.capacity { session.attempts = attemptsBefore }
-      if bytes.count >= Sniff.capacity { session.parser.stop() }
+      Self.undecided(&session, prefix: bytes.count, attemptsBefore: attemptsBefore)
       return
     }
     let sniff = session.sniff
@@ -370,8 +368,7 @@ public final class RequestMeter {
     switch session.parser.kind {
     case .undecided:
       session.sniff.append(payload, fromClient: fromClient, sequence: packet.sequence, nanos: packet.timestampNanos)
-      if payload.count < Sniff.decisionBytes && payload.count < Sniff.capacity { session.attempts = attemptsBefore }
-      if payload.count >= Sniff.capacity { session.parser.stop() }
+      Self.undecided(&session, prefix: payload.count, attemptsBefore: attemptsBefore)
     case .none:
       break
     default:
@@ -383,6 +380,13 @@ public final class RequestMeter {
         decideTunnelled(&session)
       }
     }
+  }
+
+  /// A prefix of `prefix` bytes left the protocol undecided: short prefixes get more chances (only
+  /// full-sized ones count as failed attempts); a prefix as long as inference reads ends it.
+  private static func undecided(_ session: inout Session, prefix: Int, attemptsBefore: Int) {
+    if prefix < Sniff.decisionBytes && prefix < Sniff.capacity { session.attempts = attemptsBefore }
+    if prefix >= Sniff.capacity { session.parser.stop() }
   }
 
   /// Once a SOCKS handshake is over both ways, its tunnel's first bytes become the sniff the

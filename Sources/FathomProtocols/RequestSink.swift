@@ -27,47 +27,6 @@ struct PendingRequest {
     self.lastNanos = startNanos
     self.sequence = sequence
   }
-
-  var method: String {
-    get { texts[.method] }
-    set { texts[.method] = newValue }
-  }
-  var domain: String {
-    get { texts[.domain] }
-    set { texts[.domain] = newValue }
-  }
-  var resource: String {
-    get { texts[.resource] }
-    set { texts[.resource] = newValue }
-  }
-  var endpoint: String {
-    get { texts[.endpoint] }
-    set { texts[.endpoint] = newValue }
-  }
-  var version: String {
-    get { texts[.version] }
-    set { texts[.version] = newValue }
-  }
-  var requestID: String {
-    get { texts[.requestID] }
-    set { texts[.requestID] = newValue }
-  }
-  var traceID: String {
-    get { texts[.traceID] }
-    set { texts[.traceID] = newValue }
-  }
-  var spanID: String {
-    get { texts[.spanID] }
-    set { texts[.spanID] = newValue }
-  }
-  var forwardedFor: String {
-    get { texts[.forwardedFor] }
-    set { texts[.forwardedFor] = newValue }
-  }
-  var userAgent: String {
-    get { texts[.userAgent] }
-    set { texts[.userAgent] = newValue }
-  }
 }
 
 /// What a response contributes to its record. Its texts use the record's fields: `.version`,
@@ -81,19 +40,6 @@ struct ResponseInfo {
   var texts = RequestTexts()
   var bytes: UInt64 = 0
   var answers: [DNSAnswer] = []
-
-  var errorMessage: String {
-    get { texts[.errorMessage] }
-    set { texts[.errorMessage] = newValue }
-  }
-  var requestID: String {
-    get { texts[.responseRequestID] }
-    set { texts[.responseRequestID] = newValue }
-  }
-  var version: String {
-    get { texts[.version] }
-    set { texts[.version] = newValue }
-  }
 }
 
 /// The protocol stage's finished records, shared by every flow's sink so a record is stored once.
@@ -135,19 +81,15 @@ struct RequestSink {
   ) {
     count(request: true, response: true, status: response.status)
     guard let buffer else { return }  // counts only (`fathom flows`)
-    var log = RequestLog(
-      startMicros: request.startNanos / 1000, endMicros: response.endNanos / 1000,
-      durationMicros: max(0, (response.startNanos - request.startNanos) / 1000), applicationProtocol: proto,
-      clientIP: identity.clientIP, clientPort: identity.clientPort, serverIP: identity.serverIP,
-      serverPort: identity.serverPort, flowID: identity.flowID)
-    log.status = response.status
+    var log = Self.record(
+      proto, identity, start: request.startNanos, end: response.endNanos,
+      duration: max(0, response.startNanos - request.startNanos), status: response.status)
     take(&request, into: &log)
     if log.texts.isEmpty(.version) { log.texts.copy(.version, from: response.texts) }
     if !response.texts.isEmpty(.errorMessage) { log.texts.copy(.errorMessage, from: response.texts) }
     if !response.texts.isEmpty(.responseRequestID) { log.texts.copy(.responseRequestID, from: response.texts) }
     take(&response, into: &log)
-    addCapturePoint(identity, buffer, to: &log)
-    buffer.records.append(log)
+    store(&log, identity, buffer)
   }
 
   /// A request without an answer: timed out, evicted, unknown at the capture's end, or answered
@@ -157,29 +99,20 @@ struct RequestSink {
   ) {
     count(request: true, response: false, status: status)
     guard let buffer else { return }
-    var log = RequestLog(
-      startMicros: request.startNanos / 1000, endMicros: request.lastNanos / 1000, durationMicros: 0,
-      applicationProtocol: proto, clientIP: identity.clientIP, clientPort: identity.clientPort,
-      serverIP: identity.serverIP, serverPort: identity.serverPort, flowID: identity.flowID)
-    log.status = status
+    var log = Self.record(proto, identity, start: request.startNanos, end: request.lastNanos, status: status)
     take(&request, into: &log)
-    addCapturePoint(identity, buffer, to: &log)
-    buffer.records.append(log)
+    store(&log, identity, buffer)
   }
 
   /// A response whose request was not captured.
   mutating func emit(_ proto: ApplicationProtocol, _ identity: FlowIdentity, response: inout ResponseInfo) {
     count(request: false, response: true, status: response.status)
     guard let buffer else { return }
-    var log = RequestLog(
-      startMicros: response.startNanos / 1000, endMicros: response.endNanos / 1000, durationMicros: 0,
-      applicationProtocol: proto, clientIP: identity.clientIP, clientPort: identity.clientPort,
-      serverIP: identity.serverIP, serverPort: identity.serverPort, flowID: identity.flowID)
-    log.status = response.status
+    var log = Self.record(
+      proto, identity, start: response.startNanos, end: response.endNanos, status: response.status)
     swap(&log.texts, &response.texts)
     take(&response, into: &log)
-    addCapturePoint(identity, buffer, to: &log)
-    buffer.records.append(log)
+    store(&log, identity, buffer)
   }
 
   private mutating func count(request: Bool, response: Bool, status: RequestStatus) {
@@ -211,16 +144,29 @@ struct RequestSink {
     swap(&log.answers, &response.answers)
   }
 
-  /// Adds the capture point's interface and netns to a record.
-  @inline(__always) private func addCapturePoint(
-    _ identity: FlowIdentity, _ buffer: RequestBuffer, to log: inout RequestLog
-  ) {
+  /// A record of the flow with its times (nanoseconds) and status; the halves' fields follow.
+  private static func record(
+    _ proto: ApplicationProtocol, _ identity: FlowIdentity, start: Int64, end: Int64, duration: Int64 = 0,
+    status: RequestStatus
+  ) -> RequestLog {
+    var log = RequestLog(
+      startMicros: start / 1000, endMicros: end / 1000, durationMicros: duration / 1000, applicationProtocol: proto,
+      clientIP: identity.clientIP, clientPort: identity.clientPort, serverIP: identity.serverIP,
+      serverPort: identity.serverPort, flowID: identity.flowID)
+    log.status = status
+    return log
+  }
+
+  /// Adds the capture point's interface and netns, and hands the record to the buffer.
+  @inline(__always) private func store(_ log: inout RequestLog, _ identity: FlowIdentity, _ buffer: RequestBuffer) {
     let point = Int(identity.capturePoint)
-    guard point < buffer.capturePoints.count else { return }
-    if !buffer.capturePoints[point].isEmpty(.interface) {
-      log.texts.copy(.interface, from: buffer.capturePoints[point])
+    if point < buffer.capturePoints.count {
+      if !buffer.capturePoints[point].isEmpty(.interface) {
+        log.texts.copy(.interface, from: buffer.capturePoints[point])
+      }
+      if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
     }
-    if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
+    buffer.records.append(log)
   }
 }
 
@@ -228,4 +174,3 @@ struct RequestSink {
 @inline(__always) func fieldText(_ bytes: ArraySlice<UInt8>, limit: Int) -> String {
   String(decoding: bytes.prefix(limit), as: UTF8.self)
 }
-
