@@ -281,6 +281,21 @@ final class Exchange {
     #expect(x.records.map(\.status) == [.unknown])  // the query stays unanswered
   }
 
+  /// RFC 6762 §6: multicast DNS responses carry no question. There is no query type to report
+  /// (Zeek leaves qtype unset for them, mdns-no-assoc baseline); the answers are still read.
+  @Test func aResponseWithoutAQuestionHasNoQueryType() throws {
+    let x = Exchange(serverPort: 5353)
+    var announcement = be16(0) + [0x84, 0x00] + be16(0) + be16(1) + be16(0) + be16(0)
+    announcement += [7] + Array("printer".utf8) + [5] + Array("local".utf8) + [0]
+    announcement += be16(1) + be16(1) + be32(120) + be16(4) + [192, 168, 0, 9]
+    x.deliver(x.client.udp(sourcePort: 5353, destinationPort: 5353, payload: announcement))
+    x.finish()
+    #expect(x.records.map(\.method) == [""])
+    #expect(x.records.map(\.domain) == [""])
+    #expect(x.records.first?.answers == [DNSAnswer(type: "A", value: "192.168.0.9", ttl: 120)])
+    #expect(x.requests.counters.parseFailures == 0)
+  }
+
   /// RFC 6891: the OPT record's TTL carries the rcode's high 8 bits; it follows any authority
   /// records, which are walked without decoding.
   @Test func ednsExtendedRcodeIsReadFromTheOPTRecord() throws {
