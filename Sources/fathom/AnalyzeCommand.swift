@@ -180,7 +180,7 @@ struct StoreBenchCommand: ParsableCommand {
     let result = try StoreBenchmark.run(store: store, records: records) {
       FileHandle.standardError.write(Data("\($0)\n".utf8))
     }
-    let size = clickhouse == nil ? ((try? FileManager.default.attributesOfItem(atPath: db)[.size] as? Int) ?? 0) : 0
+    let size = Int((try? (store as? SQLiteStore)?.databaseBytes()) ?? 0)
     print(
       String(
         format:
