@@ -311,7 +311,7 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     let sourceID = UInt64(bitPattern: source)
     for resolution in RollupBuilder.resolutions {
-      let requestRollups = rollups.requests[resolution] ?? [:]
+      let requestRollups = rollups.requestRollups(resolution)
       if !requestRollups.isEmpty {
         let columns = RollupSchema.requestKey + RollupSchema.requestValues
         try inserts.append(
@@ -341,7 +341,7 @@ public final class ClickHouseStore: RecordStore {
           }
         }
       }
-      let flowRollups = rollups.flows[resolution] ?? [:]
+      let flowRollups = rollups.flowRollups(resolution)
       if !flowRollups.isEmpty {
         let columns = RollupSchema.flowKey + RollupSchema.flowValues
         try inserts.append(

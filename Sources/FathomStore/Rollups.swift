@@ -106,15 +106,6 @@ public struct RequestRollupKey: Hashable, Sendable {
   /// Index into the builder's `endpoints`.
   public var endpoint: Int32
 
-  /// Four words instead of eight fields (packed, so no two keys share them): rollups are
-  /// looked up twice per request.
-  public func hash(into hasher: inout Hasher) {
-    hasher.combine(intervalStart)
-    hasher.combine(UInt64(UInt32(bitPattern: clientPod)) << 32 | UInt64(UInt32(bitPattern: serverPod)))
-    hasher.combine(UInt64(UInt32(bitPattern: clientService)) << 32 | UInt64(UInt32(bitPattern: serverService)))
-    hasher.combine(
-      UInt64(protocolCode) << 40 | UInt64(observationPoint) << 32 | UInt64(UInt32(bitPattern: endpoint)))
-  }
 }
 
 public struct RequestRollup: Sendable {
@@ -193,12 +184,119 @@ public struct FlowRollup: Sendable {
   }
 }
 
+/// A rollup key reduced to words for `RollupTable`'s hash.
+public protocol RollupKey: Equatable, Sendable {
+  /// A well-mixed hash of every field (fields packed so no two keys share their words).
+  var rollupHash: UInt64 { get }
+}
+
+/// Mixes one more word into a hash (multiply and fold, as in wyhash's final step): rollups are
+/// looked up twice per record, and SipHash through `Hasher` cost more than the rest of an update.
+@inline(__always) func mix(_ hash: UInt64, _ word: UInt64) -> UInt64 {
+  let product = (hash ^ word).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+  return product.high ^ product.low
+}
+
+extension RequestRollupKey: RollupKey {
+  public var rollupHash: UInt64 {
+    var hash = mix(0x243F_6A88_85A3_08D3, UInt64(bitPattern: intervalStart))
+    hash = mix(hash, UInt64(UInt32(bitPattern: clientPod)) << 32 | UInt64(UInt32(bitPattern: serverPod)))
+    hash = mix(hash, UInt64(UInt32(bitPattern: clientService)) << 32 | UInt64(UInt32(bitPattern: serverService)))
+    return mix(hash, UInt64(protocolCode) << 40 | UInt64(observationPoint) << 32 | UInt64(UInt32(bitPattern: endpoint)))
+  }
+}
+
+extension FlowRollupKey: RollupKey {
+  public var rollupHash: UInt64 {
+    var hash = mix(0x243F_6A88_85A3_08D3, UInt64(bitPattern: intervalStart))
+    hash = mix(hash, UInt64(UInt32(bitPattern: clientPod)) << 32 | UInt64(UInt32(bitPattern: serverPod)))
+    return mix(
+      hash, UInt64(UInt32(bitPattern: serverService)) << 16 | UInt64(observationPoint) << 8 | UInt64(l4Protocol))
+  }
+}
+
+/// The rollups of one resolution: keys and values in insertion order, found through an
+/// open-addressing index of positions. Growing rebuilds only the index (a Dictionary moved every
+/// key and rollup at each doubling), and stores read the rows as two arrays.
+public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
+  public private(set) var keys: [Key] = []
+  /// Updated in place by the builder.
+  public internal(set) var values: [Value] = []
+  /// Positions into `keys`/`values`, -1 for an empty slot; a power of two, at most half full.
+  private var slots: [Int32] = []
+
+  public init() {}
+
+  public var count: Int { keys.count }
+  public var isEmpty: Bool { keys.isEmpty }
+
+  /// The position of `key`, inserted with `make()` if it is new.
+  @inline(__always) mutating func position(of key: Key, inserting make: () -> Value) -> Int {
+    if keys.count * 2 >= slots.count { grow() }
+    let mask = slots.count - 1
+    var slot = Int(truncatingIfNeeded: key.rollupHash) & mask
+    while true {
+      let position = Int(slots[slot])
+      if position < 0 { break }
+      if keys[position] == key { return position }
+      slot = (slot + 1) & mask
+    }
+    slots[slot] = Int32(keys.count)
+    keys.append(key)
+    values.append(make())
+    return keys.count - 1
+  }
+
+  private mutating func grow() {
+    let capacity = Swift.max(64, slots.count * 2)
+    precondition(capacity <= Int(Int32.max), "rollup table over 2^31 entries")
+    slots = [Int32](repeating: -1, count: capacity)
+    let mask = capacity - 1
+    for (position, key) in keys.enumerated() {
+      var slot = Int(truncatingIfNeeded: key.rollupHash) & mask
+      while slots[slot] >= 0 { slot = (slot + 1) & mask }
+      slots[slot] = Int32(position)
+    }
+  }
+
+  /// The value of `key`, if it has one.
+  public subscript(_ key: Key) -> Value? {
+    guard !slots.isEmpty else { return nil }
+    let mask = slots.count - 1
+    var slot = Int(truncatingIfNeeded: key.rollupHash) & mask
+    while slots[slot] >= 0 {
+      let position = Int(slots[slot])
+      if keys[position] == key { return values[position] }
+      slot = (slot + 1) & mask
+    }
+    return nil
+  }
+
+  /// Splits the rows in two by `isTaken`: those it takes go into the returned table.
+  mutating func take(where isTaken: (Key) -> Bool) -> RollupTable {
+    var taken = RollupTable()
+    var kept = RollupTable()
+    for (key, value) in zip(keys, values) {
+      if isTaken(key) {
+        _ = taken.position(of: key) { value }
+      } else {
+        _ = kept.position(of: key) { value }
+      }
+    }
+    self = kept
+    return taken
+  }
+
+  public func makeIterator() -> Zip2Sequence<[Key], [Value]>.Iterator { zip(keys, values).makeIterator() }
+}
+
 /// Aggregates tagged records into 1 s and 1 min rollups at ingest, so queries read rollups
 /// instead of scanning logs. Rows are partial aggregates; stores sum them (histograms merge).
 public struct RollupBuilder: Sendable {
   public static let resolutions: [Int64] = [1, 60]
-  public private(set) var requests: [Int64: [RequestRollupKey: RequestRollup]] = [:]
-  public private(set) var flows: [Int64: [FlowRollupKey: FlowRollup]] = [:]
+  /// Per resolution, in the order of `resolutions`.
+  private var requests = resolutions.map { _ in RollupTable<RequestRollupKey, RequestRollup>() }
+  private var flows = resolutions.map { _ in RollupTable<FlowRollupKey, FlowRollup>() }
   /// Endpoints seen, interned so keys hash no strings per record.
   public private(set) var endpoints: [String] = []
   private var endpointIndex: [String: Int32] = [:]
@@ -206,6 +304,16 @@ public struct RollupBuilder: Sendable {
   static let points = ObservationPoint.allCases
 
   public init() {}
+
+  /// The request rollups of one of `resolutions`.
+  public func requestRollups(_ resolution: Int64) -> RollupTable<RequestRollupKey, RequestRollup> {
+    Self.resolutions.firstIndex(of: resolution).map { requests[$0] } ?? RollupTable()
+  }
+
+  /// The flow rollups of one of `resolutions`.
+  public func flowRollups(_ resolution: Int64) -> RollupTable<FlowRollupKey, FlowRollup> {
+    Self.resolutions.firstIndex(of: resolution).map { flows[$0] } ?? RollupTable()
+  }
 
   static func pointCode(_ point: ObservationPoint) -> UInt8 { UInt8(points.firstIndex(of: point) ?? 0) }
   public static func point(_ code: UInt8) -> ObservationPoint { points[Int(code)] }
@@ -240,47 +348,42 @@ public struct RollupBuilder: Sendable {
     taken.endpoints = endpoints
     taken.endpointIndex = endpointIndex
     let second = micros / 1_000_000
-    for (resolution, rollups) in requests {
-      let closed = rollups.filter { $0.key.intervalStart + resolution <= second }
-      guard !closed.isEmpty else { continue }
-      taken.requests[resolution] = closed
-      requests[resolution] = rollups.filter { $0.key.intervalStart + resolution > second }
-    }
-    for (resolution, rollups) in flows {
-      let closed = rollups.filter { $0.key.intervalStart + resolution <= second }
-      guard !closed.isEmpty else { continue }
-      taken.flows[resolution] = closed
-      flows[resolution] = rollups.filter { $0.key.intervalStart + resolution > second }
+    for (position, resolution) in Self.resolutions.enumerated() {
+      taken.requests[position] = requests[position].take { $0.intervalStart + resolution <= second }
+      taken.flows[position] = flows[position].take { $0.intervalStart + resolution <= second }
     }
     return taken
   }
 
   /// True when no rollup is held.
-  public var isEmpty: Bool { requests.values.allSatisfy(\.isEmpty) && flows.values.allSatisfy(\.isEmpty) }
+  public var isEmpty: Bool { requests.allSatisfy(\.isEmpty) && flows.allSatisfy(\.isEmpty) }
 
-  // Each rollup is updated in place through the dictionaries' `default:` subscripts: reading a
-  // copy out and writing it back shared the histogram's storage, so every request copied it.
   public mutating func add(_ tagged: TaggedRequest) {
     let endpoint = intern(tagged.request.texts)
     let point = Self.pointCode(tagged.tags.observationPoint)
-    for resolution in Self.resolutions {
+    let second = tagged.request.startMicros / 1_000_000
+    for (index, resolution) in Self.resolutions.enumerated() {
       let key = RequestRollupKey(
-        intervalStart: tagged.request.startMicros / 1_000_000 / resolution * resolution,
+        intervalStart: second / resolution * resolution,
         clientPod: tagged.tags.client.pod, clientService: tagged.tags.client.service,
         serverPod: tagged.tags.server.pod, serverService: tagged.tags.server.service,
         protocolCode: tagged.request.applicationProtocol.rawValue, observationPoint: point, endpoint: endpoint)
-      requests[resolution, default: [:]][key, default: RequestRollup()].add(tagged.request)
+      let position = requests[index].position(of: key) { RequestRollup() }
+      requests[index].values[position].add(tagged.request)
     }
   }
 
   public mutating func add(_ tagged: TaggedFlow) {
-    for resolution in Self.resolutions {
+    let point = Self.pointCode(tagged.tags.observationPoint)
+    let second = tagged.flow.startMicros / 1_000_000
+    for (index, resolution) in Self.resolutions.enumerated() {
       let key = FlowRollupKey(
-        intervalStart: tagged.flow.startMicros / 1_000_000 / resolution * resolution,
+        intervalStart: second / resolution * resolution,
         clientPod: tagged.tags.client.pod, serverPod: tagged.tags.server.pod,
-        serverService: tagged.tags.server.service, observationPoint: Self.pointCode(tagged.tags.observationPoint),
+        serverService: tagged.tags.server.service, observationPoint: point,
         l4Protocol: tagged.flow.l4Protocol.rawValue)
-      flows[resolution, default: [:]][key, default: FlowRollup()].add(tagged.flow)
+      let position = flows[index].position(of: key) { FlowRollup() }
+      flows[index].values[position].add(tagged.flow)
     }
   }
 }

@@ -303,37 +303,47 @@ public final class SQLiteStore: RecordStore {
           db, table: "\(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ",")))",
           columns: requestColumns.count)
         // In the order of the table's index (Service, observation point, interval): the index
-        // grows in runs instead of at random places.
-        let requestRollups = (rollups.requests[resolution] ?? [:]).sorted {
-          ($0.key.serverService, $0.key.observationPoint, $0.key.intervalStart)
-            < ($1.key.serverService, $1.key.observationPoint, $1.key.intervalStart)
-        }
-        for (key, value) in requestRollups {
-          requestRow.int(source)
-          requestRow.int(key.intervalStart)
-          requestRow.int(id[key.clientPod])
-          requestRow.int(id[key.clientService])
-          requestRow.int(id[key.serverPod])
-          requestRow.int(id[key.serverService])
-          requestRow.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-          requestRow.text(RollupBuilder.point(key.observationPoint).rawValue)
-          requestRow.text(rollups.endpoints[Int(key.endpoint)])
-          requestRow.int(Int64(value.requests))
-          requestRow.int(Int64(value.responses))
-          requestRow.int(Int64(value.clientErrors))
-          requestRow.int(Int64(value.serverErrors))
-          requestRow.int(Int64(value.timeouts))
-          requestRow.int(value.latencySum)
-          requestRow.int(value.latencyMax)
-          requestRow.text { value.histogram.appendEncoded(to: &$0) }
-          try requestRow.endRow(db)
+        // grows in runs instead of at random places. Positions are sorted, not the rows.
+        // The sort keys are copied out first: a comparator reading the table's arrays retained
+        // them at every comparison.
+        let requestRollups = rollups.requestRollups(resolution)
+        let order = requestRollups.keys.enumerated().map {
+          (service: $1.serverService, point: $1.observationPoint, interval: $1.intervalStart, position: $0)
+        }.sorted { ($0.service, $0.point, $0.interval) < ($1.service, $1.point, $1.interval) }
+        let endpoints = rollups.endpoints
+        try requestRollups.keys.withUnsafeBufferPointer { keys in
+          try requestRollups.values.withUnsafeBufferPointer { values in
+            for entry in order {
+              let key = keys[entry.position]
+              // A pointer, not a copy: every copy of a rollup retained its histogram.
+              let value = values.baseAddress! + entry.position
+              requestRow.int(source)
+              requestRow.int(key.intervalStart)
+              requestRow.int(id[key.clientPod])
+              requestRow.int(id[key.clientService])
+              requestRow.int(id[key.serverPod])
+              requestRow.int(id[key.serverService])
+              requestRow.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+              requestRow.text(RollupBuilder.point(key.observationPoint).rawValue)
+              requestRow.text(endpoints[Int(key.endpoint)])
+              requestRow.int(Int64(value.pointee.requests))
+              requestRow.int(Int64(value.pointee.responses))
+              requestRow.int(Int64(value.pointee.clientErrors))
+              requestRow.int(Int64(value.pointee.serverErrors))
+              requestRow.int(Int64(value.pointee.timeouts))
+              requestRow.int(value.pointee.latencySum)
+              requestRow.int(value.pointee.latencyMax)
+              requestRow.text { value.pointee.histogram.appendEncoded(to: &$0) }
+              try requestRow.endRow(db)
+            }
+          }
         }
         try requestRow.finish(db)
         let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
         var flowRow = try RowWriter(
           db, table: "\(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ",")))",
           columns: flowColumns.count)
-        for (key, value) in rollups.flows[resolution] ?? [:] {
+        for (key, value) in rollups.flowRollups(resolution) {
           flowRow.int(source)
           flowRow.int(key.intervalStart)
           flowRow.int(id[key.clientPod])

@@ -153,7 +153,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var rollups = RollupBuilder()
     for second in 0..<180 { rollups.add(at(Int64(second), second % 30 == 0 ? .serverError : .ok)) }
     let early = rollups.takeIntervals(endedBy: 120_000_000)
-    #expect(early.requests[60]?.count == 2 && rollups.requests[60]?.count == 1)
+    #expect(early.requestRollups(60).count == 2 && rollups.requestRollups(60).count == 1)
     try store.write(rollups: early, source: source, ids: ids)
     rollups.add(at(10))  // late: its second and minute were written already
     try store.write(rollups: rollups, source: source, ids: ids)
