@@ -4,130 +4,203 @@ import Foundation
 import GRDB
 import GRDBSQLite
 
-/// Inserts rows into one table, binding their values straight into a prepared statement: the
-/// ingest path avoids GRDB's per-value boxing (StatementArguments), which cost more than SQLite
-/// itself. One statement carries up to `rowsPerStatement` rows (`INSERT ... VALUES (...), (...)`):
-/// SQLite opens the table's and every index's cursors once per statement, and with one row per
-/// statement that opening cost more than the inserts. `OR FAIL`: a failing row fails the batch's
-/// whole transaction anyway, and without it SQLite keeps a statement journal (a temporary file)
-/// to undo one statement's earlier rows — 1.7 GB of writes for a million records. Values wait in a reused array until their
-/// statement is complete; run-time texts (and addresses, written without a String) are copied
-/// into an arena and bound without SQLite copying them again; literals are bound from their
-/// static storage.
-struct RowWriter: ~Copyable {
+/// Rows for one table, encoded on the caller's thread and inserted later by `insert` (on the
+/// store's writer thread). Values wait in an array; run-time texts (and addresses, written
+/// without a String) are copied into an arena and bound without SQLite copying them again;
+/// literals are bound from their static storage. Binding straight into statements avoids GRDB's
+/// per-value boxing (StatementArguments), which cost more than SQLite itself.
+final class RowBlock: @unchecked Sendable {
   private enum Value {
     case int(Int64)
     case null
     /// Bytes in the arena (which may move while it grows: bound as a range).
     case arena(offset: Int, count: Int)
+    /// A static string's bytes: they live as long as the program.
     case literal(UnsafePointer<UInt8>, count: Int)
   }
 
-  private let table: String
-  private let columns: Int
-  private let rowsPerStatement: Int
-  /// The statement for a full set of rows; a last, shorter set gets its own.
-  private let fullStatement: Statement
+  /// `INSERT OR FAIL INTO table[ (columns)]`.
+  let table: String
+  let columns: Int
   private var values: [Value] = []
   private var arena = OutputBuffer(capacity: 1 << 16)
 
-  /// 1,000 parameters per statement (SQLite takes up to 32,766): the gain levels off well before.
-  static func rowsPerStatement(columns: Int) -> Int { max(1, 1_000 / columns) }
-
-  init(_ db: Database, table: String, columns: Int) throws {
+  init(table: String, columns: Int, rows: Int) {
     self.table = table
     self.columns = columns
-    rowsPerStatement = Self.rowsPerStatement(columns: columns)
-    fullStatement = try Self.insert(db, table: table, columns: columns, rows: rowsPerStatement)
-    values.reserveCapacity(rowsPerStatement * columns)
+    values.reserveCapacity(rows * columns)
   }
 
-  private static func insert(_ db: Database, table: String, columns: Int, rows: Int) throws -> Statement {
-    let row = "(" + Array(repeating: "?", count: columns).joined(separator: ",") + ")"
-    return try db.makeStatement(
-      sql: "INSERT OR FAIL INTO \(table) VALUES " + Array(repeating: row, count: rows).joined(separator: ","))
-  }
+  var rows: Int { values.count / columns }
 
-  mutating func int(_ value: Int64) { values.append(.int(value)) }
+  func int(_ value: Int64) { values.append(.int(value)) }
 
-  mutating func int(_ value: Int) { values.append(.int(Int64(value))) }
+  func int(_ value: Int) { values.append(.int(Int64(value))) }
 
-  mutating func optional(_ value: Int64?) { values.append(value.map { .int($0) } ?? .null) }
+  func optional(_ value: Int64?) { values.append(value.map { .int($0) } ?? .null) }
 
-  mutating func text(_ value: String) {
+  func text(_ value: String) {
     let start = arena.count
     arena.append(string: value)
     values.append(.arena(offset: start, count: arena.count - start))
   }
 
   /// A text field of a request record, copied from its buffer without making a String.
-  mutating func text(_ texts: RequestTexts, _ field: RequestTexts.Field) {
+  func text(_ texts: RequestTexts, _ field: RequestTexts.Field) {
     let start = arena.count
     texts.withUTF8(field) { arena.append(bytes: $0) }
     values.append(.arena(offset: start, count: arena.count - start))
   }
 
-  mutating func text(_ value: StaticString) {
+  func text(_ value: StaticString) {
     if value.hasPointerRepresentation {
-      // Static storage lives as long as the program: SQLite may keep the pointer.
       values.append(.literal(value.utf8Start, count: value.utf8CodeUnitCount))
     } else {
       text(value.description)
     }
   }
 
-  mutating func text(_ address: IPAddress) {
+  func text(_ address: IPAddress) {
     let start = arena.count
     arena.append(address)
     values.append(.arena(offset: start, count: arena.count - start))
   }
 
   /// A text column written straight into the arena by `write`.
-  mutating func text(writing write: (inout OutputBuffer) -> Void) {
+  func text(writing write: (inout OutputBuffer) -> Void) {
     let start = arena.count
     write(&arena)
     values.append(.arena(offset: start, count: arena.count - start))
   }
 
-  /// Ends a row; inserts the waiting rows once they fill a statement.
-  mutating func endRow(_ db: Database) throws {
+  /// Checks that a row bound one value per column (a mistake here would shift every later row).
+  func endRow() {
     precondition(values.count % columns == 0, "a row of \(table) bound a wrong number of values")
-    if values.count == rowsPerStatement * columns { try execute(db, fullStatement) }
   }
 
-  /// Inserts the rows still waiting (fewer than a full statement) with a statement of their size.
-  mutating func finish(_ db: Database) throws {
-    guard !values.isEmpty else { return }
-    try execute(db, try Self.insert(db, table: table, columns: columns, rows: values.count / columns))
+  /// 1,000 parameters per statement (SQLite takes up to 32,766): the gain levels off well before.
+  var rowsPerStatement: Int { max(1, 1_000 / columns) }
+
+  /// Inserts the rows, many per statement (`INSERT ... VALUES (...), (...)`): SQLite opens the
+  /// table's and every index's cursors once per statement, and with one row per statement that
+  /// opening cost more than the inserts. `OR FAIL`: a failing row fails the batch's whole
+  /// transaction anyway, and without it SQLite keeps a statement journal (a temporary file) to
+  /// undo one statement's earlier rows — 1.7 GB of writes for a million records.
+  func insert(_ db: Database) throws {
+    let perStatement = rowsPerStatement
+    let full = rows / perStatement
+    if full > 0 {
+      let statement = try Self.statement(db, table, columns: columns, rows: perStatement)
+      for set in 0..<full { try execute(db, statement, firstValue: set * perStatement * columns) }
+    }
+    if rows % perStatement > 0 {
+      let statement = try Self.statement(db, table, columns: columns, rows: rows % perStatement)
+      try execute(db, statement, firstValue: full * perStatement * columns)
+    }
   }
 
-  private mutating func execute(_ db: Database, _ owner: Statement) throws {
+  private static func statement(_ db: Database, _ table: String, columns: Int, rows: Int) throws -> Statement {
+    let row = "(" + Array(repeating: "?", count: columns).joined(separator: ",") + ")"
+    return try db.makeStatement(
+      sql: "INSERT OR FAIL INTO \(table) VALUES " + Array(repeating: row, count: rows).joined(separator: ","))
+  }
+
+  private func execute(_ db: Database, _ owner: Statement, firstValue: Int) throws {
     let statement = owner.sqliteStatement
+    let count = Int(sqlite3_bind_parameter_count(statement))
     arena.withUnsafeBytes { bytes in
       let base = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
-      for (offset, value) in values.enumerated() {
-        let parameter = Int32(offset + 1)
-        // SQLITE_STATIC (nil) for texts: the arena is untouched until the step below has copied
-        // the rows, and literals live as long as the program.
-        switch value {
-        case .int(let value): sqlite3_bind_int64(statement, parameter, value)
-        case .null: sqlite3_bind_null(statement, parameter)
-        case .arena(let offset, let count): sqlite3_bind_text(statement, parameter, base + offset, Int32(count), nil)
-        case .literal(let start, let count):
-          start.withMemoryRebound(to: CChar.self, capacity: count) {
-            _ = sqlite3_bind_text(statement, parameter, $0, Int32(count), nil)
+      values.withUnsafeBufferPointer { values in
+        for parameter in 1...count {
+          // SQLITE_STATIC (nil) for texts: the arena outlives the step below.
+          switch values[firstValue + parameter - 1] {
+          case .int(let value): sqlite3_bind_int64(statement, Int32(parameter), value)
+          case .null: sqlite3_bind_null(statement, Int32(parameter))
+          case .arena(let offset, let count):
+            sqlite3_bind_text(statement, Int32(parameter), base + offset, Int32(count), nil)
+          case .literal(let start, let count):
+            start.withMemoryRebound(to: CChar.self, capacity: count) {
+              _ = sqlite3_bind_text(statement, Int32(parameter), $0, Int32(count), nil)
+            }
           }
         }
       }
     }
     let result = sqlite3_step(statement)
     sqlite3_reset(statement)
-    arena.removeAll()
-    values.removeAll(keepingCapacity: true)
     guard result == SQLITE_DONE else {
       throw DatabaseError(
         resultCode: ResultCode(rawValue: result), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
     }
+  }
+}
+
+/// Runs a store's inserts in order on one background thread while the caller encodes the next
+/// batch and builds its rollups: ingest uses both cores, as the ClickHouse store's sending
+/// does. Each job is one transaction. Bounded: `enqueue` waits while `limit` jobs wait. A failed
+/// job's error is kept and thrown by every later `enqueue` and `flush`: a batch is never
+/// silently missing.
+final class SQLiteWriteQueue: @unchecked Sendable {
+  typealias Job = @Sendable (Database) throws -> Void
+  private let database: DatabasePool
+  private let limit = 2
+  private let condition = NSCondition()
+  private var jobs: [Job] = []
+  private var running = false
+  private var stopped = false
+  private var failure: (any Error)?
+  private var worker: Thread?
+
+  init(_ database: DatabasePool) { self.database = database }
+
+  func enqueue(_ job: @escaping Job) throws {
+    condition.lock()
+    defer { condition.unlock() }
+    while jobs.count >= limit && failure == nil { condition.wait() }
+    if let failure { throw failure }
+    jobs.append(job)
+    if worker == nil {
+      let thread = Thread { [self] in run() }
+      thread.name = "fathom-sqlite-writer"
+      worker = thread
+      thread.start()
+    }
+    condition.broadcast()
+  }
+
+  /// Waits until every job so far is stored; throws the first failure.
+  func flush() throws {
+    condition.lock()
+    defer { condition.unlock() }
+    while (!jobs.isEmpty || running) && failure == nil { condition.wait() }
+    if let failure { throw failure }
+  }
+
+  /// Ends the worker once its jobs are done (the owner flushes first).
+  func stop() {
+    condition.lock()
+    stopped = true
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  private func run() {
+    condition.lock()
+    while true {
+      while jobs.isEmpty && !stopped { condition.wait() }
+      if jobs.isEmpty && stopped { break }
+      let job = jobs.removeFirst()
+      running = true
+      condition.unlock()
+      var error: (any Error)?
+      do { try database.write { try job($0) } } catch let failed { error = failed }
+      condition.lock()
+      running = false
+      if let error, failure == nil { failure = error }
+      if failure != nil { jobs.removeAll() }
+      condition.broadcast()
+    }
+    condition.unlock()
   }
 }
 
@@ -155,8 +228,19 @@ struct StoreIDs {
 /// The embedded default: one SQLite file in WAL mode through GRDB, versioned migrations,
 /// one transaction per batch (a killed run leaves a consistent file).
 public final class SQLiteStore: RecordStore {
-  let pool: DatabasePool
+  private let database: DatabasePool
+  /// Record and rollup inserts, run in the background (`write(requests:)`, `write(flows:)`,
+  /// `write(rollups:)` return once their rows are encoded).
+  private let writes: SQLiteWriteQueue
   public let path: String
+
+  /// The database once every queued insert is stored: reads and other writes see them.
+  var pool: DatabasePool {
+    get throws {
+      try writes.flush()
+      return database
+    }
+  }
 
   public init(path: String) throws {
     self.path = path
@@ -176,8 +260,18 @@ public final class SQLiteStore: RecordStore {
       // of the whole file, which a map would keep resident for the length of the run.
       if db.configuration.readonly { try db.execute(sql: "PRAGMA mmap_size = 4294967296") }
     }
-    pool = try DatabasePool(path: path, configuration: configuration)
-    try Self.migrator.migrate(pool)
+    database = try DatabasePool(path: path, configuration: configuration)
+    writes = SQLiteWriteQueue(database)
+    try Self.migrator.migrate(database)
+  }
+
+  deinit {
+    do {
+      try writes.flush()
+    } catch {
+      FileHandle.standardError.write(Data("fathom: records not stored in \(path): \(error)\n".utf8))
+    }
+    writes.stop()
   }
 
   /// Schema versions; a file from an older version is migrated, never dropped.
@@ -296,72 +390,72 @@ public final class SQLiteStore: RecordStore {
 
   public func write(rollups: RollupBuilder, source: Int64, ids: [Int32: Int64]) throws {
     let id = StoreIDs(ids)
-    try pool.write { db in
-      for resolution in RollupBuilder.resolutions {
-        let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
-        var requestRow = try RowWriter(
-          db, table: "\(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ",")))",
-          columns: requestColumns.count)
-        // In the order of the table's index (Service, observation point, interval): the index
-        // grows in runs instead of at random places. Positions are sorted, not the rows.
-        // The sort keys are copied out first: a comparator reading the table's arrays retained
-        // them at every comparison.
-        let requestRollups = rollups.requestRollups(resolution)
-        let order = requestRollups.keys.enumerated().map {
-          (service: $1.serverService, point: $1.observationPoint, interval: $1.intervalStart, position: $0)
-        }.sorted { ($0.service, $0.point, $0.interval) < ($1.service, $1.point, $1.interval) }
-        let endpoints = rollups.endpoints
-        try requestRollups.keys.withUnsafeBufferPointer { keys in
-          try requestRollups.values.withUnsafeBufferPointer { values in
-            for entry in order {
-              let key = keys[entry.position]
-              // A pointer, not a copy: every copy of a rollup retained its histogram.
-              let value = values.baseAddress! + entry.position
-              requestRow.int(source)
-              requestRow.int(key.intervalStart)
-              requestRow.int(id[key.clientPod])
-              requestRow.int(id[key.clientService])
-              requestRow.int(id[key.serverPod])
-              requestRow.int(id[key.serverService])
-              requestRow.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-              requestRow.text(RollupBuilder.point(key.observationPoint).rawValue)
-              requestRow.text(endpoints[Int(key.endpoint)])
-              requestRow.int(Int64(value.pointee.requests))
-              requestRow.int(Int64(value.pointee.responses))
-              requestRow.int(Int64(value.pointee.clientErrors))
-              requestRow.int(Int64(value.pointee.serverErrors))
-              requestRow.int(Int64(value.pointee.timeouts))
-              requestRow.int(value.pointee.latencySum)
-              requestRow.int(value.pointee.latencyMax)
-              requestRow.text { value.pointee.histogram.appendEncoded(to: &$0) }
-              try requestRow.endRow(db)
-            }
+    var blocks: [RowBlock] = []
+    for resolution in RollupBuilder.resolutions {
+      let requestColumns = RollupSchema.requestKey + RollupSchema.requestValues
+      let requestRollups = rollups.requestRollups(resolution)
+      let requestRow = RowBlock(
+        table: "\(RollupSchema.table("request", resolution)) (\(requestColumns.joined(separator: ",")))",
+        columns: requestColumns.count, rows: requestRollups.count)
+      // In the order of the table's index (Service, observation point, interval): the index
+      // grows in runs instead of at random places. Positions are sorted, not the rows.
+      // The sort keys are copied out first: a comparator reading the table's arrays retained
+      // them at every comparison.
+      let order = requestRollups.keys.enumerated().map {
+        (service: $1.serverService, point: $1.observationPoint, interval: $1.intervalStart, position: $0)
+      }.sorted { ($0.service, $0.point, $0.interval) < ($1.service, $1.point, $1.interval) }
+      let endpoints = rollups.endpoints
+      requestRollups.keys.withUnsafeBufferPointer { keys in
+        requestRollups.values.withUnsafeBufferPointer { values in
+          for entry in order {
+            let key = keys[entry.position]
+            // A pointer, not a copy: every copy of a rollup retained its histogram.
+            let value = values.baseAddress! + entry.position
+            requestRow.int(source)
+            requestRow.int(key.intervalStart)
+            requestRow.int(id[key.clientPod])
+            requestRow.int(id[key.clientService])
+            requestRow.int(id[key.serverPod])
+            requestRow.int(id[key.serverService])
+            requestRow.text((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+            requestRow.text(RollupBuilder.point(key.observationPoint).rawValue)
+            requestRow.text(endpoints[Int(key.endpoint)])
+            requestRow.int(Int64(value.pointee.requests))
+            requestRow.int(Int64(value.pointee.responses))
+            requestRow.int(Int64(value.pointee.clientErrors))
+            requestRow.int(Int64(value.pointee.serverErrors))
+            requestRow.int(Int64(value.pointee.timeouts))
+            requestRow.int(value.pointee.latencySum)
+            requestRow.int(value.pointee.latencyMax)
+            requestRow.text { value.pointee.histogram.appendEncoded(to: &$0) }
+            requestRow.endRow()
           }
         }
-        try requestRow.finish(db)
-        let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
-        var flowRow = try RowWriter(
-          db, table: "\(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ",")))",
-          columns: flowColumns.count)
-        for (key, value) in rollups.flowRollups(resolution) {
-          flowRow.int(source)
-          flowRow.int(key.intervalStart)
-          flowRow.int(id[key.clientPod])
-          flowRow.int(id[key.serverPod])
-          flowRow.int(id[key.serverService])
-          flowRow.text(RollupBuilder.point(key.observationPoint).rawValue)
-          flowRow.text((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
-          for counter in [
-            value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
-            value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
-          ] {
-            flowRow.int(Int64(counter))
-          }
-          try flowRow.endRow(db)
-        }
-        try flowRow.finish(db)
       }
+      let flowColumns = RollupSchema.flowKey + RollupSchema.flowValues
+      let flowRollups = rollups.flowRollups(resolution)
+      let flowRow = RowBlock(
+        table: "\(RollupSchema.table("flow", resolution)) (\(flowColumns.joined(separator: ",")))",
+        columns: flowColumns.count, rows: flowRollups.count)
+      for (key, value) in flowRollups {
+        flowRow.int(source)
+        flowRow.int(key.intervalStart)
+        flowRow.int(id[key.clientPod])
+        flowRow.int(id[key.serverPod])
+        flowRow.int(id[key.serverService])
+        flowRow.text(RollupBuilder.point(key.observationPoint).rawValue)
+        flowRow.text((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
+        for counter in [
+          value.bytes, value.packets, value.newFlows, value.closedFlows, value.retransmissions, value.zeroWindows,
+          value.rttSum, value.rttCount, value.rttMax, value.establishFailures, value.resets,
+        ] {
+          flowRow.int(Int64(counter))
+        }
+        flowRow.endRow()
+      }
+      blocks += [requestRow, flowRow]
     }
+    try writes.enqueue { [blocks] db in for block in blocks { try block.insert(db) } }
   }
 
   public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
@@ -431,7 +525,7 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
-  func bind(_ identity: EndpointIdentity, _ row: inout RowWriter, _ id: StoreIDs) {
+  func bind(_ identity: EndpointIdentity, _ row: RowBlock, _ id: StoreIDs) {
     row.text(identity.kind.rawValue)
     row.int(id[identity.pod])
     row.int(id[identity.workload])
@@ -443,97 +537,93 @@ public final class SQLiteStore: RecordStore {
   public func write(flows: ArraySlice<TaggedFlow>, source: Int64, ids: [Int32: Int64]) throws {
     guard !flows.isEmpty else { return }
     let id = StoreIDs(ids)
-    try pool.write { db in
-      var row = try RowWriter(db, table: "flows", columns: 42)
-      for tagged in flows {
-        row.int(source)
-        row.int(tagged.flow.startMicros)
-        row.int(tagged.flow.endMicros)
-        row.text(tagged.flow.l4Protocol.name)
-        row.text(tagged.flow.clientIP)
-        row.int(Int(tagged.flow.clientPort))
-        row.text(tagged.flow.serverIP)
-        row.int(Int(tagged.flow.serverPort))
-        row.int(id[tagged.tags.captureNode])
-        row.text(tagged.tags.interface)
-        row.text(tagged.tags.observationPoint.rawValue)
-        bind(tagged.tags.client, &row, id)
-        bind(tagged.tags.server, &row, id)
-        row.int(id[tagged.tags.answeredBy])
-        row.int(id[tagged.tags.requestedService])
-        row.text(tagged.flow.closeType.name)
-        row.text(tagged.flow.status.name)
-        row.int(Int64(tagged.flow.clientToServer.packets))
-        row.int(Int64(tagged.flow.clientToServer.l3Bytes))
-        row.int(Int64(tagged.flow.serverToClient.packets))
-        row.int(Int64(tagged.flow.serverToClient.l3Bytes))
-        row.int(Int(tagged.flow.clientToServer.retransmissions + tagged.flow.serverToClient.retransmissions))
-        row.int(Int(tagged.flow.clientToServer.zeroWindows + tagged.flow.serverToClient.zeroWindows))
-        row.int(Int(tagged.flow.synRetransmissions))
-        row.int(Int(tagged.flow.rttMicros))
-        row.int(Int64(tagged.flow.srt.sumMicros))
-        row.int(Int(tagged.flow.srt.count))
-        row.text(tagged.flow.applicationProtocol?.name ?? "")
-        row.int(Int(tagged.flow.application.requests))
-        row.int(Int(tagged.flow.application.responses))
-        row.int(Int(tagged.flow.application.serverErrors))
-        row.int(Int(tagged.flow.application.clientErrors))
-        try row.endRow(db)
-      }
-      try row.finish(db)
+    let row = RowBlock(table: "flows", columns: 42, rows: flows.count)
+    for tagged in flows {
+      row.int(source)
+      row.int(tagged.flow.startMicros)
+      row.int(tagged.flow.endMicros)
+      row.text(tagged.flow.l4Protocol.name)
+      row.text(tagged.flow.clientIP)
+      row.int(Int(tagged.flow.clientPort))
+      row.text(tagged.flow.serverIP)
+      row.int(Int(tagged.flow.serverPort))
+      row.int(id[tagged.tags.captureNode])
+      row.text(tagged.tags.interface)
+      row.text(tagged.tags.observationPoint.rawValue)
+      bind(tagged.tags.client, row, id)
+      bind(tagged.tags.server, row, id)
+      row.int(id[tagged.tags.answeredBy])
+      row.int(id[tagged.tags.requestedService])
+      row.text(tagged.flow.closeType.name)
+      row.text(tagged.flow.status.name)
+      row.int(Int64(tagged.flow.clientToServer.packets))
+      row.int(Int64(tagged.flow.clientToServer.l3Bytes))
+      row.int(Int64(tagged.flow.serverToClient.packets))
+      row.int(Int64(tagged.flow.serverToClient.l3Bytes))
+      row.int(Int(tagged.flow.clientToServer.retransmissions + tagged.flow.serverToClient.retransmissions))
+      row.int(Int(tagged.flow.clientToServer.zeroWindows + tagged.flow.serverToClient.zeroWindows))
+      row.int(Int(tagged.flow.synRetransmissions))
+      row.int(Int(tagged.flow.rttMicros))
+      row.int(Int64(tagged.flow.srt.sumMicros))
+      row.int(Int(tagged.flow.srt.count))
+      row.text(tagged.flow.applicationProtocol?.name ?? "")
+      row.int(Int(tagged.flow.application.requests))
+      row.int(Int(tagged.flow.application.responses))
+      row.int(Int(tagged.flow.application.serverErrors))
+      row.int(Int(tagged.flow.application.clientErrors))
+      row.endRow()
     }
+    try writes.enqueue { db in try row.insert(db) }
   }
 
   public func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws {
     guard !requests.isEmpty else { return }
     let id = StoreIDs(ids)
-    try pool.write { db in
-      var row = try RowWriter(db, table: "requests", columns: 43)
-      for tagged in requests {
-        row.int(source)
-        row.int(tagged.request.startMicros)
-        row.int(tagged.request.endMicros)
-        row.int(tagged.request.durationMicros)
-        row.text(tagged.request.applicationProtocol.name)
-        row.text(tagged.request.texts, .version)
-        row.text(tagged.request.clientIP)
-        row.int(Int(tagged.request.clientPort))
-        row.text(tagged.request.serverIP)
-        row.int(Int(tagged.request.serverPort))
-        row.int(id[tagged.tags.captureNode])
-        row.text(tagged.tags.interface)
-        row.text(tagged.tags.observationPoint.rawValue)
-        bind(tagged.tags.client, &row, id)
-        bind(tagged.tags.server, &row, id)
-        row.int(id[tagged.tags.ingress])
-        row.int(id[tagged.tags.answeredBy])
-        row.int(id[tagged.tags.requestedService])
-        row.text(tagged.request.texts, .method)
-        row.text(tagged.request.texts, .domain)
-        row.text(tagged.request.texts, .resource)
-        row.text(tagged.request.texts, .endpoint)
-        row.text(tagged.request.status.name)
-        row.optional(tagged.request.code.map { Int64($0) })
-        row.optional(tagged.request.requestTCPSequence.map { Int64($0) })
-        row.optional(tagged.request.responseTCPSequence.map { Int64($0) })
-        row.text(tagged.request.texts, .requestID)
-        row.text(tagged.request.texts, .responseRequestID)
-        row.text(tagged.request.texts, .traceID)
-        row.text(tagged.request.texts, .spanID)
-        row.int(Int64(tagged.request.requestBytes))
-        row.int(Int64(tagged.request.responseBytes))
-        row.text { buffer in
-          for (index, answer) in tagged.request.answers.enumerated() {
-            if index > 0 { buffer.append(byte: 10) }
-            buffer.append(string: answer.type)
-            buffer.append(byte: 32)
-            buffer.append(string: answer.value)
-          }
+    let row = RowBlock(table: "requests", columns: 43, rows: requests.count)
+    for tagged in requests {
+      row.int(source)
+      row.int(tagged.request.startMicros)
+      row.int(tagged.request.endMicros)
+      row.int(tagged.request.durationMicros)
+      row.text(tagged.request.applicationProtocol.name)
+      row.text(tagged.request.texts, .version)
+      row.text(tagged.request.clientIP)
+      row.int(Int(tagged.request.clientPort))
+      row.text(tagged.request.serverIP)
+      row.int(Int(tagged.request.serverPort))
+      row.int(id[tagged.tags.captureNode])
+      row.text(tagged.tags.interface)
+      row.text(tagged.tags.observationPoint.rawValue)
+      bind(tagged.tags.client, row, id)
+      bind(tagged.tags.server, row, id)
+      row.int(id[tagged.tags.ingress])
+      row.int(id[tagged.tags.answeredBy])
+      row.int(id[tagged.tags.requestedService])
+      row.text(tagged.request.texts, .method)
+      row.text(tagged.request.texts, .domain)
+      row.text(tagged.request.texts, .resource)
+      row.text(tagged.request.texts, .endpoint)
+      row.text(tagged.request.status.name)
+      row.optional(tagged.request.code.map { Int64($0) })
+      row.optional(tagged.request.requestTCPSequence.map { Int64($0) })
+      row.optional(tagged.request.responseTCPSequence.map { Int64($0) })
+      row.text(tagged.request.texts, .requestID)
+      row.text(tagged.request.texts, .responseRequestID)
+      row.text(tagged.request.texts, .traceID)
+      row.text(tagged.request.texts, .spanID)
+      row.int(Int64(tagged.request.requestBytes))
+      row.int(Int64(tagged.request.responseBytes))
+      row.text { buffer in
+        for (index, answer) in tagged.request.answers.enumerated() {
+          if index > 0 { buffer.append(byte: 10) }
+          buffer.append(string: answer.type)
+          buffer.append(byte: 32)
+          buffer.append(string: answer.value)
         }
-        try row.endRow(db)
       }
-      try row.finish(db)
+      row.endRow()
     }
+    try writes.enqueue { db in try row.insert(db) }
   }
 
   public func summary() throws -> AnalysisSummary {

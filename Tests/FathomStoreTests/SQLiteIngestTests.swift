@@ -1,0 +1,65 @@
+import FathomKube
+import FathomRecords
+import Foundation
+import GRDB
+import Testing
+
+@testable import FathomStore
+
+/// SQLite's ingest path: rows encoded by the caller, inserted many per statement by the store's
+/// background writer.
+@Suite struct SQLiteIngestTests {
+  let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-rows-\(UUID().uuidString)")
+
+  init() throws { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+
+  func requests(_ count: Int) -> [TaggedRequest] {
+    (0..<count).map { index in
+      var request = RequestLog(
+        startMicros: Int64(index), endMicros: Int64(index) + 7, durationMicros: 7, applicationProtocol: .http,
+        clientIP: IPAddress("10.0.0.1")!, clientPort: UInt16(index % 60_000), serverIP: IPAddress("10.0.0.2")!,
+        serverPort: 80, flowID: UInt64(index))
+      request.resource = "/item/\(index)"
+      request.code = index % 2 == 0 ? 200 : nil
+      return TaggedRequest(request: request, tags: RecordTags())
+    }
+  }
+
+  /// SQLite inserts many rows per statement: counts that fill statements exactly, leave a
+  /// remainder, or fit in one short statement all arrive whole, in order and with their values.
+  @Test(arguments: [1, 22, 23, 24, 46, 1_000])
+  func sqliteStoresEveryRowWhateverTheStatementBoundary(_ count: Int) throws {
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let store = try SQLiteStore(path: directory.appendingPathComponent("rows.sqlite").path)
+    guard case .read(let source, _) = try store.beginSource(path: "rows", size: 1, modified: 1) else {
+      Issue.record("source not read")
+      return
+    }
+    try store.write(requests: requests(count)[...], source: source, ids: [:])
+    let rows = try store.query("SELECT start_us, resource, code FROM requests ORDER BY rowid").rows
+    #expect(rows.count == count)
+    #expect(rows.first == ["0", "/item/0", "200"])
+    let last = count - 1
+    #expect(rows.last == ["\(last)", "/item/\(last)", last % 2 == 0 ? "200" : "NULL"])
+  }
+
+  /// An insert that fails in the background (its table gone) is an error at the next call, and
+  /// the source is not marked complete: never a silently missing batch.
+  @Test func aFailedBackgroundInsertIsAnErrorNotAMissingBatch() throws {
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let path = directory.appendingPathComponent("failing.sqlite").path
+    let store = try SQLiteStore(path: path)
+    guard case .read(let source, _) = try store.beginSource(path: "failing", size: 1, modified: 1) else {
+      Issue.record("source not read")
+      return
+    }
+    try DatabaseQueue(path: path).write { try $0.execute(sql: "DROP TABLE requests") }
+    try store.write(requests: requests(10)[...], source: source, ids: [:])
+    #expect(throws: DatabaseError.self) { try store.finishSource(source) }
+    #expect(throws: DatabaseError.self) { try store.write(requests: requests(1)[...], source: source, ids: [:]) }
+    let completed = try DatabaseQueue(path: path).read {
+      try Int.fetchOne($0, sql: "SELECT completed FROM sources WHERE id = ?", arguments: [source])
+    }
+    #expect(completed == 0)
+  }
+}
