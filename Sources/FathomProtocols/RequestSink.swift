@@ -89,7 +89,7 @@ struct RequestSink {
     if !response.texts.isEmpty(.errorMessage) { log.texts.copy(.errorMessage, from: response.texts) }
     if !response.texts.isEmpty(.responseRequestID) { log.texts.copy(.responseRequestID, from: response.texts) }
     take(&response, into: &log)
-    store(&log, identity, buffer)
+    store(consume log, identity, buffer)
   }
 
   /// A request without an answer: timed out, evicted, unknown at the capture's end, or answered
@@ -101,7 +101,7 @@ struct RequestSink {
     guard let buffer else { return }
     var log = Self.record(proto, identity, start: request.startNanos, end: request.lastNanos, status: status)
     take(&request, into: &log)
-    store(&log, identity, buffer)
+    store(consume log, identity, buffer)
   }
 
   /// A response whose request was not captured.
@@ -112,7 +112,7 @@ struct RequestSink {
       proto, identity, start: response.startNanos, end: response.endNanos, status: response.status)
     swap(&log.texts, &response.texts)
     take(&response, into: &log)
-    store(&log, identity, buffer)
+    store(consume log, identity, buffer)
   }
 
   private mutating func count(request: Bool, response: Bool, status: RequestStatus) {
@@ -157,8 +157,9 @@ struct RequestSink {
     return log
   }
 
-  /// Adds the capture point's interface and netns, and hands the record to the buffer.
-  @inline(__always) private func store(_ log: inout RequestLog, _ identity: FlowIdentity, _ buffer: RequestBuffer) {
+  /// Adds the capture point's interface and netns, and hands the record to the buffer (moved in:
+  /// appending an `inout` record copied it, and then destroyed the original).
+  @inline(__always) private func store(_ log: consuming RequestLog, _ identity: FlowIdentity, _ buffer: RequestBuffer) {
     let point = Int(identity.capturePoint)
     if point < buffer.capturePoints.count {
       if !buffer.capturePoints[point].isEmpty(.interface) {
@@ -166,7 +167,7 @@ struct RequestSink {
       }
       if !buffer.capturePoints[point].isEmpty(.netns) { log.texts.copy(.netns, from: buffer.capturePoints[point]) }
     }
-    buffer.records.append(log)
+    buffer.records.append(consume log)
   }
 }
 

@@ -233,11 +233,14 @@ final class RecordWriter: @unchecked Sendable {
   func write(_ records: [RequestLog]) {
     // Through a buffer pointer: an element is then borrowed in place, where the array's
     // subscript copied each record (a retain and a release per string field).
-    records.withUnsafeBufferPointer { records in
-      for index in records.indices {
-        switch format {
-        case .jsonl: buffer.appendJSONLine(records[index])
-        case .table: RequestTable.appendRow(records[index], to: &buffer)
+    let format = format
+    withBuffer { buffer in
+      records.withUnsafeBufferPointer { records in
+        for index in records.indices {
+          switch format {
+          case .jsonl: buffer.appendJSONLine(records[index])
+          case .table: RequestTable.appendRow(records[index], to: &buffer)
+          }
         }
       }
     }
@@ -245,6 +248,15 @@ final class RecordWriter: @unchecked Sendable {
   }
 
   func end() { buffer.flush(to: 1) }
+
+  /// The buffer as a local for `body`: through the class property each append was an access
+  /// check, and the record passed beside it was copied.
+  private func withBuffer(_ body: (inout OutputBuffer) -> Void) {
+    var local = OutputBuffer(capacity: 0)
+    swap(&local, &buffer)
+    body(&local)
+    swap(&local, &buffer)
+  }
 }
 
 struct CaptureCommand: ParsableCommand {
