@@ -19,8 +19,10 @@ struct DNSMessage {
   /// Authority and additional records walked to find the OPT record.
   static let maxSkippedRecords = 64
 
-  /// Decodes a message; nil when even the header or question is unreadable.
-  init?(_ bytes: UnsafeRawBufferPointer) {
+  /// Decodes a message; nil when even the header or question is unreadable. Without
+  /// `questionTexts` the question is checked but its texts are not made (a response whose query
+  /// is pending takes the query's, and inference only asks whether the bytes are DNS).
+  init?(_ bytes: UnsafeRawBufferPointer, questionTexts: Bool = true) {
     guard bytes.count >= 12 else { return nil }
     id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
     isResponse = bytes[2] & 0x80 != 0
@@ -37,13 +39,16 @@ struct DNSMessage {
         let next = Self.withName(
           bytes, at: offset,
           { name, end in
-            question.set(.domain, bytes: name)
+            if questionTexts { question.set(.domain, bytes: name) }
             return end
           }), next + 4 <= bytes.count
       else { return nil }
-      texts = question
       questionType = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
-      Self.setTypeName(questionType, in: &texts)
+      if questionTexts {
+        // Swapped, not assigned: a second reference to the buffer made the type name copy it.
+        swap(&texts, &question)
+        Self.setTypeName(questionType, in: &texts)
+      }
       offset = next + 4
       // Further questions (rare) are skipped.
       for _ in 1..<min(questions, 16) {
@@ -250,7 +255,11 @@ final class DNSSession {
     _ bytes: UnsafeRawBufferPointer, fromClient: Bool, sequence: UInt32?, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
-    guard var message = DNSMessage(bytes) else {
+    // A response whose query is pending takes the query's texts; counting only (`fathom flows`)
+    // needs none.
+    let answersPending =
+      bytes.count >= 3 && bytes[2] & 0x80 != 0 && pending[UInt16(bytes[0]) << 8 | UInt16(bytes[1])] != nil
+    guard var message = DNSMessage(bytes, questionTexts: sink.keepsRecords && !answersPending) else {
       sink.parseFailures += 1
       return
     }

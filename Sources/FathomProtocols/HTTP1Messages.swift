@@ -269,7 +269,7 @@ extension HTTP1Parser {
       var evicted = pending.removeFirst()
       sink.emit(.http, identity, request: &evicted, status: .unknown)
     }
-    pending.append(request)
+    pending.append(consume request)
     if chunked { return .chunkSize }
     if let contentLength, contentLength > 0 { return .body(remaining: contentLength) }
     return .idle
@@ -402,7 +402,8 @@ extension HTTP1Parser {
   /// Requests waiting longer than the window time out.
   func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     let window = Int64(config.tcpResponseWindow * 1e9)
-    while let first = pending.first, now - first.lastNanos > window {
+    // The field is read in place: `pending.first` copied the whole request (and its texts).
+    while !pending.isEmpty, now - pending[0].lastNanos > window {
       var expired = pending.removeFirst()
       sink.emit(.http, identity, request: &expired, status: .timeout)
     }

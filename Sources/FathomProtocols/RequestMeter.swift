@@ -206,7 +206,7 @@ public final class RequestMeter {
       if transport == 17 {
         // NetBIOS name service shares DNS's wire format but is not DNS.
         let netbios = identity.serverPort == 137 || identity.clientPort == 137
-        if !netbios, DNSSession.looksLikeDNS(payload), DNSMessage(payload) != nil { found = .dns }
+        if !netbios, DNSSession.looksLikeDNS(payload), DNSMessage(payload, questionTexts: false) != nil { found = .dns }
       } else if identity.serverPort == 53, payload.count >= 14,
         DNSSession.looksLikeDNS(UnsafeRawBufferPointer(rebasing: payload[2...]))
       {
