@@ -50,6 +50,20 @@ import Testing
       }
       power = power.multipliedReportingOverflow(by: 10).partialValue
     }
+    // Zeros inside and at the edges of the eight-digit groups, and a sweep over every magnitude.
+    var seed: UInt64 = 0x2545_F491_4F6C_DD1D
+    var values: [UInt64] = [100_000_007, 12_000_000_034, 1_795_732_411_314_988, 9_999_999_900_000_000]
+    for _ in 0..<10_000 {
+      seed ^= seed << 13
+      seed ^= seed >> 7
+      seed ^= seed << 17
+      values.append(seed >> (seed % 64))
+    }
+    for value in values {
+      buffer.removeAll()
+      buffer.append(value)
+      if buffer.string != String(value) { Issue.record("\(value) written as \(buffer.string)") }
+    }
     buffer.removeAll()
     buffer.append(Int64.min)
     #expect(buffer.string == String(Int64.min))
