@@ -13,7 +13,7 @@ if [ ! -f "$capture" ]; then
   mkdir -p "$(dirname "$capture")"
   scripts/netns-traffic.sh bench "$capture"
 fi
-[ -x "$fathom" ] || swift build -c release --product fathom
+[ -x "$fathom" ] || swift build -c release --product fathom --static-swift-stdlib
 packets=$("$fathom" flows --format jsonl "$capture" 2>&1 >/dev/null | sed -n "s/.*packets \([0-9]*\),.*/\1/p")
 bytes=$(stat -c %s "$capture")
 cat "$capture" > /dev/null  # page cache
