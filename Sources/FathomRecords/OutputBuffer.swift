@@ -52,6 +52,26 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     count += 1
   }
 
+  /// An integer's bytes, little-endian (binary formats: ClickHouse's Native blocks). One
+  /// overload per width: a generic one ran unspecialised from other modules.
+  public mutating func appendLittleEndian(_ value: UInt64) {
+    reserve(8)
+    UnsafeMutableRawPointer(base + count).storeBytes(of: value.littleEndian, as: UInt64.self)
+    count += 8
+  }
+
+  public mutating func appendLittleEndian(_ value: UInt32) {
+    reserve(4)
+    UnsafeMutableRawPointer(base + count).storeBytes(of: value.littleEndian, as: UInt32.self)
+    count += 4
+  }
+
+  public mutating func appendLittleEndian(_ value: UInt16) {
+    reserve(2)
+    UnsafeMutableRawPointer(base + count).storeBytes(of: value.littleEndian, as: UInt16.self)
+    count += 2
+  }
+
   public mutating func append(bytes source: UnsafeRawBufferPointer) {
     guard let start = source.baseAddress, source.count > 0 else { return }
     reserve(source.count)

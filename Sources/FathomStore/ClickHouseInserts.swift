@@ -1,3 +1,4 @@
+import FathomRecords
 import Foundation
 
 /// Inserts into ClickHouse gathered per statement into large blocks, sent by one background
@@ -13,11 +14,10 @@ import Foundation
 /// spare buffers. A failed insert (after `execute`'s bounded retries) is kept and thrown by
 /// every later `append` and `flush`: a batch is never silently missing.
 final class InsertPipeline: @unchecked Sendable {
-  /// One statement's rows, TabSeparated.
+  /// One statement's rows, in ClickHouse's Native format.
   final class Block {
     var sql = ""
-    var tsv = TSVWriter(capacity: 1 << 16)
-    var rows = 0
+    var rows = NativeBlock()
   }
 
   /// Set once by the owner before the first `append`.
@@ -35,26 +35,34 @@ final class InsertPipeline: @unchecked Sendable {
   private var failure: (any Error)?
   private var stopped = false
   private var worker: Thread?
+  /// The request body a block is laid out into (the sending thread's alone).
+  private var body = OutputBuffer(capacity: 1 << 16)
 
   init(rowsPerInsert: Int) { self.rowsPerInsert = rowsPerInsert }
 
-  /// Adds `rows` rows, written by `write` in the statement's format, to the statement's block; a
-  /// full block is queued for sending, waiting while the queue is full.
-  func append(sql: String, rows: Int, _ write: (inout TSVWriter) -> Void) throws {
+  /// Adds the rows `write` writes (in the order of `columns`, the statement's list of names and
+  /// ClickHouse types) to the statement's block; a full block is queued for sending, waiting
+  /// while the queue is full.
+  func append(sql: String, columns: [(String, String)], _ write: (inout NativeBlock) -> Void) throws {
     condition.lock()
     if let failure {
       condition.unlock()
       throw failure
     }
-    let block = filling.removeValue(forKey: sql) ?? spare.popLast() ?? Block()
+    let block: Block
+    if let filling = filling.removeValue(forKey: sql) {
+      block = filling
+    } else {
+      block = spare.popLast() ?? Block()
+      block.sql = sql
+      block.rows.configure(columns)
+    }
     condition.unlock()
     // Only the caller's thread touches a block being filled: written without the lock.
-    block.sql = sql
-    write(&block.tsv)
-    block.rows += rows
+    write(&block.rows)
     condition.lock()
     defer { condition.unlock() }
-    if block.rows >= rowsPerInsert {
+    if block.rows.rows >= rowsPerInsert {
       try enqueueLocked(block)
     } else {
       filling[sql] = block
@@ -103,11 +111,12 @@ final class InsertPipeline: @unchecked Sendable {
       condition.broadcast()
       condition.unlock()
       var error: (any Error)?
+      body.removeAll()
+      block.rows.write(to: &body)
       do {
-        try block.tsv.buffer.withUnsafeBytes { try send(block.sql, $0) }
+        try body.withUnsafeBytes { try send(block.sql, $0) }
       } catch let failed { error = failed }
-      block.tsv.buffer.removeAll()
-      block.rows = 0
+      block.rows.removeAll()
       condition.lock()
       sending = false
       if !stopped && spare.count < spareLimit { spare.append(block) }

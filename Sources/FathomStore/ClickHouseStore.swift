@@ -4,85 +4,6 @@ import FathomRecords
 import Foundation
 import Synchronization
 
-/// Builds a TabSeparated body in one byte buffer, without a String per field.
-struct TSVWriter: ~Copyable {
-  var buffer: OutputBuffer
-
-  init(capacity: Int) { buffer = OutputBuffer(capacity: capacity) }
-
-  mutating func separator(_ last: Bool) { buffer.append(byte: last ? 10 : 9) }
-
-  mutating func field(_ value: Int64, last: Bool = false) {
-    buffer.append(value)
-    separator(last)
-  }
-
-  mutating func field(_ value: UInt64, last: Bool = false) {
-    buffer.append(value)
-    separator(last)
-  }
-
-  mutating func field(_ address: IPAddress) {
-    buffer.append(address)
-    separator(false)
-  }
-
-  mutating func field(_ text: StaticString) {
-    buffer.append(text)
-    separator(false)
-  }
-
-  mutating func field(_ text: String, last: Bool = false) {
-    var text = text
-    text.withUTF8 { escaped(UnsafeRawBufferPointer($0)) }
-    separator(last)
-  }
-
-  /// A text field of a request record, from its buffer without making a String.
-  mutating func field(_ texts: RequestTexts, _ field: RequestTexts.Field) {
-    texts.withUTF8(field) { escaped($0) }
-    separator(false)
-  }
-
-  private mutating func escaped(_ bytes: UnsafeRawBufferPointer) {
-    // Escapes are rare: scan for one, and copy the text whole when there is none.
-    var special = false
-    for byte in bytes where byte == 9 || byte == 10 || byte == 13 || byte == 92 {
-      special = true
-      break
-    }
-    if !special {
-      buffer.append(bytes: bytes)
-      return
-    }
-    for byte in bytes {
-      switch byte {
-      case 9: buffer.append("\\t")
-      case 10: buffer.append("\\n")
-      case 13: buffer.append("\\r")
-      case 92: buffer.append("\\\\")
-      default: buffer.append(byte: byte)
-      }
-    }
-  }
-
-  mutating func optional(_ value: Int64?) {
-    if let value { buffer.append(value) } else { buffer.append("\\N") }
-    separator(false)
-  }
-
-  mutating func id(_ value: Int32, _ ids: StoreIDs) { field(UInt64(bitPattern: ids[value])) }
-
-  mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
-    field(identity.kind.rawValue)
-    id(identity.pod, ids)
-    id(identity.workload, ids)
-    id(identity.node, ids)
-    id(identity.service, ids)
-    id(identity.namespace, ids)
-  }
-}
-
 /// ClickHouse over its HTTP interface, for users who outgrow one machine. MergeTree tables
 /// partitioned by hour of the record's start (retention drops whole partitions), and — with a
 /// cluster — local tables on every shard behind Distributed tables. The SQL stays within what
@@ -313,61 +234,60 @@ public final class ClickHouseStore: RecordStore {
     for resolution in RollupBuilder.resolutions {
       let requestRollups = rollups.requestRollups(resolution)
       if !requestRollups.isEmpty {
-        let columns = RollupSchema.requestKey + RollupSchema.requestValues
+        let columns = (RollupSchema.requestKey + RollupSchema.requestValues).map { ($0, Self.rollupType($0)) }
         try inserts.append(
           sql:
-            "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          rows: requestRollups.count
-        ) { tsv in
+            "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          columns: columns
+        ) { rows in
           for (key, value) in requestRollups {
-            tsv.field(sourceID)
-            tsv.field(key.intervalStart)
-            tsv.id(key.clientPod, ids)
-            tsv.id(key.clientService, ids)
-            tsv.id(key.serverPod, ids)
-            tsv.id(key.serverService, ids)
-            tsv.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-            tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
-            tsv.field(rollups.endpoints[Int(key.endpoint)])
-            tsv.field(value.requests)
-            tsv.field(value.responses)
-            tsv.field(value.clientErrors)
-            tsv.field(value.serverErrors)
-            tsv.field(value.timeouts)
-            tsv.field(value.latencySum)
-            tsv.field(value.latencyMax)
-            value.histogram.appendEncoded(to: &tsv.buffer)
-            tsv.separator(true)
+            rows.field(sourceID)
+            rows.field(key.intervalStart)
+            rows.id(key.clientPod, ids)
+            rows.id(key.clientService, ids)
+            rows.id(key.serverPod, ids)
+            rows.id(key.serverService, ids)
+            rows.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+            rows.field(RollupBuilder.point(key.observationPoint).rawValue)
+            rows.field(rollups.endpoints[Int(key.endpoint)])
+            rows.field(value.requests)
+            rows.field(value.responses)
+            rows.field(value.clientErrors)
+            rows.field(value.serverErrors)
+            rows.field(value.timeouts)
+            rows.field(value.latencySum)
+            rows.field(value.latencyMax)
+            rows.text { value.histogram.appendEncoded(to: &$0) }
           }
         }
       }
       let flowRollups = rollups.flowRollups(resolution)
       if !flowRollups.isEmpty {
-        let columns = RollupSchema.flowKey + RollupSchema.flowValues
+        let columns = (RollupSchema.flowKey + RollupSchema.flowValues).map { ($0, Self.rollupType($0)) }
         try inserts.append(
           sql:
-            "INSERT INTO \(target.database).\(RollupSchema.table("flow", resolution)) (\(columns.joined(separator: ", "))) FORMAT TabSeparated",
-          rows: flowRollups.count
-        ) { tsv in
+            "INSERT INTO \(target.database).\(RollupSchema.table("flow", resolution)) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          columns: columns
+        ) { rows in
           for (key, value) in flowRollups {
-            tsv.field(sourceID)
-            tsv.field(key.intervalStart)
-            tsv.id(key.clientPod, ids)
-            tsv.id(key.serverPod, ids)
-            tsv.id(key.serverService, ids)
-            tsv.field(RollupBuilder.point(key.observationPoint).rawValue)
-            tsv.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
-            tsv.field(value.bytes)
-            tsv.field(value.packets)
-            tsv.field(value.newFlows)
-            tsv.field(value.closedFlows)
-            tsv.field(value.retransmissions)
-            tsv.field(value.zeroWindows)
-            tsv.field(value.rttSum)
-            tsv.field(value.rttCount)
-            tsv.field(value.rttMax)
-            tsv.field(value.establishFailures)
-            tsv.field(value.resets, last: true)
+            rows.field(sourceID)
+            rows.field(key.intervalStart)
+            rows.id(key.clientPod, ids)
+            rows.id(key.serverPod, ids)
+            rows.id(key.serverService, ids)
+            rows.field(RollupBuilder.point(key.observationPoint).rawValue)
+            rows.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
+            rows.field(value.bytes)
+            rows.field(value.packets)
+            rows.field(value.newFlows)
+            rows.field(value.closedFlows)
+            rows.field(value.retransmissions)
+            rows.field(value.zeroWindows)
+            rows.field(value.rttSum)
+            rows.field(value.rttCount)
+            rows.field(value.rttMax)
+            rows.field(value.establishFailures)
+            rows.field(value.resets)
           }
         }
       }
@@ -461,43 +381,43 @@ public final class ClickHouseStore: RecordStore {
     let sourceID = UInt64(bitPattern: source)
     let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
     try inserts.append(
-      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT TabSeparated", rows: flows.count
-    ) { tsv in
+      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT Native", columns: Self.flowColumns
+    ) { rows in
       for tagged in flows {
         let flow = tagged.flow
         let tags = tagged.tags
-        tsv.field(sourceID)
-        tsv.field(flow.startMicros)
-        tsv.field(flow.endMicros)
-        tsv.field(flow.l4Protocol.name)
-        tsv.field(flow.clientIP)
-        tsv.field(UInt64(flow.clientPort))
-        tsv.field(flow.serverIP)
-        tsv.field(UInt64(flow.serverPort))
-        tsv.id(tags.captureNode, ids)
-        tsv.field(tags.interface)
-        tsv.field(tags.observationPoint.rawValue)
-        tsv.endpoint(tags.client, ids)
-        tsv.endpoint(tags.server, ids)
-        tsv.id(tags.answeredBy, ids)
-        tsv.id(tags.requestedService, ids)
-        tsv.field(flow.closeType.name)
-        tsv.field(flow.status.name)
-        tsv.field(flow.clientToServer.packets)
-        tsv.field(flow.clientToServer.l3Bytes)
-        tsv.field(flow.serverToClient.packets)
-        tsv.field(flow.serverToClient.l3Bytes)
-        tsv.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
-        tsv.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
-        tsv.field(UInt64(flow.synRetransmissions))
-        tsv.field(UInt64(flow.rttMicros))
-        tsv.field(flow.srt.sumMicros)
-        tsv.field(UInt64(flow.srt.count))
-        tsv.field(flow.applicationProtocol?.description ?? "")
-        tsv.field(UInt64(flow.application.requests))
-        tsv.field(UInt64(flow.application.responses))
-        tsv.field(UInt64(flow.application.serverErrors))
-        tsv.field(UInt64(flow.application.clientErrors), last: true)
+        rows.field(sourceID)
+        rows.field(flow.startMicros)
+        rows.field(flow.endMicros)
+        rows.field(flow.l4Protocol.name)
+        rows.field(flow.clientIP)
+        rows.field(UInt64(flow.clientPort))
+        rows.field(flow.serverIP)
+        rows.field(UInt64(flow.serverPort))
+        rows.id(tags.captureNode, ids)
+        rows.field(tags.interface)
+        rows.field(tags.observationPoint.rawValue)
+        rows.endpoint(tags.client, ids)
+        rows.endpoint(tags.server, ids)
+        rows.id(tags.answeredBy, ids)
+        rows.id(tags.requestedService, ids)
+        rows.field(flow.closeType.name)
+        rows.field(flow.status.name)
+        rows.field(flow.clientToServer.packets)
+        rows.field(flow.clientToServer.l3Bytes)
+        rows.field(flow.serverToClient.packets)
+        rows.field(flow.serverToClient.l3Bytes)
+        rows.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
+        rows.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
+        rows.field(UInt64(flow.synRetransmissions))
+        rows.field(UInt64(flow.rttMicros))
+        rows.field(flow.srt.sumMicros)
+        rows.field(UInt64(flow.srt.count))
+        rows.field(flow.applicationProtocol?.description ?? "")
+        rows.field(UInt64(flow.application.requests))
+        rows.field(UInt64(flow.application.responses))
+        rows.field(UInt64(flow.application.serverErrors))
+        rows.field(UInt64(flow.application.clientErrors))
       }
     }
   }
@@ -508,46 +428,45 @@ public final class ClickHouseStore: RecordStore {
     let sourceID = UInt64(bitPattern: source)
     let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
     try inserts.append(
-      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT TabSeparated", rows: requests.count
-    ) { tsv in
+      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT Native", columns: Self.requestColumns
+    ) { rows in
       for tagged in requests {
         let request = tagged.request
         let tags = tagged.tags
-        tsv.field(sourceID)
-        tsv.field(request.startMicros)
-        tsv.field(request.endMicros)
-        tsv.field(request.durationMicros)
-        tsv.field(request.applicationProtocol.name)
-        tsv.field(request.texts, .version)
-        tsv.field(request.clientIP)
-        tsv.field(UInt64(request.clientPort))
-        tsv.field(request.serverIP)
-        tsv.field(UInt64(request.serverPort))
-        tsv.id(tags.captureNode, ids)
-        tsv.field(tags.interface)
-        tsv.field(tags.observationPoint.rawValue)
-        tsv.endpoint(tags.client, ids)
-        tsv.endpoint(tags.server, ids)
-        tsv.id(tags.ingress, ids)
-        tsv.id(tags.answeredBy, ids)
-        tsv.id(tags.requestedService, ids)
-        tsv.field(request.texts, .method)
-        tsv.field(request.texts, .domain)
-        tsv.field(request.texts, .resource)
-        tsv.field(request.texts, .endpoint)
-        tsv.field(request.status.name)
-        tsv.optional(request.code.map { Int64($0) })
-        tsv.optional(request.requestTCPSequence.map { Int64($0) })
-        tsv.optional(request.responseTCPSequence.map { Int64($0) })
-        tsv.field(request.texts, .requestID)
-        tsv.field(request.texts, .responseRequestID)
-        tsv.field(request.texts, .traceID)
-        tsv.field(request.texts, .spanID)
-        tsv.field(request.requestBytes)
-        tsv.field(request.responseBytes)
-        tsv.field(
-          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"),
-          last: true)
+        rows.field(sourceID)
+        rows.field(request.startMicros)
+        rows.field(request.endMicros)
+        rows.field(request.durationMicros)
+        rows.field(request.applicationProtocol.name)
+        rows.field(request.texts, .version)
+        rows.field(request.clientIP)
+        rows.field(UInt64(request.clientPort))
+        rows.field(request.serverIP)
+        rows.field(UInt64(request.serverPort))
+        rows.id(tags.captureNode, ids)
+        rows.field(tags.interface)
+        rows.field(tags.observationPoint.rawValue)
+        rows.endpoint(tags.client, ids)
+        rows.endpoint(tags.server, ids)
+        rows.id(tags.ingress, ids)
+        rows.id(tags.answeredBy, ids)
+        rows.id(tags.requestedService, ids)
+        rows.field(request.texts, .method)
+        rows.field(request.texts, .domain)
+        rows.field(request.texts, .resource)
+        rows.field(request.texts, .endpoint)
+        rows.field(request.status.name)
+        rows.optional(request.code.map { Int64($0) })
+        rows.optional(request.requestTCPSequence.map { Int64($0) })
+        rows.optional(request.responseTCPSequence.map { Int64($0) })
+        rows.field(request.texts, .requestID)
+        rows.field(request.texts, .responseRequestID)
+        rows.field(request.texts, .traceID)
+        rows.field(request.texts, .spanID)
+        rows.field(request.requestBytes)
+        rows.field(request.responseBytes)
+        rows.field(
+          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
       }
     }
   }

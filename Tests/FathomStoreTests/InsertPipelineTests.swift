@@ -1,41 +1,118 @@
+import FathomRecords
 import Foundation
 import Synchronization
 import Testing
 
 @testable import FathomStore
 
-/// ClickHouse inserts gathered into blocks and sent in the background: every row arrives, in
-/// the order written per statement, a reused buffer carries no rows of the block it held before,
-/// and a failed block is an error on every later call.
+/// ClickHouse inserts gathered into Native blocks and sent in the background: every row arrives,
+/// in the order written per statement, a reused buffer carries no rows of the block it held
+/// before, and a failed block is an error on every later call.
 @Suite struct InsertPipelineTests {
   struct Refused: Error {}
 
+  /// The String columns of a Native block: (rows, [(name, type, values)]).
+  static func strings(_ body: [UInt8]) -> (rows: Int, columns: [(String, String, [String])]) {
+    var offset = 0
+    func varint() -> Int {
+      var value = 0
+      var shift = 0
+      while true {
+        let byte = body[offset]
+        offset += 1
+        value |= Int(byte & 0x7F) << shift
+        if byte < 0x80 { return value }
+        shift += 7
+      }
+    }
+    func string() -> String {
+      let count = varint()
+      defer { offset += count }
+      return String(decoding: body[offset..<offset + count], as: UTF8.self)
+    }
+    let columnCount = varint()
+    let rows = varint()
+    var columns: [(String, String, [String])] = []
+    for _ in 0..<columnCount {
+      let (name, type) = (string(), string())
+      columns.append((name, type, (0..<rows).map { _ in string() }))
+    }
+    #expect(offset == body.count)
+    return (rows, columns)
+  }
+
   @Test func blocksGatherRowsAndFlushSendsTheRest() throws {
-    let sent = Mutex<[(String, String)]>([])
+    let sent = Mutex<[(String, [UInt8])]>([])
     let pipeline = InsertPipeline(rowsPerInsert: 3)
-    pipeline.send = { sql, body in sent.withLock { $0.append((sql, String(decoding: body, as: UTF8.self))) } }
+    pipeline.send = { sql, body in sent.withLock { $0.append((sql, Array(body))) } }
     defer { pipeline.stop() }
-    for row in 1...7 { try pipeline.append(sql: "INSERT a", rows: 1) { $0.field("a\(row)", last: true) } }
-    try pipeline.append(sql: "INSERT b", rows: 1) { $0.field("b\t1", last: true) }
+    let columns = [("s", "String")]
+    for row in 1...7 { try pipeline.append(sql: "INSERT a", columns: columns) { $0.field("a\(row)") } }
+    try pipeline.append(sql: "INSERT b", columns: columns) { $0.field("b\t1") }
     try pipeline.flush()
-    let blocks = sent.withLock { $0 }
+    let blocks = sent.withLock { $0 }.map { ($0.0, Self.strings($0.1)) }
     // Rows of a went three to a block once full, the rest at the flush; sent buffers are reused.
     #expect(blocks.count == 4)
-    #expect(blocks.first.map { $0.0 == "INSERT a" && $0.1 == "a1\na2\na3\n" } == true)
-    #expect(blocks.filter { $0.0 == "INSERT a" }.map(\.1) == ["a1\na2\na3\n", "a4\na5\na6\n", "a7\n"])
-    #expect(blocks.filter { $0.0 == "INSERT b" }.map(\.1) == ["b\\t1\n"])
+    #expect(blocks.filter { $0.0 == "INSERT a" }.map(\.1.rows) == [3, 3, 1])
+    #expect(
+      blocks.filter { $0.0 == "INSERT a" }.map { $0.1.columns[0].2 } == [
+        ["a1", "a2", "a3"], ["a4", "a5", "a6"], ["a7"],
+      ])
+    #expect(blocks.filter { $0.0 == "INSERT b" }.map { $0.1.columns[0].2 } == [["b\t1"]])
+    #expect(blocks.allSatisfy { $0.1.columns.map { "\($0.0) \($0.1)" } == ["s String"] })
     try pipeline.flush()  // nothing left: returns at once
     #expect(sent.withLock { $0.count } == 4)
+  }
+
+  /// Every encoding against the layout ClickHouse's Native format defines: counts as varints,
+  /// then per column its name, type and data — integers little-endian in the column's width,
+  /// strings length-prefixed, Nullable as a NULL map before the values.
+  @Test func nativeLayoutOfEveryColumnType() {
+    var block = NativeBlock()
+    block.configure([
+      ("a", "UInt8"), ("b", "UInt16"), ("c", "UInt32"), ("d", "Int64"), ("e", "Nullable(Int32)"), ("f", "String"),
+    ])
+    for row in 0..<2 {
+      block.field(UInt64(7 + row))
+      block.field(UInt64(0x1234))
+      block.field(UInt64(0xDEAD_BEEF))
+      block.field(Int64(-2))
+      block.optional(row == 0 ? nil : -1)
+      block.field(row == 0 ? "" : String(repeating: "x", count: 200))
+    }
+    #expect(block.rows == 2)
+    var body = OutputBuffer()
+    block.write(to: &body)
+    var expected: [UInt8] = [6, 2]
+    func header(_ name: String, _ type: String) {
+      expected += [UInt8(name.utf8.count)] + Array(name.utf8) + [UInt8(type.utf8.count)] + Array(type.utf8)
+    }
+    header("a", "UInt8")
+    expected += [7, 8]
+    header("b", "UInt16")
+    expected += [0x34, 0x12, 0x34, 0x12]
+    header("c", "UInt32")
+    expected += [0xEF, 0xBE, 0xAD, 0xDE, 0xEF, 0xBE, 0xAD, 0xDE]
+    header("d", "Int64")
+    expected += Array(repeating: [0xFE] + Array(repeating: 0xFF, count: 7), count: 2).flatMap { $0 }
+    header("e", "Nullable(Int32)")
+    expected += [1, 0] + [0, 0, 0, 0] + [0xFF, 0xFF, 0xFF, 0xFF]
+    header("f", "String")
+    expected += [0] + [0xC8, 0x01] + Array(repeating: UInt8(ascii: "x"), count: 200)
+    #expect(body.bytes == expected)
+    block.removeAll()
+    #expect(block.rows == 0)
   }
 
   @Test func aFailedBlockIsAnErrorFromThenOn() throws {
     let pipeline = InsertPipeline(rowsPerInsert: 1)
     pipeline.send = { _, _ in throw Refused() }
     defer { pipeline.stop() }
-    try? pipeline.append(sql: "INSERT a", rows: 1) { $0.field(UInt64(1), last: true) }
+    let columns = [("n", "UInt64")]
+    try? pipeline.append(sql: "INSERT a", columns: columns) { $0.field(UInt64(1)) }
     #expect(throws: Refused.self) { try pipeline.flush() }
     #expect(throws: Refused.self) {
-      try pipeline.append(sql: "INSERT a", rows: 1) { $0.field(UInt64(2), last: true) }
+      try pipeline.append(sql: "INSERT a", columns: columns) { $0.field(UInt64(2)) }
     }
     #expect(throws: Refused.self) { try pipeline.flush() }
   }
