@@ -7,9 +7,10 @@ import Foundation
 /// ClickHouse makes one part per insert and merges parts later, so small inserts cost it far
 /// more: 1M requests in 10,000-row inserts took 12 s of server CPU, in 100,000-row inserts 3.8 s
 /// (store-bench, single server). Sending in the caller's thread also left the client and the
-/// server waiting for each other. Rows are written straight into the block that will be sent,
-/// and a sent block's buffer is kept for the next one: copying each block twice into fresh
-/// memory (Data) cost the client a fifth of its time in page clearing and memmove. Memory stays
+/// server waiting for each other. Rows are written into the block's column buffers and laid out
+/// into the request body on the sending thread; a sent block's buffers and the body are kept for
+/// the next one: copying each block twice into fresh memory (Data) cost the client a fifth of its
+/// time in page clearing and memmove. Memory stays
 /// bounded: one block per statement being filled, at most `queueLimit` waiting, `spareLimit`
 /// spare buffers. A failed insert (after `execute`'s bounded retries) is kept and thrown by
 /// every later `append` and `flush`: a batch is never silently missing.
