@@ -11,12 +11,13 @@ import Foundation
 /// into the request body on the sending thread; a sent block's buffers and the body are kept for
 /// the next one: copying each block twice into fresh memory (Data) cost the client a fifth of its
 /// time in page clearing and memmove. Memory stays
-/// bounded: one block per statement being filled, at most `queueLimit` waiting, `spareLimit`
+/// bounded: one block per statement being filled, at most two waiting, `spareLimit`
 /// spare buffers. A failed insert (after `execute`'s bounded retries) is kept and thrown by
 /// every later `append` and `flush`: a batch is never silently missing.
 final class InsertPipeline: @unchecked Sendable {
-  /// One statement's rows, in ClickHouse's Native format.
-  final class Block {
+  /// One statement's rows, in ClickHouse's Native format. One thread at a time has it: the
+  /// caller while filling it, the sending thread once queued.
+  final class Block: @unchecked Sendable {
     var sql = ""
     var rows = NativeBlock()
   }
@@ -24,18 +25,14 @@ final class InsertPipeline: @unchecked Sendable {
   /// Set once by the owner before the first `append`.
   var send: (String, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
   private let rowsPerInsert: Int
-  private let queueLimit = 2
   private let spareLimit = 2
-  private let condition = NSCondition()
+  /// Sends blocks in order, at most two waiting; keeps the first failure.
+  private let sender = OrderedWorker(name: "fathom-clickhouse-insert")
+  private let lock = NSLock()
   /// Blocks being filled, by statement.
   private var filling: [String: Block] = [:]
-  private var queue: [Block] = []
   /// Sent blocks whose buffers are reused.
   private var spare: [Block] = []
-  private var sending = false
-  private var failure: (any Error)?
-  private var stopped = false
-  private var worker: Thread?
   /// The request body a block is laid out into (the sending thread's alone).
   private var body = OutputBuffer(capacity: 1 << 16)
 
@@ -45,86 +42,48 @@ final class InsertPipeline: @unchecked Sendable {
   /// ClickHouse types) to the statement's block; a full block is queued for sending, waiting
   /// while the queue is full.
   func append(sql: String, columns: [(String, String)], _ write: (inout NativeBlock) -> Void) throws {
-    condition.lock()
-    if let failure {
-      condition.unlock()
-      throw failure
-    }
-    let block: Block
-    if let filling = filling.removeValue(forKey: sql) {
-      block = filling
-    } else {
-      block = spare.popLast() ?? Block()
+    try sender.check()
+    let block = lock.withLock {
+      if let filling = filling.removeValue(forKey: sql) { return filling }
+      let block = spare.popLast() ?? Block()
       block.sql = sql
       block.rows.configure(columns)
+      return block
     }
-    condition.unlock()
     // Only the caller's thread touches a block being filled: written without the lock.
     write(&block.rows)
-    condition.lock()
-    defer { condition.unlock() }
     if block.rows.rows >= rowsPerInsert {
-      try enqueueLocked(block)
+      try enqueue(block)
     } else {
-      filling[sql] = block
+      lock.withLock { filling[sql] = block }
     }
   }
 
   /// Sends everything added so far and waits until it is stored; throws the first failure.
   func flush() throws {
-    condition.lock()
-    defer { condition.unlock() }
-    for block in filling.values.sorted(by: { $0.sql < $1.sql }) { try enqueueLocked(block) }
-    filling.removeAll()
-    while (!queue.isEmpty || sending) && failure == nil { condition.wait() }
-    if let failure { throw failure }
-  }
-
-  /// Ends the worker once its queue is empty (the owner flushes first).
-  func stop() {
-    condition.lock()
-    stopped = true
-    spare.removeAll()
-    condition.broadcast()
-    condition.unlock()
-  }
-
-  private func enqueueLocked(_ block: Block) throws {
-    while queue.count >= queueLimit && failure == nil { condition.wait() }
-    if let failure { throw failure }
-    queue.append(block)
-    if worker == nil {
-      let thread = Thread { [self] in run() }
-      thread.name = "fathom-clickhouse-insert"
-      worker = thread
-      thread.start()
+    let blocks = lock.withLock {
+      defer { filling.removeAll() }
+      return filling.values.sorted { $0.sql < $1.sql }
     }
-    condition.broadcast()
+    for block in blocks { try enqueue(block) }
+    try sender.flush()
   }
 
-  private func run() {
-    condition.lock()
-    while true {
-      while queue.isEmpty && !stopped { condition.wait() }
-      if queue.isEmpty && stopped { break }
-      let block = queue.removeFirst()
-      sending = true
-      condition.broadcast()
-      condition.unlock()
-      var error: (any Error)?
+  /// Ends the sending thread once its queue is empty (the owner flushes first).
+  func stop() {
+    sender.stop()
+    lock.withLock { spare.removeAll() }
+  }
+
+  private func enqueue(_ block: Block) throws {
+    try sender.enqueue { [self] in
+      defer {
+        block.rows.removeAll()
+        lock.withLock { if spare.count < spareLimit { spare.append(block) } }
+      }
       body.removeAll()
       block.rows.write(to: &body)
-      do {
-        try body.withUnsafeBytes { try send(block.sql, $0) }
-      } catch let failed { error = failed }
-      block.rows.removeAll()
-      condition.lock()
-      sending = false
-      if !stopped && spare.count < spareLimit { spare.append(block) }
-      if let error, failure == nil { failure = error }
-      if failure != nil { queue.removeAll() }
-      condition.broadcast()
+      try body.withUnsafeBytes { try send(block.sql, $0) }
     }
-    condition.unlock()
   }
 }

@@ -135,75 +135,6 @@ final class RowBlock: @unchecked Sendable {
   }
 }
 
-/// Runs a store's inserts in order on one background thread while the caller encodes the next
-/// batch and builds its rollups: ingest uses both cores, as the ClickHouse store's sending
-/// does. Each job is one transaction. Bounded: `enqueue` waits while `limit` jobs wait. A failed
-/// job's error is kept and thrown by every later `enqueue` and `flush`: a batch is never
-/// silently missing.
-final class SQLiteWriteQueue: @unchecked Sendable {
-  typealias Job = @Sendable (Database) throws -> Void
-  private let database: DatabasePool
-  private let limit = 2
-  private let condition = NSCondition()
-  private var jobs: [Job] = []
-  private var running = false
-  private var stopped = false
-  private var failure: (any Error)?
-  private var worker: Thread?
-
-  init(_ database: DatabasePool) { self.database = database }
-
-  func enqueue(_ job: @escaping Job) throws {
-    condition.lock()
-    defer { condition.unlock() }
-    while jobs.count >= limit && failure == nil { condition.wait() }
-    if let failure { throw failure }
-    jobs.append(job)
-    if worker == nil {
-      let thread = Thread { [self] in run() }
-      thread.name = "fathom-sqlite-writer"
-      worker = thread
-      thread.start()
-    }
-    condition.broadcast()
-  }
-
-  /// Waits until every job so far is stored; throws the first failure.
-  func flush() throws {
-    condition.lock()
-    defer { condition.unlock() }
-    while (!jobs.isEmpty || running) && failure == nil { condition.wait() }
-    if let failure { throw failure }
-  }
-
-  /// Ends the worker once its jobs are done (the owner flushes first).
-  func stop() {
-    condition.lock()
-    stopped = true
-    condition.broadcast()
-    condition.unlock()
-  }
-
-  private func run() {
-    condition.lock()
-    while true {
-      while jobs.isEmpty && !stopped { condition.wait() }
-      if jobs.isEmpty && stopped { break }
-      let job = jobs.removeFirst()
-      running = true
-      condition.unlock()
-      var error: (any Error)?
-      do { try database.write { try job($0) } } catch let failed { error = failed }
-      condition.lock()
-      running = false
-      if let error, failure == nil { failure = error }
-      if failure != nil { jobs.removeAll() }
-      condition.broadcast()
-    }
-    condition.unlock()
-  }
-}
-
 /// Record ids (the tagger's) to dictionary-table ids (the store's) by array index: the ingest
 /// path looks up eight per record, and hashing them cost more than the rest of the binding.
 struct StoreIDs {
@@ -229,9 +160,10 @@ struct StoreIDs {
 /// one transaction per batch (a killed run leaves a consistent file).
 public final class SQLiteStore: RecordStore {
   private let database: DatabasePool
-  /// Record and rollup inserts, run in the background (`write(requests:)`, `write(flows:)`,
+  /// Record and rollup inserts, one transaction each, run in the background while the caller
+  /// encodes the next batch and builds its rollups (`write(requests:)`, `write(flows:)`,
   /// `write(rollups:)` return once their rows are encoded).
-  private let writes: SQLiteWriteQueue
+  private let writes = OrderedWorker(name: "fathom-sqlite-writer")
   public let path: String
 
   /// The database once every queued insert is stored: reads and other writes see them.
@@ -262,7 +194,6 @@ public final class SQLiteStore: RecordStore {
       if db.configuration.readonly { try db.execute(sql: "PRAGMA mmap_size = 4294967296") }
     }
     database = try DatabasePool(path: path, configuration: configuration)
-    writes = SQLiteWriteQueue(database)
     try Self.migrator.migrate(database)
   }
 
@@ -456,7 +387,12 @@ public final class SQLiteStore: RecordStore {
       }
       blocks += [requestRow, flowRow]
     }
-    try writes.enqueue { [blocks] db in for block in blocks { try block.insert(db) } }
+    try insert(blocks)
+  }
+
+  /// Queues the blocks' rows as one transaction.
+  private func insert(_ blocks: [RowBlock]) throws {
+    try writes.enqueue { [database] in try database.write { db in for block in blocks { try block.insert(db) } } }
   }
 
   public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
@@ -574,7 +510,7 @@ public final class SQLiteStore: RecordStore {
       row.int(Int(tagged.flow.application.clientErrors))
       row.endRow()
     }
-    try writes.enqueue { db in try row.insert(db) }
+    try insert([row])
   }
 
   public func write(requests: ArraySlice<TaggedRequest>, source: Int64, ids: [Int32: Int64]) throws {
@@ -624,7 +560,7 @@ public final class SQLiteStore: RecordStore {
       }
       row.endRow()
     }
-    try writes.enqueue { db in try row.insert(db) }
+    try insert([row])
   }
 
   public func summary() throws -> AnalysisSummary {

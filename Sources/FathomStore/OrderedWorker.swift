@@ -1,0 +1,81 @@
+import Foundation
+
+/// Runs jobs in the order given on one background thread, so a store's writing overlaps the
+/// caller's next batch: the ClickHouse store's sending and the SQLite store's inserts. Bounded:
+/// `enqueue` waits while `limit` jobs wait. A failed job's error is kept, the jobs after it are
+/// dropped, and every later `enqueue`, `check` and `flush` throws it: a batch is never silently
+/// missing.
+final class OrderedWorker: @unchecked Sendable {
+  typealias Job = @Sendable () throws -> Void
+  private let name: String
+  private let limit: Int
+  private let condition = NSCondition()
+  private var jobs: [Job] = []
+  private var running = false
+  private var stopped = false
+  private var failure: (any Error)?
+  private var thread: Thread?
+
+  init(name: String, limit: Int = 2) {
+    self.name = name
+    self.limit = limit
+  }
+
+  func enqueue(_ job: @escaping Job) throws {
+    condition.lock()
+    defer { condition.unlock() }
+    while jobs.count >= limit && failure == nil { condition.wait() }
+    if let failure { throw failure }
+    jobs.append(job)
+    if thread == nil {
+      let thread = Thread { [self] in run() }
+      thread.name = name
+      self.thread = thread
+      thread.start()
+    }
+    condition.broadcast()
+  }
+
+  /// Throws the first failure so far, if any, without waiting.
+  func check() throws {
+    condition.lock()
+    defer { condition.unlock() }
+    if let failure { throw failure }
+  }
+
+  /// Waits until every job so far is done; throws the first failure.
+  func flush() throws {
+    condition.lock()
+    defer { condition.unlock() }
+    while (!jobs.isEmpty || running) && failure == nil { condition.wait() }
+    if let failure { throw failure }
+  }
+
+  /// Ends the thread once its jobs are done (the owner flushes first).
+  func stop() {
+    condition.lock()
+    stopped = true
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  private func run() {
+    condition.lock()
+    while true {
+      while jobs.isEmpty && !stopped { condition.wait() }
+      if jobs.isEmpty && stopped { break }
+      let job = jobs.removeFirst()
+      running = true
+      condition.broadcast()
+      condition.unlock()
+      var error: (any Error)?
+      do { try job() } catch let failed { error = failed }
+      condition.lock()
+      running = false
+      if let error, failure == nil { failure = error }
+      if failure != nil { jobs.removeAll() }
+      condition.broadcast()
+    }
+    condition.unlock()
+  }
+}
