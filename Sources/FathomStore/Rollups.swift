@@ -259,19 +259,6 @@ public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
     }
   }
 
-  /// The value of `key`, if it has one.
-  public subscript(_ key: Key) -> Value? {
-    guard !slots.isEmpty else { return nil }
-    let mask = slots.count - 1
-    var slot = Int(truncatingIfNeeded: key.rollupHash) & mask
-    while slots[slot] >= 0 {
-      let position = Int(slots[slot])
-      if keys[position] == key { return values[position] }
-      slot = (slot + 1) & mask
-    }
-    return nil
-  }
-
   /// Splits the rows in two by `isTaken`: those it takes go into the returned table.
   mutating func take(where isTaken: (Key) -> Bool) -> RollupTable {
     var taken = RollupTable()

@@ -219,11 +219,14 @@ final class RecordWriter: @unchecked Sendable {
 
   func write(_ records: [FlowLog]) {
     // Through a buffer pointer, so each record is borrowed rather than copied with its strings.
-    records.withUnsafeBufferPointer { records in
-      for index in records.indices {
-        switch format {
-        case .jsonl: buffer.appendJSONLine(records[index])
-        case .table: FlowTable.appendRow(records[index], to: &buffer)
+    let format = format
+    withBuffer { buffer in
+      records.withUnsafeBufferPointer { records in
+        for index in records.indices {
+          switch format {
+          case .jsonl: buffer.appendJSONLine(records[index])
+          case .table: FlowTable.appendRow(records[index], to: &buffer)
+          }
         }
       }
     }
