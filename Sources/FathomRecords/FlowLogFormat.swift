@@ -1,32 +1,43 @@
 extension OutputBuffer {
+  /// Appends each record as a JSON line, reading records where they lie (see the RequestLog
+  /// form: a record passed on from memory was copied).
+  public mutating func appendJSONLines(_ flows: UnsafeBufferPointer<FlowLog>) {
+    guard let base = flows.baseAddress else { return }
+    for index in flows.indices { appendJSONLine(at: base + index) }
+  }
+
   /// Appends one FlowLog as a JSON object on one line (the `jsonl` format of docs/records.md).
   public mutating func appendJSONLine(_ flow: borrowing FlowLog) {
+    withUnsafePointer(to: flow) { appendJSONLine(at: $0) }
+  }
+
+  private mutating func appendJSONLine(at flow: UnsafePointer<FlowLog>) {
     append("{\"start_us\":")
-    append(flow.startMicros)
+    append(flow.pointee.startMicros)
     append(",\"end_us\":")
-    append(flow.endMicros)
+    append(flow.pointee.endMicros)
     append(",\"protocol\":\"")
-    append(flow.l4Protocol.name)
+    append(flow.pointee.l4Protocol.name)
     append("\",\"client_ip\":\"")
-    append(flow.clientIP)
+    append(flow.pointee.clientIP)
     append("\",\"client_port\":")
-    append(UInt64(flow.clientPort))
+    append(UInt64(flow.pointee.clientPort))
     append(",\"server_ip\":\"")
-    append(flow.serverIP)
+    append(flow.pointee.serverIP)
     append("\",\"server_port\":")
-    append(UInt64(flow.serverPort))
+    append(UInt64(flow.pointee.serverPort))
     append(",\"orientation\":\"")
-    append(flow.orientationGuessed ? "guessed" : "handshake")
+    append(flow.pointee.orientationGuessed ? "guessed" : "handshake")
     append("\",\"interface\":")
-    appendJSONString(flow.interface)
+    appendJSONString(flow.pointee.interface)
     append(",\"netns\":")
-    appendJSONString(flow.netns)
+    appendJSONString(flow.pointee.netns)
     append(",\"vlan\":")
-    append(UInt64(flow.vlan))
+    append(UInt64(flow.pointee.vlan))
     append(",\"tunnel_id\":")
-    if let tunnel = flow.tunnelID { append(UInt64(tunnel)) } else { append("null") }
-    let c2s = flow.clientToServer
-    let s2c = flow.serverToClient
+    if let tunnel = flow.pointee.tunnelID { append(UInt64(tunnel)) } else { append("null") }
+    let c2s = flow.pointee.clientToServer
+    let s2c = flow.pointee.serverToClient
     append(",\"packets_c2s\":")
     append(c2s.packets)
     append(",\"packets_s2c\":")
@@ -48,18 +59,18 @@ extension OutputBuffer {
     append(",\"unique_payload_s2c\":")
     append(s2c.uniquePayloadBytes)
     append(",\"close_type\":\"")
-    append(flow.closeType.name)
+    append(flow.pointee.closeType.name)
     append("\",\"status\":\"")
-    append(flow.status.name)
+    append(flow.pointee.status.name)
     append("\",\"rtt_client_us\":")
-    append(UInt64(flow.rttClientMicros))
+    append(UInt64(flow.pointee.rttClientMicros))
     append(",\"rtt_server_us\":")
-    append(UInt64(flow.rttServerMicros))
+    append(UInt64(flow.pointee.rttServerMicros))
     append(",\"rtt_us\":")
-    append(UInt64(flow.rttMicros))
-    appendStats("srt", flow.srt)
-    appendStats("art", flow.art)
-    appendStats("cit", flow.cit)
+    append(UInt64(flow.pointee.rttMicros))
+    appendStats("srt", flow.pointee.srt)
+    appendStats("art", flow.pointee.art)
+    appendStats("cit", flow.pointee.cit)
     append(",\"retrans_c2s\":")
     append(UInt64(c2s.retransmissions))
     append(",\"retrans_s2c\":")
@@ -73,13 +84,13 @@ extension OutputBuffer {
     append(",\"zero_win_s2c\":")
     append(UInt64(s2c.zeroWindows))
     append(",\"syn_count\":")
-    append(UInt64(flow.synCount))
+    append(UInt64(flow.pointee.synCount))
     append(",\"synack_count\":")
-    append(UInt64(flow.synAckCount))
+    append(UInt64(flow.pointee.synAckCount))
     append(",\"syn_retrans\":")
-    append(UInt64(flow.synRetransmissions))
+    append(UInt64(flow.pointee.synRetransmissions))
     append(",\"synack_retrans\":")
-    append(UInt64(flow.synAckRetransmissions))
+    append(UInt64(flow.pointee.synAckRetransmissions))
     append(",\"fin_c2s\":")
     append(UInt64(c2s.fins))
     append(",\"fin_s2c\":")
@@ -89,7 +100,7 @@ extension OutputBuffer {
     append(",\"rst_s2c\":")
     append(UInt64(s2c.rsts))
     append(",\"icmp_unreachable\":")
-    if let icmp = flow.icmpUnreachable {
+    if let icmp = flow.pointee.icmpUnreachable {
       append("{\"type\":")
       append(UInt64(icmp.type))
       append(",\"code\":")
@@ -99,18 +110,18 @@ extension OutputBuffer {
       append("null")
     }
     append(",\"report_index\":")
-    append(UInt64(flow.reportIndex))
+    append(UInt64(flow.pointee.reportIndex))
     append(",\"flow_id\":")
-    append(flow.flowID)
+    append(flow.pointee.flowID)
     append(",\"l7_protocol\":")
-    if let l7 = flow.applicationProtocol {
+    if let l7 = flow.pointee.applicationProtocol {
       append("\"")
       append(l7.name)
       append("\"")
     } else {
       append("null")
     }
-    let app = flow.application
+    let app = flow.pointee.application
     append(",\"l7_requests\":")
     append(UInt64(app.requests))
     append(",\"l7_responses\":")

@@ -158,29 +158,39 @@ public struct RequestLog: Sendable {
 }
 
 extension OutputBuffer {
+  /// Appends each record as a JSON line. Records are read where they lie: a record loaded from
+  /// memory to be passed on, even as `borrowing`, was copied (a retain and release of its buffers).
+  public mutating func appendJSONLines(_ requests: UnsafeBufferPointer<RequestLog>) {
+    guard let base = requests.baseAddress else { return }
+    for index in requests.indices { appendJSONLine(at: base + index) }
+  }
+
   /// Appends one RequestLog as a JSON object on one line.
   public mutating func appendJSONLine(_ request: borrowing RequestLog) {
-    // The record is borrowed for the whole call, so its text buffer outlives these views (a
-    // closure here would copy the record).
-    let text = request.texts.unsafeFields
+    withUnsafePointer(to: request) { appendJSONLine(at: $0) }
+  }
+
+  private mutating func appendJSONLine(at request: UnsafePointer<RequestLog>) {
+    // The record stays in place for the whole call, so its text buffer outlives these views.
+    let text = request.pointee.texts.unsafeFields
     append("{\"start_us\":")
-    append(request.startMicros)
+    append(request.pointee.startMicros)
     append(",\"end_us\":")
-    append(request.endMicros)
+    append(request.pointee.endMicros)
     append(",\"duration_us\":")
-    append(request.durationMicros)
+    append(request.pointee.durationMicros)
     append(",\"protocol\":\"")
-    append(request.applicationProtocol.name)
+    append(request.pointee.applicationProtocol.name)
     append("\",\"version\":")
     appendJSONString(bytes: text[.version])
     append(",\"client_ip\":\"")
-    append(request.clientIP)
+    append(request.pointee.clientIP)
     append("\",\"client_port\":")
-    append(UInt64(request.clientPort))
+    append(UInt64(request.pointee.clientPort))
     append(",\"server_ip\":\"")
-    append(request.serverIP)
+    append(request.pointee.serverIP)
     append("\",\"server_port\":")
-    append(UInt64(request.serverPort))
+    append(UInt64(request.pointee.serverPort))
     if text.isEmpty(.interface) && text.isEmpty(.netns) {
       append(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
     } else {
@@ -190,7 +200,7 @@ extension OutputBuffer {
       appendJSONString(bytes: text[.netns])
     }
     append(",\"flow_id\":")
-    append(request.flowID)
+    append(request.pointee.flowID)
     append(",\"method\":")
     appendJSONString(bytes: text[.method])
     append(",\"domain\":")
@@ -200,15 +210,15 @@ extension OutputBuffer {
     append(",\"endpoint\":")
     appendJSONString(bytes: text[.endpoint])
     append(",\"status\":\"")
-    append(request.status.name)
+    append(request.pointee.status.name)
     append("\",\"code\":")
-    if let code = request.code { append(Int64(code)) } else { append("null") }
+    if let code = request.pointee.code { append(Int64(code)) } else { append("null") }
     append(",\"error\":")
     appendJSONString(bytes: text[.errorMessage])
     append(",\"req_tcp_seq\":")
-    if let seq = request.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
+    if let seq = request.pointee.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
     append(",\"resp_tcp_seq\":")
-    if let seq = request.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
+    if let seq = request.pointee.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
     if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
       && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
     {
@@ -231,13 +241,13 @@ extension OutputBuffer {
       appendJSONString(bytes: text[.userAgent])
     }
     append(",\"req_bytes\":")
-    append(request.requestBytes)
+    append(request.pointee.requestBytes)
     append(",\"resp_bytes\":")
-    append(request.responseBytes)
+    append(request.pointee.responseBytes)
     append(",\"transaction_id\":")
-    if let id = request.transactionID { append(UInt64(id)) } else { append("null") }
+    if let id = request.pointee.transactionID { append(UInt64(id)) } else { append("null") }
     append(",\"answers\":[")
-    for (index, answer) in request.answers.enumerated() {
+    for (index, answer) in request.pointee.answers.enumerated() {
       if index > 0 { append(byte: UInt8(ascii: ",")) }
       append("{\"type\":")
       appendJSONString(answer.type)

@@ -218,15 +218,13 @@ final class RecordWriter: @unchecked Sendable {
   }
 
   func write(_ records: [FlowLog]) {
-    // Through a buffer pointer, so each record is borrowed rather than copied with its strings.
+    // Through a buffer pointer: the formatter reads each record in place.
     let format = format
     withBuffer { buffer in
       records.withUnsafeBufferPointer { records in
-        for index in records.indices {
-          switch format {
-          case .jsonl: buffer.appendJSONLine(records[index])
-          case .table: FlowTable.appendRow(records[index], to: &buffer)
-          }
+        switch format {
+        case .jsonl: buffer.appendJSONLines(records)
+        case .table: for index in records.indices { FlowTable.appendRow(records[index], to: &buffer) }
         }
       }
     }
@@ -234,16 +232,13 @@ final class RecordWriter: @unchecked Sendable {
   }
 
   func write(_ records: [RequestLog]) {
-    // Through a buffer pointer: an element is then borrowed in place, where the array's
-    // subscript copied each record (a retain and a release per string field).
+    // Through a buffer pointer: the formatter reads each record in place.
     let format = format
     withBuffer { buffer in
       records.withUnsafeBufferPointer { records in
-        for index in records.indices {
-          switch format {
-          case .jsonl: buffer.appendJSONLine(records[index])
-          case .table: RequestTable.appendRow(records[index], to: &buffer)
-          }
+        switch format {
+        case .jsonl: buffer.appendJSONLines(records)
+        case .table: for index in records.indices { RequestTable.appendRow(records[index], to: &buffer) }
         }
       }
     }
