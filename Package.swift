@@ -25,14 +25,15 @@ let package = Package(
     // The live API's HTTPS client: a custom CA and client certificates, which URLSession on Linux lacks.
     .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
     .target(name: "CNetns"),
-    // One allocator setting for long analyses (glibc's mmap threshold).
+    // Allocator settings: glibc's mmap threshold for long analyses, huge pages for packet tables.
     .target(name: "CMemory"),
     .target(name: "FathomRecords", swiftSettings: hotPath),
     .target(name: "FathomCapture", dependencies: ["CPcap", "CZlib", "CNetns"], swiftSettings: hotPath),
     .target(name: "FathomWire", dependencies: ["FathomRecords"], swiftSettings: hotPath),
-    .target(name: "FathomFlows", dependencies: ["FathomWire", "FathomRecords"], swiftSettings: hotPath),
+    .target(name: "FathomFlows", dependencies: ["CMemory", "FathomWire", "FathomRecords"], swiftSettings: hotPath),
     .target(
-      name: "FathomProtocols", dependencies: ["FathomFlows", "FathomWire", "FathomRecords"], swiftSettings: hotPath),
+      name: "FathomProtocols", dependencies: ["CMemory", "FathomFlows", "FathomWire", "FathomRecords"],
+      swiftSettings: hotPath),
     .target(
       name: "FathomPipeline",
       dependencies: ["FathomCapture", "FathomWire", "FathomFlows", "FathomProtocols", "FathomRecords"]),

@@ -62,17 +62,17 @@ public final class FlowMeter {
     self.config = config
     var size = 1024
     while size < config.capacity * 2 { size <<= 1 }
-    slots = UnsafeMutablePointer<Int32>.allocate(capacity: size)
+    slots = TableMemory.allocate(Int32.self, count: size)
     slots.initialize(repeating: -1, count: size)
     slotMask = size - 1
-    entries = UnsafeMutablePointer<FlowEntry>.allocate(capacity: config.capacity)
+    entries = TableMemory.allocate(FlowEntry.self, count: config.capacity)
     freeList.reserveCapacity(config.capacity)
   }
 
   deinit {
     entries.deinitialize(count: entryCount)
-    entries.deallocate()
-    slots.deallocate()
+    TableMemory.free(entries)
+    TableMemory.free(slots)
   }
 
   /// Registers a capture point and returns its id for `process`.

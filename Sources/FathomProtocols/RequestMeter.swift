@@ -108,12 +108,12 @@ public final class RequestMeter {
   public init(config: RequestConfig = RequestConfig(), capacity: Int = 65_535) {
     self.config = config
     self.capacity = capacity
-    sessions = .allocate(capacity: capacity)
+    sessions = TableMemory.allocate(Session.self, count: capacity)
   }
 
   deinit {
     sessions.deinitialize(count: initializedSlots)
-    sessions.deallocate()
+    TableMemory.free(sessions)
   }
 
   public func addCapturePoint(_ point: CapturePoint) -> UInt32 {
