@@ -23,7 +23,8 @@ let package = Package(
     .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
     // The live API's HTTPS client: a custom CA and client certificates, which URLSession on Linux lacks.
-    .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+    // libcurl's headers only: the library is opened on first use (Sources/CCurl/include/ccurl.h).
+    .target(name: "CCurl", linkerSettings: [.linkedLibrary("dl")]),
     .target(name: "CNetns"),
     // Allocator settings: glibc's mmap threshold for long analyses, huge pages for packet tables.
     .target(name: "CMemory"),

@@ -42,10 +42,6 @@ public enum CurlClient {
     }
   }
 
-  /// libcurl's global state, set up once before the first handle (`curl_global_init` must not
-  /// race with other threads' handles).
-  private static let globalInit: CURLcode = curl_global_init(Int(CURL_GLOBAL_ALL))
-
   /// Performs `request`, handing the response body to `receive` as it arrives with the status
   /// code; `receive` returns false to end the transfer early, as does `shouldStop` (polled about
   /// once a second, so a quiet watch stops promptly). Returns the status code; throws on
@@ -55,17 +51,19 @@ public enum CurlClient {
     _ request: Request, shouldStop: () -> Bool = { false },
     receive: (_ status: Int, _ bytes: UnsafeRawBufferPointer) -> Bool
   ) throws -> Int {
-    guard globalInit == CURLE_OK, let handle = curl_easy_init() else {
-      throw Failure(message: "libcurl could not be initialised")
+    // libcurl is opened and its global state set up once, before the first handle.
+    guard fathom_curl_load() == CURLE_OK else {
+      throw Failure(message: String(cString: fathom_curl_load_error()))
     }
-    defer { curl_easy_cleanup(handle) }
+    guard let handle = fathom_curl_easy_init() else { throw Failure(message: "libcurl could not make a handle") }
+    defer { fathom_curl_easy_cleanup(handle) }
     return try withoutActuallyEscaping(receive) { receive in
       try withoutActuallyEscaping(shouldStop) { shouldStop in
         let transfer = Transfer(handle: handle, receive: receive, shouldStop: shouldStop)
         defer { transfer.release() }
         let headers = try configure(handle, request, transfer: transfer)
-        defer { curl_slist_free_all(headers) }
-        let code = curl_easy_perform(handle)
+        defer { fathom_curl_slist_free_all(headers) }
+        let code = fathom_curl_easy_perform(handle)
         let status = Int(fathom_curl_response_code(handle))
         // Ended by the receiver or by shouldStop: not an error; the caller knows why it stopped.
         if code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.endedByReceiver)
@@ -160,12 +158,12 @@ public enum CurlClient {
       }, context)
     var headers: UnsafeMutablePointer<curl_slist>?
     // libcurl would otherwise wait for a 100-continue before sending a large body.
-    if request.body != nil { headers = curl_slist_append(headers, "Expect:") }
-    for line in request.headers { headers = curl_slist_append(headers, line) }
+    if request.body != nil { headers = fathom_curl_slist_append(headers, "Expect:") }
+    for line in request.headers { headers = fathom_curl_slist_append(headers, line) }
     if headers != nil { _ = fathom_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, headers) }
     if failed != CURLE_OK {
-      curl_slist_free_all(headers)
-      throw Failure(message: "libcurl rejected an option: \(String(cString: curl_easy_strerror(failed)))")
+      fathom_curl_slist_free_all(headers)
+      throw Failure(message: "libcurl rejected an option: \(String(cString: fathom_curl_easy_strerror(failed)))")
     }
     return headers
   }
@@ -193,7 +191,7 @@ public enum CurlClient {
     /// libcurl's detailed message when it wrote one, else the code's generic text.
     func errorText(_ code: CURLcode) -> String {
       let detail = String(cString: errorBuffer)
-      return detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+      return detail.isEmpty ? String(cString: fathom_curl_easy_strerror(code)) : detail
     }
   }
 }
