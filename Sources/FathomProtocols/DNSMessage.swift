@@ -22,7 +22,8 @@ struct DNSMessage {
   /// Decodes a message; nil when even the header or question is unreadable. Without
   /// `questionTexts` the question is checked but its texts are not made (a response whose query
   /// is pending takes the query's, and inference only asks whether the bytes are DNS).
-  init?(_ bytes: UnsafeRawBufferPointer, questionTexts: Bool = true) {
+  /// `spare` is where the texts go (a recycled buffer).
+  init?(_ bytes: UnsafeRawBufferPointer, questionTexts: Bool = true, into spare: RequestTexts = RequestTexts()) {
     guard bytes.count >= 12 else { return nil }
     id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
     isResponse = bytes[2] & 0x80 != 0
@@ -34,7 +35,7 @@ struct DNSMessage {
     let additionalCount = Int(UInt16(bytes[10]) << 8 | UInt16(bytes[11]))
     var offset = 12
     if questions > 0 {
-      var question = RequestTexts()
+      var question = spare
       guard
         let next = Self.withName(
           bytes, at: offset,
@@ -259,7 +260,11 @@ final class DNSSession {
     // needs none.
     let answersPending =
       bytes.count >= 3 && bytes[2] & 0x80 != 0 && pending[UInt16(bytes[0]) << 8 | UInt16(bytes[1])] != nil
-    guard var message = DNSMessage(bytes, questionTexts: sink.keepsRecords && !answersPending) else {
+    let questionTexts = sink.keepsRecords && !answersPending
+    guard
+      var message = DNSMessage(
+        bytes, questionTexts: questionTexts, into: questionTexts ? sink.newTexts() : RequestTexts())
+    else {
       sink.parseFailures += 1
       return
     }

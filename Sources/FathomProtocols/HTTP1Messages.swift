@@ -254,11 +254,12 @@ extension HTTP1Parser {
       (target, versionToken) = (second, empty)
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
-    var request = PendingRequest(startNanos: start, sequence: sequence)
+    // Counting only (`fathom flows`): the record's texts would be thrown away unread.
+    var request = PendingRequest(
+      startNanos: start, sequence: sequence, texts: sink.keepsRecords ? sink.newTexts() : RequestTexts())
     request.framing = Self.framing(of: method)
     let contentLength = headers[.contentLength].flatMap { Self.decimal($0) }
     let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
-    // Counting only (`fathom flows`): the record's texts would be thrown away unread.
     if sink.keepsRecords {
       Self.setTexts(
         of: &request, method: method, target: target, version: versionToken,
@@ -340,12 +341,16 @@ extension HTTP1Parser {
     if sink.keepsRecords {
       // The record takes the request's version; the response's only fills in a missing one (kept
       // off the common path: it would cost every response a text buffer).
-      if pending.isEmpty || pending[0].texts.isEmpty(.version) { Self.setVersion(versionToken, in: &response.texts) }
-      if code >= 400, let reason {
-        response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: reason), limit: 256)
+      let needsVersion = pending.isEmpty || pending[0].texts.isEmpty(.version)
+      let errorReason = code >= 400 ? reason : nil
+      let requestID = headers[.requestID]
+      if needsVersion || errorReason != nil || requestID != nil { response.texts = sink.newTexts() }
+      if needsVersion { Self.setVersion(versionToken, in: &response.texts) }
+      if let errorReason {
+        response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: errorReason), limit: 256)
       }
-      if let value = headers[.requestID] {
-        response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: value), limit: 256)
+      if let requestID {
+        response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: requestID), limit: 256)
       }
     }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }

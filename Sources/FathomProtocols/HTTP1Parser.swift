@@ -31,6 +31,15 @@ final class HTTP1Parser {
     var messageBytes: UInt64 = 0
 
     init(state: State = .idle) { self.state = state }
+
+    /// As new, keeping the buffer's storage unless a long header grew it.
+    func reset() {
+      state = .idle
+      if buffer.capacity > 4096 { buffer = [] } else { buffer.removeAll(keepingCapacity: true) }
+      messageStart = 0
+      messageSequence = nil
+      messageBytes = 0
+    }
   }
 
   var request = Direction()
@@ -43,6 +52,19 @@ final class HTTP1Parser {
   var upgradedToHTTP2 = false
   /// The request that asked for h2c; HTTP/2 answers it on stream 1.
   var upgradeRequest: PendingRequest?
+
+  /// As new, for another connection (the protocol stage reuses parsers: one connection per
+  /// request is common, and a parser, its two directions and its pending list were four
+  /// allocations each time).
+  func reset() {
+    request.reset()
+    response.reset()
+    pending.removeAll(keepingCapacity: pending.capacity <= 16)
+    currentResponse = nil
+    currentResponseClosesConnection = false
+    upgradedToHTTP2 = false
+    upgradeRequest = nil
+  }
 
   static let methods: [[UInt8]] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
     .map { Array($0.utf8) }

@@ -27,6 +27,9 @@ public final class RequestMeter {
   /// Protocol recognised per server endpoint, so later flows skip inference.
   private var endpointProtocols: [EndpointKey: ApplicationProtocol] = [:]
   private var capturePoints: [CapturePoint] = []
+  /// HTTP/1 parsers of ended connections, reset for new ones (at most `spareParserLimit`).
+  private var spareHTTP1Parsers: [HTTP1Parser] = []
+  private static let spareParserLimit = 256
 
   struct EndpointKey: Hashable {
     var address: IPAddress
@@ -135,6 +138,13 @@ public final class RequestMeter {
   /// call, unlike `drain` whose caller keeps the array).
   public func drain(into body: ([RequestLog]) -> Void) {
     body(buffer.records)
+    // Records `body` did not keep give their text buffers to the next ones.
+    var spares = RequestTexts.Spares()
+    swap(&spares, &buffer.spareTexts)
+    buffer.records.withUnsafeMutableBufferPointer { records in
+      for index in records.indices { records[index].texts.recycle(into: &spares) }
+    }
+    swap(&spares, &buffer.spareTexts)
     buffer.records.removeAll(keepingCapacity: true)
   }
 
@@ -231,7 +241,7 @@ public final class RequestMeter {
       }
     }
     switch found {
-    case .http: session.parser = Parser(kind: .http, http: HTTP1Parser())
+    case .http: session.parser = Parser(kind: .http, http: spareHTTP1Parsers.popLast() ?? HTTP1Parser())
     case .http2, .grpc:
       // The preface is expected only when the stream starts with it (not a capture begun later).
       session.parser = Parser(
@@ -530,6 +540,10 @@ public final class RequestMeter {
     case .socks, .undecided, .none: break
     }
     swap(&sink, &session.sink)
+    if parser.kind == .http, spareHTTP1Parsers.count < Self.spareParserLimit, isKnownUniquelyReferenced(&parser.http!) {
+      parser.http!.reset()
+      spareHTTP1Parsers.append(parser.http!)
+    }
     session.parser.stop()
     counters.streamGaps += gaps
     flush(&session)

@@ -22,10 +22,11 @@ struct PendingRequest {
   /// HTTP/1: whether the answer is framed as HEAD's or CONNECT's.
   var framing = HTTP1Parser.FramingMethod.other
 
-  init(startNanos: Int64, sequence: UInt32?) {
+  init(startNanos: Int64, sequence: UInt32?, texts: RequestTexts = RequestTexts()) {
     self.startNanos = startNanos
     self.lastNanos = startNanos
     self.sequence = sequence
+    self.texts = texts
   }
 }
 
@@ -45,6 +46,8 @@ struct ResponseInfo {
 /// The protocol stage's finished records, shared by every flow's sink so a record is stored once.
 final class RequestBuffer {
   var records: [RequestLog] = []
+  /// Text buffers of records already handed on (`RequestMeter.drain`), for new ones.
+  var spareTexts = RequestTexts.Spares()
   /// Each capture point's interface and netns, as texts to copy into its records.
   var capturePoints: [RequestTexts] = []
 }
@@ -60,6 +63,9 @@ struct RequestSink {
 
   /// Whether records are built (else only counted): parsers skip their texts when not.
   var keepsRecords: Bool { buffer != nil }
+
+  /// Empty texts for a new request or response, on a spare buffer when there is one.
+  func newTexts() -> RequestTexts { buffer?.spareTexts.take() ?? RequestTexts() }
 
   /// A finished request, either half possibly missing: dispatches to the forms below.
   mutating func emit(
@@ -88,6 +94,7 @@ struct RequestSink {
     if log.texts.isEmpty(.version) { log.texts.copy(.version, from: response.texts) }
     if !response.texts.isEmpty(.errorMessage) { log.texts.copy(.errorMessage, from: response.texts) }
     if !response.texts.isEmpty(.responseRequestID) { log.texts.copy(.responseRequestID, from: response.texts) }
+    response.texts.recycle(into: &buffer.spareTexts)
     take(&response, into: &log)
     store(consume log, identity, buffer)
   }

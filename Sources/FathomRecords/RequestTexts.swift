@@ -182,6 +182,35 @@ public struct RequestTexts: @unchecked Sendable {
     storage = fresh
   }
 
+  /// Gives this record's buffer to `spares` for a later record (when nothing else holds it and
+  /// it is of the usual size) and leaves the texts empty.
+  public mutating func recycle(into spares: inout Spares) {
+    guard storage != nil, spares.buffers.count < Spares.limit, isKnownUniquelyReferenced(&storage!),
+      storage!.header.capacity <= Spares.largestKept
+    else { return }
+    storage!.header.used = 0
+    spares.buffers.append(storage.take()!)
+    starts = SIMD16()
+    counts = SIMD16()
+  }
+
+  /// Text buffers of records already handed on, for new records: a buffer reused is one malloc
+  /// and one free less per record. At most `limit` buffers, none over `largestKept` bytes.
+  public struct Spares {
+    fileprivate var buffers: [ManagedBuffer<Extent, UInt8>] = []
+    static let limit = 1024
+    static let largestKept = 1024
+
+    public init() {}
+
+    /// Empty texts, on a spare buffer when there is one.
+    public mutating func take() -> RequestTexts {
+      var texts = RequestTexts()
+      texts.storage = buffers.popLast()
+      return texts
+    }
+  }
+
   /// Eight bytes at a time: wire texts are nearly always ASCII.
   @inline(__always) static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
     var index = 0
