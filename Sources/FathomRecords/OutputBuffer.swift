@@ -93,6 +93,21 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     }
   }
 
+  /// Makes room for `extra` more bytes now, so that a record writer can append its literals
+  /// with `appendReserved`, which skips the capacity check.
+  public mutating func reserveCapacity(forAdditional extra: Int) { reserve(extra) }
+
+  /// Appends a literal into room made by `reserveCapacity(forAdditional:)`: the caller bounds
+  /// all it writes after reserving (other appends still check, so they only use up the room).
+  @inline(__always)
+  public mutating func appendReserved(_ text: StaticString) {
+    guard text.hasPointerRepresentation else { return append(text) }
+    let length = text.utf8CodeUnitCount
+    assert(count + length <= capacity, "appendReserved past the reserved room")
+    UnsafeMutableRawPointer(base + count).copyMemory(from: text.utf8Start, byteCount: length)
+    count += length
+  }
+
   /// Appends a run-time string. (Literals go to the `StaticString` overload, which copies no
   /// String; this one has a label so a literal never lands here by overload resolution.)
   public mutating func append(string text: String) {
@@ -187,29 +202,51 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     copy.withUTF8 { appendJSONString(bytes: UnsafeRawBufferPointer($0)) }
   }
 
-  /// Appends valid UTF-8 bytes as a JSON string literal. Runs of plain bytes are copied at once.
+  /// Appends valid UTF-8 bytes as a JSON string literal. Plain bytes (nearly all) are checked
+  /// and copied in one pass, eight at a time; the rest of a string from its first byte that
+  /// needs escaping takes the general path.
   public mutating func appendJSONString(bytes utf8: UnsafeRawBufferPointer) {
-    if utf8.isEmpty {
+    guard let source = utf8.baseAddress, utf8.count > 0 else {
       append("\"\"")
       return
     }
-    reserve(utf8.count + 2)
-    base[count] = UInt8(ascii: "\"")
-    count += 1
-    var runStart = 0
+    let length = utf8.count
+    reserve(length + 2)
+    let destination = UnsafeMutableRawPointer(base + count)
+    destination.storeBytes(of: UInt8(ascii: "\""), as: UInt8.self)
     var index = 0
-    // Eight bytes at a time while none needs escaping (nearly always): a word has a byte below
-    // 0x20, a quote or a backslash when one of these zero-byte tests fires.
-    while index + 8 <= utf8.count {
-      let word = utf8.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+    // A word has a byte below 0x20, a quote or a backslash when one of these zero-byte tests
+    // fires.
+    while index + 8 <= length {
+      let word = source.loadUnaligned(fromByteOffset: index, as: UInt64.self)
       let ones: UInt64 = 0x0101_0101_0101_0101
       let highs: UInt64 = 0x8080_8080_8080_8080
       let control = (word &- ones &* 0x20) & ~word & highs
       let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
       let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
       if control | quote | backslash != 0 { break }
+      destination.storeBytes(of: word, toByteOffset: 1 + index, as: UInt64.self)
       index += 8
     }
+    while index < length {
+      let byte = source.load(fromByteOffset: index, as: UInt8.self)
+      if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { break }
+      destination.storeBytes(of: byte, toByteOffset: 1 + index, as: UInt8.self)
+      index += 1
+    }
+    if index == length {
+      destination.storeBytes(of: UInt8(ascii: "\""), toByteOffset: 1 + length, as: UInt8.self)
+      count += length + 2
+      return
+    }
+    count += 1 + index
+    appendEscapingRest(UnsafeRawBufferPointer(rebasing: utf8[index...]))
+  }
+
+  /// The rest of a JSON string from a byte that needs escaping, and its closing quote.
+  private mutating func appendEscapingRest(_ utf8: UnsafeRawBufferPointer) {
+    var runStart = 0
+    var index = 0
     while index < utf8.count {
       let byte = utf8[index]
       if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {

@@ -158,6 +158,10 @@ public struct RequestLog: Sendable {
 }
 
 extension OutputBuffer {
+  /// The bytes of a request's JSON line other than its texts and answers, at most: literals
+  /// (at most 552 bytes), twelve numbers of up to 20 characters, two IPv6 addresses, two names.
+  static let requestLineBound = 1024
+
   /// Appends each record as a JSON line. Records are read where they lie: a record loaded from
   /// memory to be passed on, even as `borrowing`, was copied (a retain and release of its buffers).
   public mutating func appendJSONLines(_ requests: UnsafeBufferPointer<RequestLog>) {
@@ -173,79 +177,81 @@ extension OutputBuffer {
   private mutating func appendJSONLine(at request: UnsafePointer<RequestLog>) {
     // The record stays in place for the whole call, so its text buffer outlives these views.
     let text = request.pointee.texts.unsafeFields
-    append("{\"start_us\":")
+    // Room for all but the answers at once; the literals are then copied without a check each.
+    reserveCapacity(forAdditional: Self.requestLineBound + text.jsonBound)
+    appendReserved("{\"start_us\":")
     append(request.pointee.startMicros)
-    append(",\"end_us\":")
+    appendReserved(",\"end_us\":")
     append(request.pointee.endMicros)
-    append(",\"duration_us\":")
+    appendReserved(",\"duration_us\":")
     append(request.pointee.durationMicros)
-    append(",\"protocol\":\"")
-    append(request.pointee.applicationProtocol.name)
-    append("\",\"version\":")
+    appendReserved(",\"protocol\":\"")
+    appendReserved(request.pointee.applicationProtocol.name)
+    appendReserved("\",\"version\":")
     appendJSONString(bytes: text[.version])
-    append(",\"client_ip\":\"")
+    appendReserved(",\"client_ip\":\"")
     append(request.pointee.clientIP)
-    append("\",\"client_port\":")
+    appendReserved("\",\"client_port\":")
     append(UInt64(request.pointee.clientPort))
-    append(",\"server_ip\":\"")
+    appendReserved(",\"server_ip\":\"")
     append(request.pointee.serverIP)
-    append("\",\"server_port\":")
+    appendReserved("\",\"server_port\":")
     append(UInt64(request.pointee.serverPort))
     if text.isEmpty(.interface) && text.isEmpty(.netns) {
-      append(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
+      appendReserved(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
     } else {
-      append(",\"interface\":")
+      appendReserved(",\"interface\":")
       appendJSONString(bytes: text[.interface])
-      append(",\"netns\":")
+      appendReserved(",\"netns\":")
       appendJSONString(bytes: text[.netns])
     }
-    append(",\"flow_id\":")
+    appendReserved(",\"flow_id\":")
     append(request.pointee.flowID)
-    append(",\"method\":")
+    appendReserved(",\"method\":")
     appendJSONString(bytes: text[.method])
-    append(",\"domain\":")
+    appendReserved(",\"domain\":")
     appendJSONString(bytes: text[.domain])
-    append(",\"resource\":")
+    appendReserved(",\"resource\":")
     appendJSONString(bytes: text[.resource])
-    append(",\"endpoint\":")
+    appendReserved(",\"endpoint\":")
     appendJSONString(bytes: text[.endpoint])
-    append(",\"status\":\"")
-    append(request.pointee.status.name)
-    append("\",\"code\":")
-    if let code = request.pointee.code { append(Int64(code)) } else { append("null") }
-    append(",\"error\":")
+    appendReserved(",\"status\":\"")
+    appendReserved(request.pointee.status.name)
+    appendReserved("\",\"code\":")
+    if let code = request.pointee.code { append(Int64(code)) } else { appendReserved("null") }
+    appendReserved(",\"error\":")
     appendJSONString(bytes: text[.errorMessage])
-    append(",\"req_tcp_seq\":")
-    if let seq = request.pointee.requestTCPSequence { append(UInt64(seq)) } else { append("null") }
-    append(",\"resp_tcp_seq\":")
-    if let seq = request.pointee.responseTCPSequence { append(UInt64(seq)) } else { append("null") }
+    appendReserved(",\"req_tcp_seq\":")
+    if let seq = request.pointee.requestTCPSequence { append(UInt64(seq)) } else { appendReserved("null") }
+    appendReserved(",\"resp_tcp_seq\":")
+    if let seq = request.pointee.responseTCPSequence { append(UInt64(seq)) } else { appendReserved("null") }
     if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
       && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
     {
       // Requests without tracing headers (DNS, Redis, most HTTP): the empty run in one copy.
-      append(
+      appendReserved(
         ",\"x_request_id_req\":\"\",\"x_request_id_resp\":\"\",\"trace_id\":\"\",\"span_id\":\"\",\"x_forwarded_for\":\"\",\"user_agent\":\"\""
       )
     } else {
-      append(",\"x_request_id_req\":")
+      appendReserved(",\"x_request_id_req\":")
       appendJSONString(bytes: text[.requestID])
-      append(",\"x_request_id_resp\":")
+      appendReserved(",\"x_request_id_resp\":")
       appendJSONString(bytes: text[.responseRequestID])
-      append(",\"trace_id\":")
+      appendReserved(",\"trace_id\":")
       appendJSONString(bytes: text[.traceID])
-      append(",\"span_id\":")
+      appendReserved(",\"span_id\":")
       appendJSONString(bytes: text[.spanID])
-      append(",\"x_forwarded_for\":")
+      appendReserved(",\"x_forwarded_for\":")
       appendJSONString(bytes: text[.forwardedFor])
-      append(",\"user_agent\":")
+      appendReserved(",\"user_agent\":")
       appendJSONString(bytes: text[.userAgent])
     }
-    append(",\"req_bytes\":")
+    appendReserved(",\"req_bytes\":")
     append(request.pointee.requestBytes)
-    append(",\"resp_bytes\":")
+    appendReserved(",\"resp_bytes\":")
     append(request.pointee.responseBytes)
-    append(",\"transaction_id\":")
-    if let id = request.pointee.transactionID { append(UInt64(id)) } else { append("null") }
+    appendReserved(",\"transaction_id\":")
+    if let id = request.pointee.transactionID { append(UInt64(id)) } else { appendReserved("null") }
     append(",\"answers\":[")
     for (index, answer) in request.pointee.answers.enumerated() {
       if index > 0 { append(byte: UInt8(ascii: ",")) }

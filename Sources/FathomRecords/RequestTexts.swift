@@ -77,6 +77,10 @@ public struct RequestTexts: @unchecked Sendable {
 
     @inline(__always) public func isEmpty(_ field: Field) -> Bool { counts[field.rawValue] == 0 }
 
+    /// Bytes of every field written as a JSON string, at most (each byte escaped as \u00XX, plus
+    /// the quotes): fields that share bytes count once each.
+    public var jsonBound: Int { 6 * Int(counts.wrappedSum()) + 2 * RequestTexts.fieldCount }
+
     @inline(__always) public subscript(field: Field) -> UnsafeRawBufferPointer {
       let count = Int(counts[field.rawValue])
       guard count > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }

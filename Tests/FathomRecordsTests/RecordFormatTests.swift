@@ -33,6 +33,37 @@ import Testing
     #expect(filled["trace_id"] as? String == "" && filled.count == object.count)
   }
 
+  @Test func theLargestRequestLineFitsTheRoomReservedForIt() throws {
+    // The longest addresses and numbers, without texts and with every text field at its escaping
+    // worst (\u00XX per byte): a line without answers never passes the room reserved for it
+    // (`appendReserved` copies literals there unchecked), and the answers come on top.
+    var request = RequestLog(
+      startMicros: .min, endMicros: .max, durationMicros: .min, applicationProtocol: .http2,
+      clientIP: IPAddress("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")!, clientPort: .max,
+      serverIP: IPAddress("1111:2222:3333:4444:5555:6666:7777:8888")!, serverPort: .max, flowID: .max)
+    request.status = .parseFailed
+    request.code = .min
+    request.requestTCPSequence = .max
+    request.responseTCPSequence = .max
+    request.requestBytes = .max
+    request.responseBytes = .max
+    request.transactionID = .max
+    let worst = String(repeating: "\u{1}", count: 300)
+    for withTexts in [false, true] {
+      if withTexts { for field in RequestTexts.Field.allCases { request.texts[field] = worst } }
+      var buffer = OutputBuffer(capacity: 64)
+      buffer.appendJSONLine(request)
+      #expect(buffer.count <= OutputBuffer.requestLineBound + request.texts.unsafeFields.jsonBound)
+      _ = try #require(try JSONSerialization.jsonObject(with: Data(buffer.bytes)) as? [String: Any])
+    }
+    request.answers = (0..<50).map { _ in DNSAnswer(type: "TYPE65535", value: worst, ttl: .max) }
+    var buffer = OutputBuffer(capacity: 64)
+    buffer.appendJSONLine(request)
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(buffer.bytes)) as? [String: Any])
+    #expect(object["user_agent"] as? String == worst && object["client_port"] as? Int == 65535)
+    #expect((object["answers"] as? [Any])?.count == 50)
+  }
+
   @Test func numbersAndAddressesFormat() {
     var buffer = OutputBuffer(capacity: 4)
     for value: UInt64 in [0, 9, 10, 99, 100, 1_234_567, UInt64.max] {
