@@ -143,6 +143,19 @@ extension HTTP1Parser {
   ) {
     let byte = bytes.base.baseAddress!.assumingMemoryBound(to: UInt8.self)
     var colon = lineStart
+    // Eight bytes at a time (names are mostly 4 to 16 bytes): the lowest zero byte of the word
+    // xor "::::::::" is the first colon (the zero-byte test is exact at its lowest hit; the word
+    // is read little-endian so that its lowest byte comes first).
+    while colon + 8 <= lineEnd {
+      let word =
+        UInt64(littleEndian: UnsafeRawPointer(byte + colon).loadUnaligned(as: UInt64.self)) ^ 0x3A3A_3A3A_3A3A_3A3A
+      let zeros = (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080
+      if zeros != 0 {
+        colon += zeros.trailingZeroBitCount >> 3
+        break
+      }
+      colon += 8
+    }
     while colon < lineEnd, byte[colon] != UInt8(ascii: ":") { colon += 1 }
     guard colon < lineEnd else { return }
     let name = byte + lineStart

@@ -88,13 +88,15 @@ final class HTTP1Parser {
     config: RequestConfig, sink: inout RequestSink
   ) -> Int {
     var offset = 0
+    // One reference for the whole segment (taken per step, it was a retain and release each).
+    let direction = fromClient ? request : response
     while offset < data.count {
-      let state = fromClient ? request.state : response.state
-      if state == .stopped { return offset }
+      if direction.state == .stopped { return offset }
       guard
         let consumed = step(
-          data, from: offset, fromClient: fromClient, sequence: sequence &+ UInt32(truncatingIfNeeded: offset),
-          nanos: nanos, identity: identity, config: config, sink: &sink)
+          data, from: offset, direction: direction, fromClient: fromClient,
+          sequence: sequence &+ UInt32(truncatingIfNeeded: offset), nanos: nanos, identity: identity, config: config,
+          sink: &sink)
       else { return data.count }  // everything left was buffered: waiting for more bytes
       offset += consumed
     }
@@ -113,10 +115,9 @@ final class HTTP1Parser {
   /// Consumes bytes of one state and returns how many (0 after a state change that consumes
   /// nothing), or nil when all remaining bytes were taken or buffered.
   private func step(
-    _ data: UnsafeRawBufferPointer, from offset: Int, fromClient: Bool, sequence: UInt32, nanos: Int64,
-    identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
+    _ data: UnsafeRawBufferPointer, from offset: Int, direction: Direction, fromClient: Bool, sequence: UInt32,
+    nanos: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) -> Int? {
-    var direction = fromClient ? request : response
     defer {
       if !fromClient && request.state == .stopped && direction.state == .idle { direction.state = .stopped }
     }
@@ -156,7 +157,7 @@ final class HTTP1Parser {
         if Self.scanHeader(into: &header, limit: config.maxHeaderBytes) {
           direction.messageBytes += UInt64(header.end)
           headerComplete(
-            header, direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
+            header, direction: direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
             sink: &sink)
           return header.end
         }
@@ -177,7 +178,7 @@ final class HTTP1Parser {
       swap(&header, &direction.buffer)
       header.withUnsafeBytes {
         headerComplete(
-          Self.headerFields($0[0..<end]), direction: &direction, fromClient: fromClient, nanos: nanos,
+          Self.headerFields($0[0..<end]), direction: direction, fromClient: fromClient, nanos: nanos,
           identity: identity,
           config: config, sink: &sink)
       }
@@ -258,7 +259,7 @@ final class HTTP1Parser {
 
   /// A header block is complete: parse it and set how the body is framed.
   private func headerComplete(
-    _ header: HeaderBlock, direction: inout Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
+    _ header: HeaderBlock, direction: Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
     if fromClient {
