@@ -267,23 +267,24 @@ extension HTTP1Parser {
       (target, versionToken) = (second, empty)
     }
     expire(now: start, identity: identity, config: config, sink: &sink)
-    // Counting only (`fathom flows`): the record's texts would be thrown away unread.
-    var request = PendingRequest(
-      startNanos: start, sequence: sequence, texts: sink.keepsRecords ? sink.newTexts() : RequestTexts())
-    request.framing = Self.framing(of: method)
     let contentLength = headers[.contentLength].flatMap { Self.decimal($0) }
     let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
-    if sink.keepsRecords {
-      Self.setTexts(
-        of: &request, method: method, target: target, version: versionToken,
-        headers: headers, config: config)
-    }
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
       var evicted = pending.removeFirst()
       sink.emit(.http, identity, request: &evicted, status: .unknown)
     }
-    pending.append(consume request)
+    // Filled in where it is kept: built aside and appended, the request was copied in.
+    // Counting only (`fathom flows`): the record's texts would be thrown away unread.
+    pending.append(
+      PendingRequest(
+        startNanos: start, sequence: sequence, texts: sink.keepsRecords ? sink.newTexts() : RequestTexts()))
+    pending[pending.count - 1].framing = Self.framing(of: method)
+    if sink.keepsRecords {
+      Self.setTexts(
+        of: &pending[pending.count - 1], method: method, target: target, version: versionToken,
+        headers: headers, config: config)
+    }
     if chunked { return .chunkSize }
     if let contentLength, contentLength > 0 { return .body(remaining: contentLength) }
     return .idle
@@ -348,7 +349,8 @@ extension HTTP1Parser {
       return .resync
     }
     if code >= 100 && code < 200 && code != 101 { return .idle }  // interim (100 Continue): the final one follows
-    var response = ResponseInfo(
+    // Filled in where it is kept (built aside and assigned, it was copied in).
+    currentResponse = ResponseInfo(
       startNanos: start, endNanos: end, sequence: sequence,
       status: code >= 500 ? .serverError : code >= 400 ? .clientError : .ok, code: Int32(code))
     if sink.keepsRecords {
@@ -357,20 +359,19 @@ extension HTTP1Parser {
       let needsVersion = pending.isEmpty || pending[0].texts.isEmpty(.version)
       let errorReason = code >= 400 ? reason : nil
       let requestID = headers[.requestID]
-      if needsVersion || errorReason != nil || requestID != nil { response.texts = sink.newTexts() }
-      if needsVersion { Self.setVersion(versionToken, in: &response.texts) }
+      if needsVersion || errorReason != nil || requestID != nil { currentResponse!.texts = sink.newTexts() }
+      if needsVersion { Self.setVersion(versionToken, in: &currentResponse!.texts) }
       if let errorReason {
-        response.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: errorReason), limit: 256)
+        currentResponse!.texts.set(.errorMessage, bytes: UnsafeRawBufferPointer(rebasing: errorReason), limit: 256)
       }
       if let requestID {
-        response.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: requestID), limit: 256)
+        currentResponse!.texts.set(.responseRequestID, bytes: UnsafeRawBufferPointer(rebasing: requestID), limit: 256)
       }
     }
     if pending.isEmpty { completePartialRequest(config: config, sink: &sink, identity: identity) }
     let contentLength = headers[.contentLength].flatMap { Self.decimal($0) }
     let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
     let upgradeToHTTP2 = headers[.upgrade].map { Self.containsToken($0, "h2c") } ?? false
-    currentResponse = response
     let method = pending.isEmpty ? .other : pending[0].framing
     if code == 101 || (method == .connect && code < 300) {
       // The connection now carries another protocol: WebSocket, a tunnel, or h2c.
