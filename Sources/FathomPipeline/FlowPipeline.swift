@@ -110,8 +110,11 @@ struct FlowStage: PacketSink {
     }
     let result = decoder.decode(
       bytes, linkType: header.linkType, wireLength: header.wireLength, timestampNanos: header.timestampNanos,
-      into: &packet)
-    guard result == .transport else { return }
+      into: &self.packet)
+    guard case .transport = result else { return }
+    // One copy to a constant, which both stages then borrow in place (handed on from the stage's
+    // storage, the packet was copied for each).
+    let packet = self.packet
     var point = capturePointIDs[header.interfaceIndex]
     if header.linkType == 276, bytes.count >= 20 {
       point = capturePoint(
@@ -121,10 +124,10 @@ struct FlowStage: PacketSink {
     let context = meter.process(packet, capturePoint: point)
     // Flows that ended go first: their sessions must be closed before a new flow reuses the slot.
     if meter.hasOutput { deliverFlows() }
-    if let requests {
-      requests.process(packet, context: context, capturePoint: point)
-      if requests.outputCount >= requestBatch { requests.drain(into: requestHandler) }
-    }
+    // Optional chaining, not `if let`: binding the meter to a constant cost a retain and a
+    // release per packet.
+    requests?.process(packet, context: context, capturePoint: point)
+    if let count = requests?.outputCount, count >= requestBatch { requests?.drain(into: requestHandler) }
   }
 
   /// The capture point of an interface index seen inside an SLL2 header. A live capture names it
