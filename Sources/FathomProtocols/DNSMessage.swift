@@ -53,12 +53,13 @@ struct DNSMessage {
       offset = next + 4
       // Further questions (rare) are skipped.
       for _ in 1..<min(questions, 16) {
-        guard let after = Self.withName(bytes, at: offset, { $1 }), after + 4 <= bytes.count else { return }
+        guard let after = Self.skipName(bytes, at: offset), after + 4 <= bytes.count else { return }
         offset = after + 4
       }
     }
     for _ in 0..<min(answerCount, Self.maxAnswers) {
-      guard let next = Self.withName(bytes, at: offset, { $1 }), next + 10 <= bytes.count else { return }
+      // An answer's owner name is skipped, not decoded: only where it ends matters.
+      guard let next = Self.skipName(bytes, at: offset), next + 10 <= bytes.count else { return }
       let type = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
       let ttl =
         UInt32(bytes[next + 4]) << 24 | UInt32(bytes[next + 5]) << 16 | UInt32(bytes[next + 6]) << 8
