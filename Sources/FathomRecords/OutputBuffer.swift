@@ -13,6 +13,11 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   private var base: UnsafeMutablePointer<UInt8>
   private var capacity: Int
   public private(set) var count = 0
+  /// The digits above the last eight of the last large number written (`appendLarge`), kept
+  /// because records come in time order: consecutive timestamps share them.
+  private var recentHigh: UInt64 = .max
+  private var recentHighText: (UInt64, UInt64) = (0, 0)
+  private var recentHighCount = 0
 
   public init(capacity: Int = 1 << 16) {
     self.capacity = max(capacity, 64)
@@ -117,14 +122,22 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
 
   public mutating func append(_ value: UInt64) {
     reserve(20)
+    // Timestamps (microseconds since 1970: 16 digits) take the cached path; sequence numbers and
+    // the like, which would only evict them, do not.
+    guard value < 1_000_000_000_000 else { return appendLarge(value) }
+    count += Self.writeDecimal(value, to: base + count)
+  }
+
+  /// Writes `value`'s decimal digits at `destination` (room for 20) and returns how many.
+  @inline(__always)
+  private static func writeDecimal(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
     if value < 10 {
-      base[count] = UInt8(truncatingIfNeeded: value) &+ 48
-      count += 1
-      return
+      destination[0] = UInt8(truncatingIfNeeded: value) &+ 48
+      return 1
     }
     // Two digits per division, from a table, written backwards from the number's end.
-    let digits = Self.decimalDigits(value)
-    var cursor = base + count + digits
+    let digits = decimalDigits(value)
+    var cursor = destination + digits
     var rest = value
     while rest >= 100 {
       let (quotient, pair) = rest.quotientAndRemainder(dividingBy: 100)
@@ -143,7 +156,38 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
       cursor -= 1
       cursor[0] = UInt8(truncatingIfNeeded: rest) &+ 48
     }
-    count += digits
+    return digits
+  }
+
+  /// A number of thirteen digits or more: its upper digits as text from the last such number
+  /// when they are the same (a 16-digit timestamp's upper eight usually are), then exactly
+  /// eight more, whose four pairs are computed independently of each other.
+  private mutating func appendLarge(_ value: UInt64) {
+    let (high, low) = value.quotientAndRemainder(dividingBy: 100_000_000)
+    if high != recentHigh {
+      // Up to twelve digits, kept as sixteen bytes (room for 20 as `writeDecimal` wants).
+      var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
+      recentHighCount = withUnsafeMutableBytes(of: &text) {
+        Self.writeDecimal(high, to: $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+      }
+      recentHigh = high
+      recentHighText = (text.0, text.1)
+    }
+    let cursor = UnsafeMutableRawPointer(base + count)
+    cursor.storeBytes(of: recentHighText.0, as: UInt64.self)
+    cursor.storeBytes(of: recentHighText.1, toByteOffset: 8, as: UInt64.self)
+    let table = UnsafeRawPointer(Self.digitPairs.utf8Start)
+    let (upper, lower) = low.quotientAndRemainder(dividingBy: 10_000)
+    let pairs = (upper / 100, upper % 100, lower / 100, lower % 100)
+    let lowStart = cursor + recentHighCount
+    lowStart.storeBytes(of: table.loadUnaligned(fromByteOffset: Int(pairs.0) * 2, as: UInt16.self), as: UInt16.self)
+    lowStart.storeBytes(
+      of: table.loadUnaligned(fromByteOffset: Int(pairs.1) * 2, as: UInt16.self), toByteOffset: 2, as: UInt16.self)
+    lowStart.storeBytes(
+      of: table.loadUnaligned(fromByteOffset: Int(pairs.2) * 2, as: UInt16.self), toByteOffset: 4, as: UInt16.self)
+    lowStart.storeBytes(
+      of: table.loadUnaligned(fromByteOffset: Int(pairs.3) * 2, as: UInt16.self), toByteOffset: 6, as: UInt16.self)
+    count += recentHighCount + 8
   }
 
   private static let digitPairs: StaticString =
