@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Single-core time of `fathom flows` against tcpdump, ndpiReader and tshark on the same capture,
-# in the same run: median of RUNS (default 10; tshark 2) runs each, pinned to CPU 0, file in page
-# cache, plus peak memory (RSS, which includes the mapped capture for fathom).
+# Single-core time of `fathom requests` and `fathom flows` against tcpdump, ndpiReader and tshark
+# on the same capture, in the same run: median of RUNS (default 10; tshark 2) interleaved rounds,
+# pinned to CPU 0, file in page cache, plus peak memory (RSS, which includes the mapped capture
+# for fathom).
 #   scripts/bench.sh [capture.pcap]   (default: bench-data/bench.pcap, recorded if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,24 +20,7 @@ bytes=$(stat -c %s "$capture")
 cat "$capture" > /dev/null  # page cache
 
 timing=$(mktemp)
-trap 'rm -f "$timing" "$timing.json" "$timing.tshark" "$timing.fathom"' EXIT
-
-# Prints "median_seconds peak_kib" for a command: hyperfine for time (pinned to CPU 0), GNU time
-# for the peak resident set of one more run.
-measure() {
-  local runs=$1
-  shift
-  local warmup=1
-  [ "$runs" -le 2 ] && warmup=0  # tshark: seconds per run, nothing to warm
-  local command
-  command=$(printf '%q ' taskset -c 0 "$@")
-  hyperfine --shell=bash --style none --warmup "$warmup" --runs "$runs" --export-json "$timing.json" \
-    "$command >/dev/null 2>&1" >/dev/null 2>&1
-  local median
-  median=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$timing.json")
-  /usr/bin/time -f "%M" -o "$timing" "$@" >/dev/null 2>&1 || true
-  echo "$median $(tail -1 "$timing")"
-}
+trap 'rm -f "$timing" "$timing".*' EXIT
 
 tshark_fields=(-r "$capture" -Y "http or dns" -T fields -e http.request.method -e http.response.code
   -e dns.flags.response -e dns.flags.rcode)
@@ -49,14 +33,41 @@ declare -A label=(
   [tshark]="tshark -r F -q -z conv,tcp"
   [tsharkfields]="tshark -Y 'http or dns' -T fields"
 )
+tools=(requests fathom l4 tcpdump ndpi tshark tsharkfields)
+
+# One run of a tool on the capture, pinned to CPU 0, output discarded.
+run_tool() {
+  case $1 in
+    requests) taskset -c 0 "$fathom" requests --format jsonl "$capture" ;;
+    fathom) taskset -c 0 "$fathom" flows --format jsonl "$capture" ;;
+    l4) taskset -c 0 "$fathom" flows --l4-only --format jsonl "$capture" ;;
+    tcpdump) taskset -c 0 tcpdump -r "$capture" -w /dev/null ;;
+    ndpi) taskset -c 0 ndpiReader -q -i "$capture" -n 1 ;;
+    tshark) taskset -c 0 tshark -r "$capture" -q -z conv,tcp ;;
+    tsharkfields) taskset -c 0 tshark "${tshark_fields[@]}" ;;
+  esac >/dev/null 2>&1 || true
+}
+
+# Wall time in rounds that run every tool once each, so that this machine's slow and fast spells
+# (10-20% apart, minutes long) fall on all tools alike rather than on whichever ran then; the
+# median per tool. One warm-up round first; tshark (tens of seconds a run) in two rounds only.
+for tool in requests fathom l4 tcpdump ndpi; do run_tool "$tool"; done
+for round in $(seq "$runs"); do
+  for tool in "${tools[@]}"; do
+    case $tool in tshark*) [ "$round" -le 2 ] || continue ;; esac
+    start=$(date +%s%N)
+    run_tool "$tool"
+    end=$(date +%s%N)
+    echo $(((end - start) / 1000)) >>"$timing.$tool"
+  done
+done
 declare -A result
-result[requests]=$(measure "$runs" "$fathom" requests --format jsonl "$capture")
-result[fathom]=$(measure "$runs" "$fathom" flows --format jsonl "$capture")
-result[l4]=$(measure "$runs" "$fathom" flows --l4-only --format jsonl "$capture")
-result[tcpdump]=$(measure "$runs" tcpdump -r "$capture" -w /dev/null)
-result[ndpi]=$(measure "$runs" ndpiReader -q -i "$capture" -n 1)
-result[tshark]=$(measure 2 tshark -r "$capture" -q -z conv,tcp)
-result[tsharkfields]=$(measure 2 tshark "${tshark_fields[@]}")
+for tool in "${tools[@]}"; do
+  median=$(sort -n "$timing.$tool" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1e6 }')
+  # Peak resident set of one more run (GNU time).
+  /usr/bin/time -f "%M" -o "$timing" bash -c "$(declare -f run_tool); $(declare -p tshark_fields capture fathom); run_tool $tool" || true
+  result[$tool]="$median $(tail -1 "$timing")"
+done
 
 fathom_seconds=${result[requests]% *}
 printf 'capture: %s, %s packets, %s MB; median of %s runs on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
