@@ -118,14 +118,7 @@ extension OutputBuffer {
   /// Appends dotted IPv4 or compressed IPv6 (RFC 5952) text.
   public mutating func append(_ address: IPAddress) {
     if address.isIPv4 {
-      let value = address.ipv4Value
-      appendOctet(value >> 24)
-      append(byte: UInt8(ascii: "."))
-      appendOctet((value >> 16) & 0xFF)
-      append(byte: UInt8(ascii: "."))
-      appendOctet((value >> 8) & 0xFF)
-      append(byte: UInt8(ascii: "."))
-      appendOctet(value & 0xFF)
+      appendIPv4(address.ipv4Value)
       return
     }
     var groups = SIMD8<UInt16>()

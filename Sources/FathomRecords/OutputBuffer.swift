@@ -209,24 +209,39 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     10_000_000_000_000_000, 100_000_000_000_000_000, 1_000_000_000_000_000_000, 10_000_000_000_000_000_000,
   ]
 
-  /// 0–255 (an IPv4 octet) without the general formatter.
-  @inline(__always) mutating func appendOctet(_ value: UInt32) {
-    reserve(3)
-    let table = Self.digitPairs.utf8Start
+  /// An IPv4 address in dotted decimal: room made once, each octet without the general formatter.
+  mutating func appendIPv4(_ value: UInt32) {
+    reserve(15)
+    var cursor = base + count
+    cursor = Self.writeOctet(value >> 24, at: cursor)
+    cursor[0] = UInt8(ascii: ".")
+    cursor = Self.writeOctet((value >> 16) & 0xFF, at: cursor + 1)
+    cursor[0] = UInt8(ascii: ".")
+    cursor = Self.writeOctet((value >> 8) & 0xFF, at: cursor + 1)
+    cursor[0] = UInt8(ascii: ".")
+    cursor = Self.writeOctet(value & 0xFF, at: cursor + 1)
+    count = cursor - base
+  }
+
+  /// 0–255 at `cursor`; returns the position after it.
+  @inline(__always)
+  private static func writeOctet(_ value: UInt32, at cursor: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8>
+  {
+    let table = digitPairs.utf8Start
     if value >= 100 {
       let (hundreds, pair) = value.quotientAndRemainder(dividingBy: 100)
-      base[count] = UInt8(truncatingIfNeeded: hundreds) &+ 48
-      base[count + 1] = table[Int(pair) * 2]
-      base[count + 2] = table[Int(pair) * 2 + 1]
-      count += 3
-    } else if value >= 10 {
-      base[count] = table[Int(value) * 2]
-      base[count + 1] = table[Int(value) * 2 + 1]
-      count += 2
-    } else {
-      base[count] = UInt8(truncatingIfNeeded: value) &+ 48
-      count += 1
+      cursor[0] = UInt8(truncatingIfNeeded: hundreds) &+ 48
+      cursor[1] = table[Int(pair) * 2]
+      cursor[2] = table[Int(pair) * 2 + 1]
+      return cursor + 3
     }
+    if value >= 10 {
+      cursor[0] = table[Int(value) * 2]
+      cursor[1] = table[Int(value) * 2 + 1]
+      return cursor + 2
+    }
+    cursor[0] = UInt8(truncatingIfNeeded: value) &+ 48
+    return cursor + 1
   }
 
   public mutating func append(_ value: Int64) {

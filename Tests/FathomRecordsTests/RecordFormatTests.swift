@@ -98,6 +98,16 @@ import Testing
     buffer.removeAll()
     buffer.append(Int64.min)
     #expect(buffer.string == String(Int64.min))
+    // IPv4: every octet value in every position (one, two and three digits), against the text.
+    for octet: UInt32 in 0...255 {
+      for shift: UInt32 in [0, 8, 16, 24] {
+        let value = (0x0A01_0203 & ~(0xFF << shift)) | octet << shift
+        let expected = [24, 16, 8, 0].map { String((value >> $0) & 0xFF) }.joined(separator: ".")
+        buffer.removeAll()
+        buffer.append(IPAddress(ipv4: value))
+        if buffer.string != expected { Issue.record("\(expected) written as \(buffer.string)") }
+      }
+    }
     #expect(IPAddress("::ffff:10.0.0.1") == IPAddress("10.0.0.1"))
     #expect(IPAddress("2001:db8:0:0:1:0:0:1")!.description == "2001:db8::1:0:0:1")
     #expect(IPAddress("fe80::1")!.description == "fe80::1")
