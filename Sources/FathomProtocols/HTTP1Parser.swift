@@ -22,8 +22,9 @@ final class HTTP1Parser {
     case stopped
   }
 
-  /// A class, so parsing mutates it in place without moving its buffer in and out.
-  final class Direction {
+  /// Stored in the parser and parsed `inout` (as separate objects they were two more allocations
+  /// per connection and two more pointers to chase when its flow ends).
+  struct Direction {
     var state: State
     var buffer: [UInt8] = []
     var messageStart: Int64 = 0
@@ -33,7 +34,7 @@ final class HTTP1Parser {
     init(state: State = .idle) { self.state = state }
 
     /// As new, keeping the buffer's storage unless a long header grew it.
-    func reset() {
+    mutating func reset() {
       state = .idle
       if buffer.capacity > 4096 { buffer = [] } else { buffer.removeAll(keepingCapacity: true) }
       messageStart = 0
@@ -88,16 +89,21 @@ final class HTTP1Parser {
     config: RequestConfig, sink: inout RequestSink
   ) -> Int {
     var offset = 0
-    // One reference for the whole segment (taken per step, it was a retain and release each).
-    let direction = fromClient ? request : response
     while offset < data.count {
-      if direction.state == .stopped { return offset }
-      guard
-        let consumed = step(
-          data, from: offset, direction: direction, fromClient: fromClient,
-          sequence: sequence &+ UInt32(truncatingIfNeeded: offset), nanos: nanos, identity: identity, config: config,
-          sink: &sink)
-      else { return data.count }  // everything left was buffered: waiting for more bytes
+      let position = sequence &+ UInt32(truncatingIfNeeded: offset)
+      let consumed: Int?
+      if fromClient {
+        if request.state == .stopped { return offset }
+        consumed = step(
+          data, from: offset, direction: &request, fromClient: true, sequence: position, nanos: nanos,
+          identity: identity, config: config, sink: &sink)
+      } else {
+        if response.state == .stopped { return offset }
+        consumed = step(
+          data, from: offset, direction: &response, fromClient: false, sequence: position, nanos: nanos,
+          identity: identity, config: config, sink: &sink)
+      }
+      guard let consumed else { return data.count }  // everything left was buffered: waiting for more bytes
       offset += consumed
     }
     return data.count
@@ -115,7 +121,7 @@ final class HTTP1Parser {
   /// Consumes bytes of one state and returns how many (0 after a state change that consumes
   /// nothing), or nil when all remaining bytes were taken or buffered.
   private func step(
-    _ data: UnsafeRawBufferPointer, from offset: Int, direction: Direction, fromClient: Bool, sequence: UInt32,
+    _ data: UnsafeRawBufferPointer, from offset: Int, direction: inout Direction, fromClient: Bool, sequence: UInt32,
     nanos: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink
   ) -> Int? {
     defer {
@@ -157,7 +163,7 @@ final class HTTP1Parser {
         if Self.scanHeader(into: &header, limit: config.maxHeaderBytes) {
           direction.messageBytes += UInt64(header.end)
           headerComplete(
-            header, direction: direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
+            header, direction: &direction, fromClient: fromClient, nanos: nanos, identity: identity, config: config,
             sink: &sink)
           return header.end
         }
@@ -178,7 +184,7 @@ final class HTTP1Parser {
       swap(&header, &direction.buffer)
       header.withUnsafeBytes {
         headerComplete(
-          Self.headerFields($0[0..<end]), direction: direction, fromClient: fromClient, nanos: nanos,
+          Self.headerFields($0[0..<end]), direction: &direction, fromClient: fromClient, nanos: nanos,
           identity: identity,
           config: config, sink: &sink)
       }
@@ -259,7 +265,7 @@ final class HTTP1Parser {
 
   /// A header block is complete: parse it and set how the body is framed.
   private func headerComplete(
-    _ header: HeaderBlock, direction: Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
+    _ header: HeaderBlock, direction: inout Direction, fromClient: Bool, nanos: Int64, identity: FlowIdentity,
     config: RequestConfig, sink: inout RequestSink
   ) {
     if fromClient {
