@@ -35,17 +35,23 @@ declare -A label=(
 )
 tools=(requests fathom l4 tcpdump ndpi tshark tsharkfields)
 
-# One run of a tool on the capture, pinned to CPU 0, output discarded.
-run_tool() {
+# Sets `command` to a tool's command line on the capture.
+command_of() {
   case $1 in
-    requests) taskset -c 0 "$fathom" requests --format jsonl "$capture" ;;
-    fathom) taskset -c 0 "$fathom" flows --format jsonl "$capture" ;;
-    l4) taskset -c 0 "$fathom" flows --l4-only --format jsonl "$capture" ;;
-    tcpdump) taskset -c 0 tcpdump -r "$capture" -w /dev/null ;;
-    ndpi) taskset -c 0 ndpiReader -q -i "$capture" -n 1 ;;
-    tshark) taskset -c 0 tshark -r "$capture" -q -z conv,tcp ;;
-    tsharkfields) taskset -c 0 tshark "${tshark_fields[@]}" ;;
-  esac >/dev/null 2>&1 || true
+    requests) command=("$fathom" requests --format jsonl "$capture") ;;
+    fathom) command=("$fathom" flows --format jsonl "$capture") ;;
+    l4) command=("$fathom" flows --l4-only --format jsonl "$capture") ;;
+    tcpdump) command=(tcpdump -r "$capture" -w /dev/null) ;;
+    ndpi) command=(ndpiReader -q -i "$capture" -n 1) ;;
+    tshark) command=(tshark -r "$capture" -q -z conv,tcp) ;;
+    tsharkfields) command=(tshark "${tshark_fields[@]}") ;;
+  esac
+}
+
+# One run of a tool, pinned to CPU 0, output discarded.
+run_tool() {
+  command_of "$1"
+  taskset -c 0 "${command[@]}" >/dev/null 2>&1 || true
 }
 
 # Wall time in rounds that run every tool once each, so that this machine's slow and fast spells
@@ -65,14 +71,15 @@ declare -A result
 for tool in "${tools[@]}"; do
   median=$(sort -n "$timing.$tool" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1e6 }')
   # Peak resident set of one more run (GNU time).
-  /usr/bin/time -f "%M" -o "$timing" bash -c "$(declare -f run_tool); $(declare -p tshark_fields capture fathom); run_tool $tool" || true
+  command_of "$tool"
+  /usr/bin/time -f "%M" -o "$timing" "${command[@]}" >/dev/null 2>&1 || true
   result[$tool]="$median $(tail -1 "$timing")"
 done
 
 fathom_seconds=${result[requests]% *}
-printf 'capture: %s, %s packets, %s MB; median of %s runs on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
+printf 'capture: %s, %s packets, %s MB; median of %s interleaved rounds on one core (tshark: 2)\n' "$capture" "$packets" "$((bytes / 1000000))" "$runs"
 printf '%-40s %9s %12s %12s %16s\n' tool seconds "Mpps" "peak MiB" "fathom speed-up"
-for tool in requests fathom l4 tcpdump ndpi tshark tsharkfields; do
+for tool in "${tools[@]}"; do
   seconds=${result[$tool]% *}
   peak=${result[$tool]#* }
   awk -v l="${label[$tool]}" -v s="$seconds" -v p="$packets" -v m="$peak" -v f="$fathom_seconds" \
