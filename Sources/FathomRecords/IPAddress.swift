@@ -119,8 +119,13 @@ extension OutputBuffer {
   public mutating func append(_ address: IPAddress) {
     if address.isIPv4 {
       appendIPv4(address.ipv4Value)
-      return
+    } else {
+      appendReserving(39) { $0.address(address) }
     }
+  }
+
+  /// Compressed IPv6 text (RFC 5952) at `destination` (room for 39); returns its length.
+  static func writeIPv6(_ address: IPAddress, to destination: UnsafeMutablePointer<UInt8>) -> Int {
     var groups = SIMD8<UInt16>()
     for i in 0..<4 {
       groups[i] = UInt16(truncatingIfNeeded: address.high >> (48 - 16 * UInt64(i)))
@@ -141,29 +146,37 @@ extension OutputBuffer {
         runStart = -1
       }
     }
+    let digits: StaticString = "0123456789abcdef"
+    var cursor = destination
     var i = 0
     while i < 8 {
       if i == bestStart {
-        append(byte: UInt8(ascii: ":"))
-        if i == 0 { append(byte: UInt8(ascii: ":")) }
+        cursor[0] = UInt8(ascii: ":")
+        cursor += 1
+        if i == 0 {
+          cursor[0] = UInt8(ascii: ":")
+          cursor += 1
+        }
         i += bestLength
         continue
       }
-      appendHex(groups[i])
-      if i < 7 { append(byte: UInt8(ascii: ":")) }
+      // The group in hex without leading zeros.
+      let value = groups[i]
+      var started = false
+      for shift in stride(from: 12, through: 0, by: -4) {
+        let digit = Int((value >> UInt16(shift)) & 0xF)
+        if digit != 0 || started || shift == 0 {
+          cursor[0] = digits.utf8Start[digit]
+          cursor += 1
+          started = true
+        }
+      }
+      if i < 7 {
+        cursor[0] = UInt8(ascii: ":")
+        cursor += 1
+      }
       i += 1
     }
-  }
-
-  private mutating func appendHex(_ value: UInt16) {
-    let digits: StaticString = "0123456789abcdef"
-    var started = false
-    for shift in stride(from: 12, through: 0, by: -4) {
-      let digit = Int((value >> UInt16(shift)) & 0xF)
-      if digit != 0 || started || shift == 0 {
-        append(byte: digits.utf8Start[digit])
-        started = true
-      }
-    }
+    return cursor - destination
   }
 }

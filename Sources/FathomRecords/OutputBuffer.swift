@@ -13,11 +13,7 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   private var base: UnsafeMutablePointer<UInt8>
   private var capacity: Int
   public private(set) var count = 0
-  /// The digits above the last eight of the last large number written (`appendLarge`), kept
-  /// because records come in time order: consecutive timestamps share them.
-  private var recentHigh: UInt64 = .max
-  private var recentHighText: (UInt64, UInt64) = (0, 0)
-  private var recentHighCount = 0
+  private var largeNumbers = LargeNumberText()
 
   public init(capacity: Int = 1 << 16) {
     self.capacity = max(capacity, 64)
@@ -98,19 +94,20 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     }
   }
 
-  /// Makes room for `extra` more bytes now, so that a record writer can append its literals
-  /// with `appendReserved`, which skips the capacity check.
-  public mutating func reserveCapacity(forAdditional extra: Int) { reserve(extra) }
-
-  /// Appends a literal into room made by `reserveCapacity(forAdditional:)`: the caller bounds
-  /// all it writes after reserving (other appends still check, so they only use up the room).
+  /// Makes room for `room` more bytes and lends `body` a writer over it, which appends without a
+  /// capacity check per value: for a record writer that bounds all it writes (literals, numbers,
+  /// addresses and JSON strings) once. The bound is checked after `body`, a broken one stops the
+  /// program rather than write on.
   @inline(__always)
-  public mutating func appendReserved(_ text: StaticString) {
-    guard text.hasPointerRepresentation else { return append(text) }
-    let length = text.utf8CodeUnitCount
-    assert(count + length <= capacity, "appendReserved past the reserved room")
-    UnsafeMutableRawPointer(base + count).copyMemory(from: text.utf8Start, byteCount: length)
-    count += length
+  mutating func appendReserving(_ room: Int, _ body: (inout ReservedWriter) -> Void) {
+    reserve(room)
+    let start = base + count
+    var writer = ReservedWriter(cursor: start, largeNumbers: largeNumbers)
+    body(&writer)
+    let written = writer.cursor - start
+    precondition(written <= room, "a record passed the room reserved for it")
+    count += written
+    largeNumbers = writer.largeNumbers
   }
 
   /// Appends a run-time string. (Literals go to the `StaticString` overload, which copies no
@@ -124,13 +121,16 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     reserve(20)
     // Timestamps (microseconds since 1970: 16 digits) take the cached path; sequence numbers and
     // the like, which would only evict them, do not.
-    guard value < 1_000_000_000_000 else { return appendLarge(value) }
-    count += Self.writeDecimal(value, to: base + count)
+    if value < LargeNumberText.threshold {
+      count += Self.writeDecimal(value, to: base + count)
+    } else {
+      count += largeNumbers.write(value, to: base + count)
+    }
   }
 
   /// Writes `value`'s decimal digits at `destination` (room for 20) and returns how many.
   @inline(__always)
-  private static func writeDecimal(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+  static func writeDecimal(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
     if value < 10 {
       destination[0] = UInt8(truncatingIfNeeded: value) &+ 48
       return 1
@@ -159,38 +159,7 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     return digits
   }
 
-  /// A number of thirteen digits or more: its upper digits as text from the last such number
-  /// when they are the same (a 16-digit timestamp's upper eight usually are), then exactly
-  /// eight more, whose four pairs are computed independently of each other.
-  private mutating func appendLarge(_ value: UInt64) {
-    let (high, low) = value.quotientAndRemainder(dividingBy: 100_000_000)
-    if high != recentHigh {
-      // Up to twelve digits, kept as sixteen bytes (room for 20 as `writeDecimal` wants).
-      var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
-      recentHighCount = withUnsafeMutableBytes(of: &text) {
-        Self.writeDecimal(high, to: $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
-      }
-      recentHigh = high
-      recentHighText = (text.0, text.1)
-    }
-    let cursor = UnsafeMutableRawPointer(base + count)
-    cursor.storeBytes(of: recentHighText.0, as: UInt64.self)
-    cursor.storeBytes(of: recentHighText.1, toByteOffset: 8, as: UInt64.self)
-    let table = UnsafeRawPointer(Self.digitPairs.utf8Start)
-    let (upper, lower) = low.quotientAndRemainder(dividingBy: 10_000)
-    let pairs = (upper / 100, upper % 100, lower / 100, lower % 100)
-    let lowStart = cursor + recentHighCount
-    lowStart.storeBytes(of: table.loadUnaligned(fromByteOffset: Int(pairs.0) * 2, as: UInt16.self), as: UInt16.self)
-    lowStart.storeBytes(
-      of: table.loadUnaligned(fromByteOffset: Int(pairs.1) * 2, as: UInt16.self), toByteOffset: 2, as: UInt16.self)
-    lowStart.storeBytes(
-      of: table.loadUnaligned(fromByteOffset: Int(pairs.2) * 2, as: UInt16.self), toByteOffset: 4, as: UInt16.self)
-    lowStart.storeBytes(
-      of: table.loadUnaligned(fromByteOffset: Int(pairs.3) * 2, as: UInt16.self), toByteOffset: 6, as: UInt16.self)
-    count += recentHighCount + 8
-  }
-
-  private static let digitPairs: StaticString =
+  static let digitPairs: StaticString =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 
   /// Digits of a value ≥ 1: floor(log10) from the bit length (× log10 2 ≈ 1233 / 4096), corrected
@@ -212,15 +181,20 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
   /// An IPv4 address in dotted decimal: room made once, each octet without the general formatter.
   mutating func appendIPv4(_ value: UInt32) {
     reserve(15)
-    var cursor = base + count
-    cursor = Self.writeOctet(value >> 24, at: cursor)
+    count += Self.writeIPv4(value, to: base + count)
+  }
+
+  /// Dotted decimal at `destination` (room for 15); returns its length.
+  @inline(__always)
+  static func writeIPv4(_ value: UInt32, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+    var cursor = Self.writeOctet(value >> 24, at: destination)
     cursor[0] = UInt8(ascii: ".")
     cursor = Self.writeOctet((value >> 16) & 0xFF, at: cursor + 1)
     cursor[0] = UInt8(ascii: ".")
     cursor = Self.writeOctet((value >> 8) & 0xFF, at: cursor + 1)
     cursor[0] = UInt8(ascii: ".")
     cursor = Self.writeOctet(value & 0xFF, at: cursor + 1)
-    count = cursor - base
+    return cursor - destination
   }
 
   /// 0–255 at `cursor`; returns the position after it.
@@ -261,77 +235,99 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
     copy.withUTF8 { appendJSONString(bytes: UnsafeRawBufferPointer($0)) }
   }
 
-  /// Appends valid UTF-8 bytes as a JSON string literal. Plain bytes (nearly all) are checked
-  /// and copied in one pass, eight at a time; the rest of a string from its first byte that
-  /// needs escaping takes the general path.
+  /// Appends valid UTF-8 bytes as a JSON string literal.
   public mutating func appendJSONString(bytes utf8: UnsafeRawBufferPointer) {
+    reserve(Self.jsonStringBound(utf8.count))
+    count += Self.writeJSONString(utf8, to: base + count)
+  }
+
+  /// Room a JSON string of `length` bytes may take: each byte escaped as \u00XX, and the quotes.
+  static func jsonStringBound(_ length: Int) -> Int { 6 * length + 2 }
+
+  /// Writes valid UTF-8 bytes as a JSON string literal at `destination` (room for
+  /// `jsonStringBound`) and returns its length. Plain bytes (nearly all) are checked and copied
+  /// in one pass, eight at a time; the rest of a string from its first byte that needs escaping
+  /// takes the general path.
+  static func writeJSONString(_ utf8: UnsafeRawBufferPointer, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+    destination[0] = UInt8(ascii: "\"")
     guard let source = utf8.baseAddress, utf8.count > 0 else {
-      append("\"\"")
-      return
+      destination[1] = UInt8(ascii: "\"")
+      return 2
     }
     let length = utf8.count
-    reserve(length + 2)
-    let destination = UnsafeMutableRawPointer(base + count)
-    destination.storeBytes(of: UInt8(ascii: "\""), as: UInt8.self)
+    let target = UnsafeMutableRawPointer(destination + 1)
     var index = 0
     // A word has a byte below 0x20, a quote or a backslash when one of these zero-byte tests
     // fires.
     while index + 8 <= length {
       let word = source.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-      let ones: UInt64 = 0x0101_0101_0101_0101
-      let highs: UInt64 = 0x8080_8080_8080_8080
-      let control = (word &- ones &* 0x20) & ~word & highs
-      let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
-      let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
-      if control | quote | backslash != 0 { break }
-      destination.storeBytes(of: word, toByteOffset: 1 + index, as: UInt64.self)
+      if needsEscaping(word) { break }
+      target.storeBytes(of: word, toByteOffset: index, as: UInt64.self)
       index += 8
+    }
+    // The last few bytes as one word that overlaps the ones already checked, when the words
+    // ran out without an escape; else byte by byte.
+    if index < length, length >= 8, index + 8 > length {
+      let word = source.loadUnaligned(fromByteOffset: length - 8, as: UInt64.self)
+      if !needsEscaping(word) {
+        target.storeBytes(of: word, toByteOffset: length - 8, as: UInt64.self)
+        index = length
+      }
     }
     while index < length {
       let byte = source.load(fromByteOffset: index, as: UInt8.self)
       if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { break }
-      destination.storeBytes(of: byte, toByteOffset: 1 + index, as: UInt8.self)
+      target.storeBytes(of: byte, toByteOffset: index, as: UInt8.self)
       index += 1
     }
-    if index == length {
-      destination.storeBytes(of: UInt8(ascii: "\""), toByteOffset: 1 + length, as: UInt8.self)
-      count += length + 2
-      return
+    var cursor = destination + 1 + index
+    if index < length {
+      cursor = writeEscapingRest(UnsafeRawBufferPointer(rebasing: utf8[index...]), to: cursor)
     }
-    count += 1 + index
-    appendEscapingRest(UnsafeRawBufferPointer(rebasing: utf8[index...]))
+    cursor[0] = UInt8(ascii: "\"")
+    return cursor + 1 - destination
   }
 
-  /// The rest of a JSON string from a byte that needs escaping, and its closing quote.
-  private mutating func appendEscapingRest(_ utf8: UnsafeRawBufferPointer) {
-    var runStart = 0
-    var index = 0
-    while index < utf8.count {
-      let byte = utf8[index]
-      if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-        append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart..<index]))
-        appendEscaped(byte)
-        runStart = index + 1
-      }
-      index += 1
-    }
-    append(bytes: UnsafeRawBufferPointer(rebasing: utf8[runStart...]))
-    append(byte: UInt8(ascii: "\""))
+  @inline(__always) private static func needsEscaping(_ word: UInt64) -> Bool {
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    let highs: UInt64 = 0x8080_8080_8080_8080
+    let control = (word &- ones &* 0x20) & ~word & highs
+    let quote = ((word ^ (ones &* 0x22)) &- ones) & ~(word ^ (ones &* 0x22)) & highs
+    let backslash = ((word ^ (ones &* 0x5C)) &- ones) & ~(word ^ (ones &* 0x5C)) & highs
+    return control | quote | backslash != 0
   }
 
-  private mutating func appendEscaped(_ byte: UInt8) {
+  /// The rest of a JSON string from a byte that needs escaping (without the closing quote);
+  /// returns the position after it.
+  private static func writeEscapingRest(
+    _ utf8: UnsafeRawBufferPointer, to destination: UnsafeMutablePointer<UInt8>
+  ) -> UnsafeMutablePointer<UInt8> {
     let hex: StaticString = "0123456789abcdef"
-    switch byte {
-    case UInt8(ascii: "\""): append("\\\"")
-    case UInt8(ascii: "\\"): append("\\\\")
-    case 0x0A: append("\\n")
-    case 0x0D: append("\\r")
-    case 0x09: append("\\t")
-    default:
-      append("\\u00")
-      append(byte: hex.utf8Start[Int(byte >> 4)])
-      append(byte: hex.utf8Start[Int(byte & 0xF)])
+    var cursor = destination
+    for byte in utf8 {
+      switch byte {
+      case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+        cursor[0] = UInt8(ascii: "\\")
+        cursor[1] = byte
+        cursor += 2
+      case 0x0A, 0x0D, 0x09:
+        cursor[0] = UInt8(ascii: "\\")
+        cursor[1] = byte == 0x0A ? UInt8(ascii: "n") : byte == 0x0D ? UInt8(ascii: "r") : UInt8(ascii: "t")
+        cursor += 2
+      case 0..<0x20:
+        cursor[0] = UInt8(ascii: "\\")
+        cursor[1] = UInt8(ascii: "u")
+        cursor[2] = UInt8(ascii: "0")
+        cursor[3] = UInt8(ascii: "0")
+        cursor[4] = hex.utf8Start[Int(byte >> 4)]
+        cursor[5] = hex.utf8Start[Int(byte & 0xF)]
+        cursor += 6
+      default:
+        cursor[0] = byte
+        cursor += 1
+      }
     }
+    return cursor
   }
 
   /// Left-aligned text keeps one space free so columns never run together.

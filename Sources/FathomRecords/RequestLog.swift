@@ -177,81 +177,82 @@ extension OutputBuffer {
   private mutating func appendJSONLine(at request: UnsafePointer<RequestLog>) {
     // The record stays in place for the whole call, so its text buffer outlives these views.
     let text = request.pointee.texts.unsafeFields
-    // Room for all but the answers at once; the literals are then copied without a check each.
-    reserveCapacity(forAdditional: Self.requestLineBound + text.jsonBound)
-    appendReserved("{\"start_us\":")
-    append(request.pointee.startMicros)
-    appendReserved(",\"end_us\":")
-    append(request.pointee.endMicros)
-    appendReserved(",\"duration_us\":")
-    append(request.pointee.durationMicros)
-    appendReserved(",\"protocol\":\"")
-    appendReserved(request.pointee.applicationProtocol.name)
-    appendReserved("\",\"version\":")
-    appendJSONString(bytes: text[.version])
-    appendReserved(",\"client_ip\":\"")
-    append(request.pointee.clientIP)
-    appendReserved("\",\"client_port\":")
-    append(UInt64(request.pointee.clientPort))
-    appendReserved(",\"server_ip\":\"")
-    append(request.pointee.serverIP)
-    appendReserved("\",\"server_port\":")
-    append(UInt64(request.pointee.serverPort))
-    if text.isEmpty(.interface) && text.isEmpty(.netns) {
-      appendReserved(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
-    } else {
-      appendReserved(",\"interface\":")
-      appendJSONString(bytes: text[.interface])
-      appendReserved(",\"netns\":")
-      appendJSONString(bytes: text[.netns])
+    // Room for all but the answers at once (the answers come after, checked).
+    appendReserving(Self.requestLineBound + text.jsonBound) { line in
+      line.literal("{\"start_us\":")
+      line.decimal(request.pointee.startMicros)
+      line.literal(",\"end_us\":")
+      line.decimal(request.pointee.endMicros)
+      line.literal(",\"duration_us\":")
+      line.decimal(request.pointee.durationMicros)
+      line.literal(",\"protocol\":\"")
+      line.literal(request.pointee.applicationProtocol.name)
+      line.literal("\",\"version\":")
+      line.jsonString(text[.version])
+      line.literal(",\"client_ip\":\"")
+      line.address(request.pointee.clientIP)
+      line.literal("\",\"client_port\":")
+      line.decimal(UInt64(request.pointee.clientPort))
+      line.literal(",\"server_ip\":\"")
+      line.address(request.pointee.serverIP)
+      line.literal("\",\"server_port\":")
+      line.decimal(UInt64(request.pointee.serverPort))
+      if text.isEmpty(.interface) && text.isEmpty(.netns) {
+        line.literal(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
+      } else {
+        line.literal(",\"interface\":")
+        line.jsonString(text[.interface])
+        line.literal(",\"netns\":")
+        line.jsonString(text[.netns])
+      }
+      line.literal(",\"flow_id\":")
+      line.decimal(request.pointee.flowID)
+      line.literal(",\"method\":")
+      line.jsonString(text[.method])
+      line.literal(",\"domain\":")
+      line.jsonString(text[.domain])
+      line.literal(",\"resource\":")
+      line.jsonString(text[.resource])
+      line.literal(",\"endpoint\":")
+      line.jsonString(text[.endpoint])
+      line.literal(",\"status\":\"")
+      line.literal(request.pointee.status.name)
+      line.literal("\",\"code\":")
+      if let code = request.pointee.code { line.decimal(Int64(code)) } else { line.literal("null") }
+      line.literal(",\"error\":")
+      line.jsonString(text[.errorMessage])
+      line.literal(",\"req_tcp_seq\":")
+      if let seq = request.pointee.requestTCPSequence { line.decimal(UInt64(seq)) } else { line.literal("null") }
+      line.literal(",\"resp_tcp_seq\":")
+      if let seq = request.pointee.responseTCPSequence { line.decimal(UInt64(seq)) } else { line.literal("null") }
+      if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
+        && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
+      {
+        // Requests without tracing headers (DNS, Redis, most HTTP): the empty run in one copy.
+        line.literal(
+          ",\"x_request_id_req\":\"\",\"x_request_id_resp\":\"\",\"trace_id\":\"\",\"span_id\":\"\",\"x_forwarded_for\":\"\",\"user_agent\":\"\""
+        )
+      } else {
+        line.literal(",\"x_request_id_req\":")
+        line.jsonString(text[.requestID])
+        line.literal(",\"x_request_id_resp\":")
+        line.jsonString(text[.responseRequestID])
+        line.literal(",\"trace_id\":")
+        line.jsonString(text[.traceID])
+        line.literal(",\"span_id\":")
+        line.jsonString(text[.spanID])
+        line.literal(",\"x_forwarded_for\":")
+        line.jsonString(text[.forwardedFor])
+        line.literal(",\"user_agent\":")
+        line.jsonString(text[.userAgent])
+      }
+      line.literal(",\"req_bytes\":")
+      line.decimal(request.pointee.requestBytes)
+      line.literal(",\"resp_bytes\":")
+      line.decimal(request.pointee.responseBytes)
+      line.literal(",\"transaction_id\":")
+      if let id = request.pointee.transactionID { line.decimal(UInt64(id)) } else { line.literal("null") }
     }
-    appendReserved(",\"flow_id\":")
-    append(request.pointee.flowID)
-    appendReserved(",\"method\":")
-    appendJSONString(bytes: text[.method])
-    appendReserved(",\"domain\":")
-    appendJSONString(bytes: text[.domain])
-    appendReserved(",\"resource\":")
-    appendJSONString(bytes: text[.resource])
-    appendReserved(",\"endpoint\":")
-    appendJSONString(bytes: text[.endpoint])
-    appendReserved(",\"status\":\"")
-    appendReserved(request.pointee.status.name)
-    appendReserved("\",\"code\":")
-    if let code = request.pointee.code { append(Int64(code)) } else { appendReserved("null") }
-    appendReserved(",\"error\":")
-    appendJSONString(bytes: text[.errorMessage])
-    appendReserved(",\"req_tcp_seq\":")
-    if let seq = request.pointee.requestTCPSequence { append(UInt64(seq)) } else { appendReserved("null") }
-    appendReserved(",\"resp_tcp_seq\":")
-    if let seq = request.pointee.responseTCPSequence { append(UInt64(seq)) } else { appendReserved("null") }
-    if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
-      && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
-    {
-      // Requests without tracing headers (DNS, Redis, most HTTP): the empty run in one copy.
-      appendReserved(
-        ",\"x_request_id_req\":\"\",\"x_request_id_resp\":\"\",\"trace_id\":\"\",\"span_id\":\"\",\"x_forwarded_for\":\"\",\"user_agent\":\"\""
-      )
-    } else {
-      appendReserved(",\"x_request_id_req\":")
-      appendJSONString(bytes: text[.requestID])
-      appendReserved(",\"x_request_id_resp\":")
-      appendJSONString(bytes: text[.responseRequestID])
-      appendReserved(",\"trace_id\":")
-      appendJSONString(bytes: text[.traceID])
-      appendReserved(",\"span_id\":")
-      appendJSONString(bytes: text[.spanID])
-      appendReserved(",\"x_forwarded_for\":")
-      appendJSONString(bytes: text[.forwardedFor])
-      appendReserved(",\"user_agent\":")
-      appendJSONString(bytes: text[.userAgent])
-    }
-    appendReserved(",\"req_bytes\":")
-    append(request.pointee.requestBytes)
-    appendReserved(",\"resp_bytes\":")
-    append(request.pointee.responseBytes)
-    appendReserved(",\"transaction_id\":")
-    if let id = request.pointee.transactionID { append(UInt64(id)) } else { appendReserved("null") }
     append(",\"answers\":[")
     for (index, answer) in request.pointee.answers.enumerated() {
       if index > 0 { append(byte: UInt8(ascii: ",")) }

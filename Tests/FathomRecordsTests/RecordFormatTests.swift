@@ -36,7 +36,7 @@ import Testing
   @Test func theLargestRequestLineFitsTheRoomReservedForIt() throws {
     // The longest addresses and numbers, without texts and with every text field at its escaping
     // worst (\u00XX per byte): a line without answers never passes the room reserved for it
-    // (`appendReserved` copies literals there unchecked), and the answers come on top.
+    // (`appendReserving` writes there unchecked), and the answers come on top.
     var request = RequestLog(
       startMicros: .min, endMicros: .max, durationMicros: .min, applicationProtocol: .http2,
       clientIP: IPAddress("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")!, clientPort: .max,
