@@ -36,14 +36,19 @@ struct DNSMessage {
     var offset = 12
     if questions > 0 {
       var question = spare
-      guard
-        let next = Self.withName(
-          bytes, at: offset,
-          { name, end in
-            if questionTexts { question.set(.domain, bytes: name) }
-            return end
-          }), next + 4 <= bytes.count
-      else { return nil }
+      var nameEnd: Int?
+      if questionTexts {
+        // Decoded straight into the record's texts (through a buffer on the stack it was copied
+        // twice, label by label).
+        question.set(.domain, writingAtMost: Self.maxNameBytes) { destination in
+          guard let (length, end) = Self.decodeName(bytes, at: offset, into: destination) else { return nil }
+          nameEnd = end
+          return length
+        }
+      } else {
+        nameEnd = Self.withName(bytes, at: offset) { _, end in end }
+      }
+      guard let next = nameEnd, next + 4 <= bytes.count else { return nil }
       questionType = UInt16(bytes[next]) << 8 | UInt16(bytes[next + 1])
       if questionTexts {
         // Swapped, not assigned: a second reference to the buffer made the type name copy it.
@@ -109,41 +114,52 @@ struct DNSMessage {
     _ bytes: UnsafeRawBufferPointer, at start: Int, _ body: (UnsafeRawBufferPointer, Int) -> Result
   ) -> Result? {
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maxNameBytes) { labels in
-      var count = 0
-      var offset = start
-      var end: Int?
-      var jumps = 0
-      while true {
-        guard offset < bytes.count else { return nil }
-        let length = Int(bytes[offset])
-        if length == 0 {
-          if end == nil { end = offset + 1 }
-          break
-        }
-        if length & 0xC0 == 0xC0 {
-          guard offset + 1 < bytes.count else { return nil }
-          jumps += 1
-          guard jumps <= maxPointerJumps else { return nil }  // compression loop
-          if end == nil { end = offset + 2 }
-          let target = (length & 0x3F) << 8 | Int(bytes[offset + 1])
-          guard target < bytes.count else { return nil }
-          offset = target
-          continue
-        }
-        guard length < 64, offset + 1 + length <= bytes.count else { return nil }
-        let separator = count > 0 ? 1 : 0
-        guard count + separator + length <= maxNameBytes else { return nil }
-        if separator == 1 {
-          labels[count] = UInt8(ascii: ".")
-          count += 1
-        }
-        UnsafeMutableRawPointer(labels.baseAddress! + count).copyMemory(
-          from: bytes.baseAddress! + offset + 1, byteCount: length)
-        count += length
-        offset += 1 + length
-      }
-      return body(UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(labels)[0..<count]), end!)
+      guard let (count, end) = decodeName(bytes, at: start, into: labels.baseAddress!) else { return nil }
+      return body(UnsafeRawBufferPointer(start: labels.baseAddress!, count: count), end)
     }
+  }
+
+  /// Writes a (possibly compressed) name in dotted form at `destination` (room for
+  /// `maxNameBytes`); returns its length and the offset after it in the message, or nil when it
+  /// is malformed (a bad pointer, a loop, too long).
+  static func decodeName(
+    _ bytes: UnsafeRawBufferPointer, at start: Int, into destination: UnsafeMutablePointer<UInt8>
+  ) -> (length: Int, end: Int)? {
+    guard let source = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+    var count = 0
+    var offset = start
+    var end: Int?
+    var jumps = 0
+    while true {
+      guard offset < bytes.count else { return nil }
+      let length = Int(source[offset])
+      if length == 0 {
+        if end == nil { end = offset + 1 }
+        break
+      }
+      if length & 0xC0 == 0xC0 {
+        guard offset + 1 < bytes.count else { return nil }
+        jumps += 1
+        guard jumps <= maxPointerJumps else { return nil }  // compression loop
+        if end == nil { end = offset + 2 }
+        let target = (length & 0x3F) << 8 | Int(source[offset + 1])
+        guard target < bytes.count else { return nil }
+        offset = target
+        continue
+      }
+      guard length < 64, offset + 1 + length <= bytes.count else { return nil }
+      let separator = count > 0 ? 1 : 0
+      guard count + separator + length <= maxNameBytes else { return nil }
+      if separator == 1 {
+        destination[count] = UInt8(ascii: ".")
+        count += 1
+      }
+      // Labels are mostly a few bytes: a loop, not a call to memcpy each.
+      for index in 0..<length { destination[count + index] = source[offset + 1 + index] }
+      count += length
+      offset += 1 + length
+    }
+    return (count, end!)
   }
 
   static func rdata(_ bytes: UnsafeRawBufferPointer, type: UInt16, at start: Int, length: Int) -> String? {

@@ -100,12 +100,43 @@ public struct RequestTexts: @unchecked Sendable {
 
   /// Sets a field from wire bytes, cut at `limit` bytes; invalid UTF-8 is repaired.
   public mutating func set(_ field: Field, bytes: UnsafeRawBufferPointer, limit: Int = .max) {
-    let cut = UnsafeRawBufferPointer(rebasing: bytes.prefix(max(0, limit)))
+    let cut = UnsafeRawBufferPointer(start: bytes.baseAddress, count: max(0, min(bytes.count, limit)))
     if Self.isASCII(cut) {
       setValid(field, cut)
     } else {
       self[field] = String(decoding: cut, as: UTF8.self)
     }
+  }
+
+  /// Sets a field by letting `body` write at most `capacity` bytes in place and return how many
+  /// (nil: the field is left empty). Saves the copy through a buffer of the caller's for texts
+  /// that are decoded, not found whole (DNS names). Invalid UTF-8 is repaired as `set` does.
+  public mutating func set(
+    _ field: Field, writingAtMost capacity: Int, _ body: (UnsafeMutablePointer<UInt8>) -> Int?
+  ) {
+    if counts[field.rawValue] > 0 { dropIfLast(field) }
+    let start = used
+    guard start + capacity <= Self.maximumBytes else {
+      // Near the 64 KiB end: written aside, then cut like any other field.
+      withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { aside in
+        let written = body(aside.baseAddress!).map { min($0, capacity) } ?? 0
+        set(field, bytes: UnsafeRawBufferPointer(start: aside.baseAddress!, count: written))
+      }
+      return
+    }
+    reserve(start + capacity)
+    let destination = storage.unsafelyUnwrapped.withUnsafeMutablePointerToElements { $0 + start }
+    guard let written = body(destination).map({ min($0, capacity) }), written > 0 else {
+      setExtent(field, start: 0, count: 0)
+      return
+    }
+    let bytes = UnsafeRawBufferPointer(start: destination, count: written)
+    guard Self.isASCII(bytes) else {
+      self[field] = String(decoding: bytes, as: UTF8.self)
+      return
+    }
+    storage.unsafelyUnwrapped.header.used = start + written
+    setExtent(field, start: start, count: written)
   }
 
   /// Sets a field from a literal (a version, a qtype name).
@@ -117,8 +148,7 @@ public struct RequestTexts: @unchecked Sendable {
   /// place except at the buffer's tail, which a shared range is not once another field follows).
   public mutating func share(_ field: Field, with source: Field) {
     dropIfLast(field)
-    starts[field.rawValue] = starts[source.rawValue]
-    counts[field.rawValue] = counts[source.rawValue]
+    setExtent(field, start: Int(starts[source.rawValue]), count: Int(counts[source.rawValue]))
   }
 
   /// Copies a field of another record's texts into this one.
@@ -138,28 +168,33 @@ public struct RequestTexts: @unchecked Sendable {
   }
 
   private mutating func setValid(_ field: Field, _ bytes: UnsafeRawBufferPointer) {
-    dropIfLast(field)
-    guard let source = bytes.baseAddress, bytes.count > 0 else {
-      starts[field.rawValue] = 0
-      counts[field.rawValue] = 0
-      return
-    }
+    if counts[field.rawValue] > 0 { dropIfLast(field) }
     let start = used
     // Ranges are 16-bit: a record's texts stop at 64 KiB (fields are bounded far below that by
     // RequestConfig's limits; a field that would pass the end is cut).
     let length = min(bytes.count, Self.maximumBytes - start)
-    guard length > 0 else {
-      starts[field.rawValue] = 0
-      counts[field.rawValue] = 0
+    guard let source = bytes.baseAddress, length > 0 else {
+      setExtent(field, start: 0, count: 0)
       return
     }
     reserve(start + length)
-    storage!.withUnsafeMutablePointers { extent, elements in
+    storage.unsafelyUnwrapped.withUnsafeMutablePointers { extent, elements in
       UnsafeMutableRawPointer(elements + start).copyMemory(from: source, byteCount: length)
       extent.pointee.used = start + length
     }
-    starts[field.rawValue] = UInt16(truncatingIfNeeded: start)
-    counts[field.rawValue] = UInt16(truncatingIfNeeded: length)
+    setExtent(field, start: start, count: length)
+  }
+
+  /// Stores a field's range in place (assigning a SIMD lane by a run-time index copied both
+  /// vectors out and back).
+  @inline(__always) private mutating func setExtent(_ field: Field, start: Int, count: Int) {
+    let offset = field.rawValue &* 2
+    withUnsafeMutableBytes(of: &starts) {
+      $0.storeBytes(of: UInt16(truncatingIfNeeded: start), toByteOffset: offset, as: UInt16.self)
+    }
+    withUnsafeMutableBytes(of: &counts) {
+      $0.storeBytes(of: UInt16(truncatingIfNeeded: count), toByteOffset: offset, as: UInt16.self)
+    }
   }
 
   /// A field set again gives back its bytes when nothing follows them.
