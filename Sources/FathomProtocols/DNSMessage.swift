@@ -131,33 +131,43 @@ struct DNSMessage {
     var end: Int?
     var jumps = 0
     while true {
-      guard offset < bytes.count else { return nil }
-      let length = Int(source[offset])
+      // A run of labels up to a pointer or the root is copied at once with its length bytes,
+      // which then become the dots (labels are mostly a few bytes: a copy each cost more).
+      var position = offset
+      while position < bytes.count {
+        let length = Int(source[position])
+        guard length != 0, length & 0xC0 == 0 else { break }
+        guard length < 64, position + 1 + length <= bytes.count else { return nil }
+        position += 1 + length
+        guard position - offset <= maxNameBytes + 1 else { return nil }  // too long already
+      }
+      guard position < bytes.count else { return nil }
+      if position > offset {
+        let separator = count > 0 ? 1 : 0
+        let runLength = position - offset - 1
+        guard count + separator + runLength <= maxNameBytes else { return nil }
+        if separator == 1 { destination[count] = UInt8(ascii: ".") }
+        count += separator
+        (destination + count).update(from: source + offset + 1, count: runLength)
+        var label = offset + 1 + Int(source[offset])
+        while label < position {
+          destination[count + label - offset - 1] = UInt8(ascii: ".")
+          label += 1 + Int(source[label])
+        }
+        count += runLength
+      }
+      let length = Int(source[position])
       if length == 0 {
-        if end == nil { end = offset + 1 }
+        if end == nil { end = position + 1 }
         break
       }
-      if length & 0xC0 == 0xC0 {
-        guard offset + 1 < bytes.count else { return nil }
-        jumps += 1
-        guard jumps <= maxPointerJumps else { return nil }  // compression loop
-        if end == nil { end = offset + 2 }
-        let target = (length & 0x3F) << 8 | Int(source[offset + 1])
-        guard target < bytes.count else { return nil }
-        offset = target
-        continue
-      }
-      guard length < 64, offset + 1 + length <= bytes.count else { return nil }
-      let separator = count > 0 ? 1 : 0
-      guard count + separator + length <= maxNameBytes else { return nil }
-      if separator == 1 {
-        destination[count] = UInt8(ascii: ".")
-        count += 1
-      }
-      // Labels are mostly a few bytes: a loop, not a call to memcpy each.
-      for index in 0..<length { destination[count + index] = source[offset + 1 + index] }
-      count += length
-      offset += 1 + length
+      guard length & 0xC0 == 0xC0, position + 1 < bytes.count else { return nil }
+      jumps += 1
+      guard jumps <= maxPointerJumps else { return nil }  // compression loop
+      if end == nil { end = position + 2 }
+      let target = (length & 0x3F) << 8 | Int(source[position + 1])
+      guard target < bytes.count else { return nil }
+      offset = target
     }
     return (count, end!)
   }

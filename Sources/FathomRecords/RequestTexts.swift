@@ -172,7 +172,9 @@ public struct RequestTexts: @unchecked Sendable {
     let start = used
     // Ranges are 16-bit: a record's texts stop at 64 KiB (fields are bounded far below that by
     // RequestConfig's limits; a field that would pass the end is cut).
-    let length = min(bytes.count, Self.maximumBytes - start)
+    var length = min(bytes.count, Self.maximumBytes - start)
+    // Cut before a character, not inside one (a continuation byte starts 0b10).
+    if length < bytes.count { while length > 0 && bytes[length] & 0xC0 == 0x80 { length -= 1 } }
     guard let source = bytes.baseAddress, length > 0 else {
       setExtent(field, start: 0, count: 0)
       return

@@ -52,6 +52,12 @@ import Testing
     #expect(texts.count(.userAgent) == RequestTexts.maximumBytes - 40_000)
     set(&texts, .traceID, Array("abc".utf8))
     #expect(texts.isEmpty(.traceID))
+    // A character that would straddle the end is left out whole, not cut into invalid UTF-8.
+    var nearEnd = RequestTexts()
+    set(&nearEnd, .resource, [UInt8](repeating: UInt8(ascii: "a"), count: RequestTexts.maximumBytes - 5))
+    set(&nearEnd, .userAgent, Array("abcd\u{E9}".utf8))
+    #expect(nearEnd[.userAgent] == "abcd")
+    nearEnd.withUTF8(.userAgent) { #expect($0.count == 4) }
   }
 
   @Test func jsonStringsEscapeAtEveryPosition() throws {
