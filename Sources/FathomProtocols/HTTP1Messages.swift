@@ -271,7 +271,7 @@ extension HTTP1Parser {
     let chunked = headers[.transferEncoding].map { Self.containsToken($0, "chunked") } ?? false
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
-      var evicted = pending.removeFirst()
+      var evicted = pending.takeOldest()
       sink.emit(.http, identity, request: &evicted, status: .unknown)
     }
     // Filled in where it is kept: built aside and appended, the request was copied in.
@@ -343,7 +343,7 @@ extension HTTP1Parser {
       // The answer to the oldest request was unreadable: say so rather than wait for a timeout.
       sink.parseFailures += 1
       if !pending.isEmpty {
-        var unreadable = pending.removeFirst()
+        var unreadable = pending.takeOldest()
         sink.emit(.http, identity, request: &unreadable, status: .parseFailed)
       }
       return .resync
@@ -409,7 +409,7 @@ extension HTTP1Parser {
       sink.emit(.http, identity, response: &response)
       return
     }
-    var request = pending.removeFirst()
+    var request = pending.takeOldest()
     if upgradedToHTTP2 {
       // h2c: the upgraded request is answered on HTTP/2 stream 1; the 101 is not its answer.
       upgradeRequest = request
@@ -423,7 +423,7 @@ extension HTTP1Parser {
     let window = Int64(config.tcpResponseWindow * 1e9)
     // The field is read in place: `pending.first` copied the whole request (and its texts).
     while !pending.isEmpty, now - pending[0].lastNanos > window {
-      var expired = pending.removeFirst()
+      var expired = pending.takeOldest()
       sink.emit(.http, identity, request: &expired, status: .timeout)
     }
   }
@@ -463,10 +463,10 @@ extension HTTP1Parser {
       response.bytes = self.response.messageBytes
       response.endNanos = max(response.endNanos, nanos)
       currentResponse = nil
-      sink.emit(.http, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: response)
+      sink.emit(.http, identity, request: pending.isEmpty ? nil : pending.takeOldest(), response: response)
     }
     while !pending.isEmpty {
-      var request = pending.removeFirst()
+      var request = pending.takeOldest()
       sink.emit(.http, identity, request: &request, status: unanswered)
     }
   }

@@ -218,7 +218,7 @@ final class RedisSession {
     }
     if pending.count >= config.maxPendingPerFlow {
       sink.evicted += 1
-      sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: .unknown)
+      sink.emit(.redis, identity, request: pending.takeOldest(), response: nil, status: .unknown)
     }
     pending.append(pendingRequest)
   }
@@ -241,7 +241,7 @@ final class RedisSession {
       || (subscription && !headSubscribes)
     response.reset()
     if isPush { return }
-    sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.removeFirst(), response: info)
+    sink.emit(.redis, identity, request: pending.isEmpty ? nil : pending.takeOldest(), response: info)
   }
 
   func gap(fromClient: Bool) {
@@ -257,10 +257,10 @@ final class RedisSession {
         startNanos: responseStart, endNanos: nanos, sequence: responseSequence, status: isError ? .serverError : .ok,
         code: nil)
       info.bytes = response.bytes
-      sink.emit(.redis, identity, request: pending.removeFirst(), response: info)
+      sink.emit(.redis, identity, request: pending.takeOldest(), response: info)
     }
     while !pending.isEmpty {
-      sink.emit(.redis, identity, request: pending.removeFirst(), response: nil, status: unanswered)
+      sink.emit(.redis, identity, request: pending.takeOldest(), response: nil, status: unanswered)
     }
   }
 

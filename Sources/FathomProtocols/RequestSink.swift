@@ -30,6 +30,15 @@ struct PendingRequest {
   }
 }
 
+extension Array where Element == PendingRequest {
+  /// The oldest request (requests wait in the order they were sent), taken out. The only one —
+  /// the common case — is taken from the end, a plain move; `removeFirst` went through the
+  /// generic range replacement every time.
+  mutating func takeOldest() -> PendingRequest {
+    count == 1 ? removeLast() : removeFirst()
+  }
+}
+
 /// What a response contributes to its record. Its texts use the record's fields: `.version`,
 /// `.errorMessage`, and `.responseRequestID` for the response's X-Request-ID.
 struct ResponseInfo {
