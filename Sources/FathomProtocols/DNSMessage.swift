@@ -273,7 +273,10 @@ struct DNSMessage {
 /// DNS on one flow: queries paired with responses by transaction id; over TCP, messages framed by
 /// their 2-byte length, several per segment or split across segments.
 final class DNSSession {
-  var pending: [UInt16: PendingRequest] = [:]
+  /// Queries waiting for their answers, oldest first: a flow has one or two at a time (A and
+  /// AAAA), where a search through a list costs less than hashing into a Dictionary, and timeouts
+  /// come out in the order the queries were sent.
+  var pending: [PendingRequest] = []
   /// Bytes of a TCP message split across segments.
   var partial: [UInt8] = []
   var partialStart: Int64 = 0
@@ -286,7 +289,7 @@ final class DNSSession {
     // A response whose query is pending takes the query's texts; counting only (`fathom flows`)
     // needs none.
     let answersPending =
-      bytes.count >= 3 && bytes[2] & 0x80 != 0 && pending[UInt16(bytes[0]) << 8 | UInt16(bytes[1])] != nil
+      bytes.count >= 3 && bytes[2] & 0x80 != 0 && pendingIndex(of: UInt16(bytes[0]) << 8 | UInt16(bytes[1])) != nil
     let questionTexts = sink.keepsRecords && !answersPending
     guard
       var message = DNSMessage(
@@ -302,17 +305,17 @@ final class DNSSession {
       request.texts.share(.resource, with: .domain)
       request.bytes = UInt64(bytes.count)
       request.transactionID = UInt32(message.id)
-      if let previous = pending.updateValue(request, forKey: message.id) {
+      if let previous = pendingIndex(of: message.id) {
         // The resolver asked again with the same id: the earlier attempt went unanswered (a lost
         // query or answer), which is what a DNS-loss diagnosis needs to see.
-        sink.emit(.dns, identity, request: previous, response: nil, status: .timeout)
+        sink.emit(.dns, identity, request: pending.remove(at: previous), response: nil, status: .timeout)
       }
+      pending.append(request)
       if pending.count > config.maxPendingPerFlow,
-        let oldest = pending.min(by: { $0.value.startNanos < $1.value.startNanos })
+        let oldest = pending.indices.min(by: { pending[$0].startNanos < pending[$1].startNanos })
       {
         sink.evicted += 1
-        pending[oldest.key] = nil
-        sink.emit(.dns, identity, request: oldest.value, response: nil, status: .unknown)
+        sink.emit(.dns, identity, request: pending.remove(at: oldest), response: nil, status: .unknown)
       }
       return
     }
@@ -320,7 +323,8 @@ final class DNSSession {
       startNanos: nanos, endNanos: nanos, sequence: sequence, status: message.status, code: Int32(message.rcode))
     response.bytes = UInt64(bytes.count)
     response.answers = message.answers
-    if let request = pending.removeValue(forKey: message.id) {
+    if let index = pendingIndex(of: message.id) {
+      let request = pending.count == 1 ? pending.removeLast() : pending.remove(at: index)
       sink.emit(.dns, identity, request: request, response: response)
     } else {
       // An answer whose query the capture did not see: report it with its own question.
@@ -395,14 +399,22 @@ final class DNSSession {
   func expire(now: Int64, identity: FlowIdentity, config: RequestConfig, sink: inout RequestSink) {
     guard !pending.isEmpty else { return }
     let window = Int64(config.dnsResponseWindow * 1e9)
-    for (id, request) in pending where now - request.startNanos > window {
-      pending[id] = nil
-      sink.emit(.dns, identity, request: request, response: nil, status: .timeout)
+    var index = 0
+    while index < pending.count {
+      guard now - pending[index].startNanos > window else {
+        index += 1
+        continue
+      }
+      sink.emit(.dns, identity, request: pending.remove(at: index), response: nil, status: .timeout)
     }
   }
 
+  private func pendingIndex(of id: UInt16) -> Int? {
+    pending.firstIndex { $0.transactionID == UInt32(id) }
+  }
+
   func finish(unanswered: RequestStatus, identity: FlowIdentity, sink: inout RequestSink) {
-    for request in pending.values.sorted(by: { $0.startNanos < $1.startNanos }) {
+    for request in pending.sorted(by: { $0.startNanos < $1.startNanos }) {
       sink.emit(.dns, identity, request: request, response: nil, status: unanswered)
     }
     pending.removeAll()
