@@ -48,11 +48,15 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   }
 }
 
-@Suite struct StoreContractTests {
+/// A class so that each test's directory goes in `deinit`, also for the tests that never write
+/// into it (as a struct, those left an empty directory behind every run).
+@Suite final class StoreContractTests {
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-store-\(UUID().uuidString)")
     .path
 
   init() throws { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+
+  deinit { try? FileManager.default.removeItem(atPath: directory) }
 
   func request(_ status: RequestStatus, micros: Int64, point: ObservationPoint, service: Int32, pod: Int32)
     -> TaggedRequest
