@@ -200,31 +200,21 @@ extension OutputBuffer {
       if text.isEmpty(.interface) && text.isEmpty(.netns) {
         line.literal(",\"interface\":\"\",\"netns\":\"\"")  // a capture file's records: one copy
       } else {
-        line.literal(",\"interface\":")
-        line.jsonString(text[.interface])
-        line.literal(",\"netns\":")
-        line.jsonString(text[.netns])
+        line.field(",\"interface\":", text[.interface])
+        line.field(",\"netns\":", text[.netns])
       }
       line.literal(",\"flow_id\":")
       line.decimal(request.pointee.flowID)
-      line.literal(",\"method\":")
-      line.jsonString(text[.method])
-      line.literal(",\"domain\":")
-      line.jsonString(text[.domain])
-      line.literal(",\"resource\":")
-      line.jsonString(text[.resource])
-      line.literal(",\"endpoint\":")
-      line.jsonString(text[.endpoint])
+      line.field(",\"method\":", text[.method])
+      line.field(",\"domain\":", text[.domain])
+      line.field(",\"resource\":", text[.resource])
+      line.field(",\"endpoint\":", text[.endpoint])
       line.literal(",\"status\":\"")
       line.literal(request.pointee.status.name)
-      line.literal("\",\"code\":")
-      if let code = request.pointee.code { line.decimal(Int64(code)) } else { line.literal("null") }
-      line.literal(",\"error\":")
-      line.jsonString(text[.errorMessage])
-      line.literal(",\"req_tcp_seq\":")
-      if let seq = request.pointee.requestTCPSequence { line.decimal(UInt64(seq)) } else { line.literal("null") }
-      line.literal(",\"resp_tcp_seq\":")
-      if let seq = request.pointee.responseTCPSequence { line.decimal(UInt64(seq)) } else { line.literal("null") }
+      line.field("\",\"code\":", request.pointee.code.map(Int64.init))
+      line.field(",\"error\":", text[.errorMessage])
+      line.field(",\"req_tcp_seq\":", request.pointee.requestTCPSequence.map(UInt64.init))
+      line.field(",\"resp_tcp_seq\":", request.pointee.responseTCPSequence.map(UInt64.init))
       if text.isEmpty(.requestID) && text.isEmpty(.responseRequestID) && text.isEmpty(.traceID)
         && text.isEmpty(.spanID) && text.isEmpty(.forwardedFor) && text.isEmpty(.userAgent)
       {
@@ -233,25 +223,18 @@ extension OutputBuffer {
           ",\"x_request_id_req\":\"\",\"x_request_id_resp\":\"\",\"trace_id\":\"\",\"span_id\":\"\",\"x_forwarded_for\":\"\",\"user_agent\":\"\""
         )
       } else {
-        line.literal(",\"x_request_id_req\":")
-        line.jsonString(text[.requestID])
-        line.literal(",\"x_request_id_resp\":")
-        line.jsonString(text[.responseRequestID])
-        line.literal(",\"trace_id\":")
-        line.jsonString(text[.traceID])
-        line.literal(",\"span_id\":")
-        line.jsonString(text[.spanID])
-        line.literal(",\"x_forwarded_for\":")
-        line.jsonString(text[.forwardedFor])
-        line.literal(",\"user_agent\":")
-        line.jsonString(text[.userAgent])
+        line.field(",\"x_request_id_req\":", text[.requestID])
+        line.field(",\"x_request_id_resp\":", text[.responseRequestID])
+        line.field(",\"trace_id\":", text[.traceID])
+        line.field(",\"span_id\":", text[.spanID])
+        line.field(",\"x_forwarded_for\":", text[.forwardedFor])
+        line.field(",\"user_agent\":", text[.userAgent])
       }
       line.literal(",\"req_bytes\":")
       line.decimal(request.pointee.requestBytes)
       line.literal(",\"resp_bytes\":")
       line.decimal(request.pointee.responseBytes)
-      line.literal(",\"transaction_id\":")
-      if let id = request.pointee.transactionID { line.decimal(UInt64(id)) } else { line.literal("null") }
+      line.field(",\"transaction_id\":", request.pointee.transactionID.map(UInt64.init))
     }
     append(",\"answers\":[")
     for (index, answer) in request.pointee.answers.enumerated() {

@@ -43,6 +43,24 @@ struct ReservedWriter {
     }
   }
 
+  /// A key (its literal carries the comma, quotes and colon) and a JSON string.
+  @inline(__always) mutating func field(_ key: StaticString, _ utf8: UnsafeRawBufferPointer) {
+    literal(key)
+    jsonString(utf8)
+  }
+
+  /// A key and a number, or `null` when there is none.
+  @inline(__always) mutating func field(_ key: StaticString, _ value: UInt64?) {
+    literal(key)
+    if let value { decimal(value) } else { literal("null") }
+  }
+
+  /// A key and a signed number, or `null` when there is none.
+  @inline(__always) mutating func field(_ key: StaticString, _ value: Int64?) {
+    literal(key)
+    if let value { decimal(value) } else { literal("null") }
+  }
+
   /// Up to `OutputBuffer.jsonStringBound(utf8.count)` bytes.
   @inline(__always) mutating func jsonString(_ utf8: UnsafeRawBufferPointer) {
     cursor += OutputBuffer.writeJSONString(utf8, to: cursor)
