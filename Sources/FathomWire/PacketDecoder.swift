@@ -437,7 +437,13 @@ public struct PacketDecoder {
       packet.tcpFlags = TCPFlags(rawValue: byte(base, offset + 13) & 0x3F)
       packet.window = be16(base, offset + 14)
       packet.tcpOptions = TCPOptions()
-      if headerLength > 20 {
+      if headerLength == 32 && captured >= 32 && be32(base, offset + 20) == 0x0101_080A {
+        // NOP, NOP, timestamps: the options of nearly every segment after the handshake between
+        // Linux hosts (its own fast path, tcp_parse_aligned_timestamp) read without the loop.
+        packet.tcpOptions.hasTimestamp = true
+        packet.tcpOptions.timestampValue = be32(base, offset + 24)
+        packet.tcpOptions.timestampEcho = be32(base, offset + 28)
+      } else if headerLength > 20 {
         parseTCPOptions(base, from: offset + 20, to: min(offset + headerLength, cursor.end), &packet.tcpOptions)
       }
       setPayload(from: offset + headerLength, length: length - headerLength, cursor, &packet)
