@@ -286,10 +286,10 @@ final class HTTP1Parser {
   /// Index just past "\r\n\r\n" (or "\n\n"), searching from `start`.
   static func headerEnd(_ buffer: UnsafeRawBufferPointer, searchFrom start: Int) -> Int? {
     guard let base = buffer.baseAddress else { return nil }
+    let byte = base.assumingMemoryBound(to: UInt8.self)
     var index = start
     while index < buffer.count {
-      guard let found = memchr(base + index, 0x0A, buffer.count - index) else { return nil }
-      let newline = UnsafeRawPointer(found) - base
+      guard let newline = newline(in: byte, from: index, to: buffer.count) else { return nil }
       if newline + 1 < buffer.count, buffer[newline + 1] == 0x0A { return newline + 2 }
       if newline + 2 < buffer.count, buffer[newline + 1] == 0x0D, buffer[newline + 2] == 0x0A { return newline + 3 }
       index = newline + 1
