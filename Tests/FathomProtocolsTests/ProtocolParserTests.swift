@@ -1,9 +1,10 @@
 import FathomFlows
-import FathomProtocols
 import FathomRecords
 import FathomTestSupport
 import FathomWire
 import Testing
+
+@testable import FathomProtocols
 
 /// Drives decoder, flow table and protocol stage with hand-built TCP/UDP conversations.
 final class Exchange {
@@ -423,5 +424,28 @@ final class Exchange {
     x.finish(closed: true)
     #expect(x.records.isEmpty)
     #expect(x.requests.counters.parseFailures == 0)
+  }
+}
+
+@Suite struct HTTP1NewlineSearchTests {
+  /// The word-at-a-time newline search agrees with a plain scan for every position of the
+  /// newline (or none) around the eight-byte words and the 64-byte switch to memchr, with and
+  /// without other newline-like bytes (0x0A ^ 0x80, 0x0B, 0x09) before it.
+  @Test func agreesWithAPlainScan() {
+    for length in 1..<140 {
+      for newlineAt in [nil] + Array(0..<length).map(Optional.some) {
+        for filler: UInt8 in [0x41, 0x8A, 0x0B, 0x09] {
+          var bytes = [UInt8](repeating: filler, count: length)
+          if let newlineAt { bytes[newlineAt] = 0x0A }
+          for start in [0, 1, 7, 9].filter({ $0 <= length }) {
+            let expected = bytes[start...].firstIndex(of: 0x0A)
+            let found = bytes.withUnsafeBufferPointer {
+              HTTP1Parser.newline(in: $0.baseAddress!, from: start, to: length)
+            }
+            #expect(found == expected, "length \(length), newline \(String(describing: newlineAt)), from \(start)")
+          }
+        }
+      }
+    }
   }
 }

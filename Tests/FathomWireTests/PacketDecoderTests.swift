@@ -29,6 +29,26 @@ import Testing
     #expect(packet.l3Length == 60 && packet.payloadLength == 0)
   }
 
+  /// NOP, NOP, timestamps (the layout after a Linux handshake) take a shortcut past the option
+  /// loop; the same options in another layout, and a capture cut inside them, take the loop.
+  @Test mutating func timestampOptionsInEveryLayout() {
+    let timestamps: [UInt8] = [8, 10, 0, 0, 1, 2, 0, 0, 3, 4]
+    for options in [[1, 1] + timestamps, timestamps + [1, 1], [1, 1] + timestamps + [1, 1, 1, 1]] {
+      let frame = FrameBuilder().tcp(
+        sourcePort: 40_000, destinationPort: 80, seq: 100, flags: FrameBuilder.ack, payload: [7], options: options)
+      #expect(decode(frame) == .transport)
+      #expect(packet.tcpOptions.hasTimestamp, "\(options)")
+      #expect(packet.tcpOptions.timestampValue == 0x0102 && packet.tcpOptions.timestampEcho == 0x0304)
+      #expect(packet.tcpOptions.mss == 0 && packet.tcpOptions.windowScale == nil && packet.payloadLength == 1)
+    }
+    let frame = FrameBuilder().tcp(
+      sourcePort: 40_000, destinationPort: 80, seq: 100, flags: FrameBuilder.ack, options: [1, 1] + timestamps)
+    // Captured with a snap length that cuts two bytes into the echo value: no timestamp, and no
+    // read past the capture.
+    #expect(decode(Array(frame.prefix(frame.count - 2)), wireLength: frame.count) == .transport)
+    #expect(!packet.tcpOptions.hasTimestamp)
+  }
+
   @Test mutating func vlanAndQinQ() {
     var builder = FrameBuilder(vlan: 42)
     #expect(decode(builder.udp(sourcePort: 5000, destinationPort: 53, payload: [1, 2, 3])) == .transport)
