@@ -142,7 +142,24 @@ struct NativeBlock: ~Copyable {
 
   mutating func id(_ value: Int32, _ ids: StoreIDs) { field(UInt64(bitPattern: ids[value])) }
 
-  mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
+  /// The connection columns every record has (`ClickHouseStore.connectionColumns`): both
+  /// addresses and ports, where it was captured, and both ends' identities.
+  mutating func connection(
+    client: IPAddress, _ clientPort: UInt16, server: IPAddress, _ serverPort: UInt16, _ tags: RecordTags,
+    _ ids: StoreIDs
+  ) {
+    field(client)
+    field(UInt64(clientPort))
+    field(server)
+    field(UInt64(serverPort))
+    id(tags.captureNode, ids)
+    field(tags.interface)
+    field(tags.observationPoint.rawValue)
+    endpoint(tags.client, ids)
+    endpoint(tags.server, ids)
+  }
+
+  private mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
     field(identity.kind.rawValue)
     id(identity.pod, ids)
     id(identity.workload, ids)

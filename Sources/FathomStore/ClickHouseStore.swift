@@ -102,9 +102,7 @@ public final class ClickHouseStore: RecordStore {
   static let flowColumns: [(String, String)] =
     [
       ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("protocol", "String"),
-      ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"), ("server_port", "UInt16"),
-      ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
-    ] + endpointColumns("client") + endpointColumns("server") + [
+    ] + connectionColumns + [
       ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("close_type", "String"), ("status", "String"),
       ("c2s_packets", "UInt64"), ("c2s_bytes", "UInt64"), ("s2c_packets", "UInt64"), ("s2c_bytes", "UInt64"),
       ("retransmissions", "UInt32"), ("zero_windows", "UInt32"), ("syn_retransmissions", "UInt32"),
@@ -116,16 +114,21 @@ public final class ClickHouseStore: RecordStore {
   static let requestColumns: [(String, String)] =
     [
       ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("duration_us", "Int64"),
-      ("protocol", "String"),
-      ("version", "String"), ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"),
-      ("server_port", "UInt16"), ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
-    ] + endpointColumns("client") + endpointColumns("server") + [
+      ("protocol", "String"), ("version", "String"),
+    ] + connectionColumns + [
       ("ingress", "UInt64"), ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("method", "String"),
       ("domain", "String"), ("resource", "String"), ("endpoint", "String"), ("status", "String"),
       ("code", "Nullable(Int32)"), ("req_tcp_seq", "Nullable(UInt32)"), ("resp_tcp_seq", "Nullable(UInt32)"),
       ("x_request_id_req", "String"), ("x_request_id_resp", "String"), ("trace_id", "String"), ("span_id", "String"),
       ("req_bytes", "UInt64"), ("resp_bytes", "UInt64"), ("answers", "String"),
     ]
+
+  /// Written by `NativeBlock.connection`, in this order.
+  static let connectionColumns: [(String, String)] =
+    [
+      ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"), ("server_port", "UInt16"),
+      ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
+    ] + endpointColumns("client") + endpointColumns("server")
 
   static func endpointColumns(_ side: String) -> [(String, String)] {
     [
@@ -390,15 +393,7 @@ public final class ClickHouseStore: RecordStore {
         rows.field(flow.startMicros)
         rows.field(flow.endMicros)
         rows.field(flow.l4Protocol.name)
-        rows.field(flow.clientIP)
-        rows.field(UInt64(flow.clientPort))
-        rows.field(flow.serverIP)
-        rows.field(UInt64(flow.serverPort))
-        rows.id(tags.captureNode, ids)
-        rows.field(tags.interface)
-        rows.field(tags.observationPoint.rawValue)
-        rows.endpoint(tags.client, ids)
-        rows.endpoint(tags.server, ids)
+        rows.connection(client: flow.clientIP, flow.clientPort, server: flow.serverIP, flow.serverPort, tags, ids)
         rows.id(tags.answeredBy, ids)
         rows.id(tags.requestedService, ids)
         rows.field(flow.closeType.name)
@@ -439,15 +434,8 @@ public final class ClickHouseStore: RecordStore {
         rows.field(request.durationMicros)
         rows.field(request.applicationProtocol.name)
         rows.field(request.texts, .version)
-        rows.field(request.clientIP)
-        rows.field(UInt64(request.clientPort))
-        rows.field(request.serverIP)
-        rows.field(UInt64(request.serverPort))
-        rows.id(tags.captureNode, ids)
-        rows.field(tags.interface)
-        rows.field(tags.observationPoint.rawValue)
-        rows.endpoint(tags.client, ids)
-        rows.endpoint(tags.server, ids)
+        rows.connection(
+          client: request.clientIP, request.clientPort, server: request.serverIP, request.serverPort, tags, ids)
         rows.id(tags.ingress, ids)
         rows.id(tags.answeredBy, ids)
         rows.id(tags.requestedService, ids)

@@ -462,7 +462,24 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
-  func bind(_ identity: EndpointIdentity, _ row: RowBlock, _ id: StoreIDs) {
+  /// The connection columns both record tables have, in their order: both addresses and ports,
+  /// where it was captured, and both ends' identities.
+  func bindConnection(
+    client: IPAddress, _ clientPort: UInt16, server: IPAddress, _ serverPort: UInt16, _ tags: RecordTags,
+    _ row: RowBlock, _ id: StoreIDs
+  ) {
+    row.text(client)
+    row.int(Int(clientPort))
+    row.text(server)
+    row.int(Int(serverPort))
+    row.int(id[tags.captureNode])
+    row.text(tags.interface)
+    row.text(tags.observationPoint.rawValue)
+    bind(tags.client, row, id)
+    bind(tags.server, row, id)
+  }
+
+  private func bind(_ identity: EndpointIdentity, _ row: RowBlock, _ id: StoreIDs) {
     row.text(identity.kind.rawValue)
     row.int(id[identity.pod])
     row.int(id[identity.workload])
@@ -480,15 +497,10 @@ public final class SQLiteStore: RecordStore {
       row.int(tagged.flow.startMicros)
       row.int(tagged.flow.endMicros)
       row.text(tagged.flow.l4Protocol.name)
-      row.text(tagged.flow.clientIP)
-      row.int(Int(tagged.flow.clientPort))
-      row.text(tagged.flow.serverIP)
-      row.int(Int(tagged.flow.serverPort))
-      row.int(id[tagged.tags.captureNode])
-      row.text(tagged.tags.interface)
-      row.text(tagged.tags.observationPoint.rawValue)
-      bind(tagged.tags.client, row, id)
-      bind(tagged.tags.server, row, id)
+      bindConnection(
+        client: tagged.flow.clientIP, tagged.flow.clientPort, server: tagged.flow.serverIP, tagged.flow.serverPort,
+        tagged.tags,
+        row, id)
       row.int(id[tagged.tags.answeredBy])
       row.int(id[tagged.tags.requestedService])
       row.text(tagged.flow.closeType.name)
@@ -524,15 +536,10 @@ public final class SQLiteStore: RecordStore {
       row.int(tagged.request.durationMicros)
       row.text(tagged.request.applicationProtocol.name)
       row.text(tagged.request.texts, .version)
-      row.text(tagged.request.clientIP)
-      row.int(Int(tagged.request.clientPort))
-      row.text(tagged.request.serverIP)
-      row.int(Int(tagged.request.serverPort))
-      row.int(id[tagged.tags.captureNode])
-      row.text(tagged.tags.interface)
-      row.text(tagged.tags.observationPoint.rawValue)
-      bind(tagged.tags.client, row, id)
-      bind(tagged.tags.server, row, id)
+      bindConnection(
+        client: tagged.request.clientIP, tagged.request.clientPort, server: tagged.request.serverIP,
+        tagged.request.serverPort, tagged.tags,
+        row, id)
       row.int(id[tagged.tags.ingress])
       row.int(id[tagged.tags.answeredBy])
       row.int(id[tagged.tags.requestedService])
