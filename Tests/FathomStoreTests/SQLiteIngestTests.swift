@@ -21,7 +21,14 @@ import Testing
         serverPort: 80, flowID: UInt64(index))
       request.resource = "/item/\(index)"
       request.code = index % 2 == 0 ? 200 : nil
-      return TaggedRequest(request: request, tags: RecordTags())
+      // Values that repeat, alternate and change from one statement's rows to the next (a
+      // parameter keeps its binding when its value is the same).
+      request.method = index / 23 % 2 == 0 ? "GET" : "POST"
+      request.domain = "shop"
+      request.requestID = index % 3 == 0 ? "" : "id-\(index % 5)"
+      var tags = RecordTags()
+      tags.observationPoint = index % 7 == 0 ? .client : .server
+      return TaggedRequest(request: request, tags: tags)
     }
   }
 
@@ -36,11 +43,18 @@ import Testing
       return
     }
     try store.write(requests: requests(count)[...], source: source, ids: [:])
-    let rows = try store.query("SELECT start_us, resource, code FROM requests ORDER BY rowid").rows
+    let rows = try store.query(
+      "SELECT start_us, resource, code, method, domain, x_request_id_req, observation_point FROM requests ORDER BY rowid"
+    ).rows
     #expect(rows.count == count)
-    #expect(rows.first == ["0", "/item/0", "200"])
-    let last = count - 1
-    #expect(rows.last == ["\(last)", "/item/\(last)", last % 2 == 0 ? "200" : "NULL"])
+    for (index, row) in rows.enumerated() {
+      let expected = [
+        "\(index)", "/item/\(index)", index % 2 == 0 ? "200" : "NULL", index / 23 % 2 == 0 ? "GET" : "POST", "shop",
+        index % 3 == 0 ? "" : "id-\(index % 5)", index % 7 == 0 ? "c" : "s",
+      ]
+      #expect(row == expected, "row \(index)")
+      if row != expected { break }
+    }
   }
 
   /// An insert that fails in the background (its table gone) is an error at the next call, and
