@@ -308,14 +308,14 @@ final class DNSSession {
       if let previous = pendingIndex(of: message.id) {
         // The resolver asked again with the same id: the earlier attempt went unanswered (a lost
         // query or answer), which is what a DNS-loss diagnosis needs to see.
-        sink.emit(.dns, identity, request: pending.remove(at: previous), response: nil, status: .timeout)
+        sink.emit(.dns, identity, request: pending.take(at: previous), response: nil, status: .timeout)
       }
       pending.append(request)
       if pending.count > config.maxPendingPerFlow,
         let oldest = pending.indices.min(by: { pending[$0].startNanos < pending[$1].startNanos })
       {
         sink.evicted += 1
-        sink.emit(.dns, identity, request: pending.remove(at: oldest), response: nil, status: .unknown)
+        sink.emit(.dns, identity, request: pending.take(at: oldest), response: nil, status: .unknown)
       }
       return
     }
@@ -324,7 +324,7 @@ final class DNSSession {
     response.bytes = UInt64(bytes.count)
     response.answers = message.answers
     if let index = pendingIndex(of: message.id) {
-      let request = pending.count == 1 ? pending.removeLast() : pending.remove(at: index)
+      let request = pending.take(at: index)
       sink.emit(.dns, identity, request: request, response: response)
     } else {
       // An answer whose query the capture did not see: report it with its own question.
@@ -405,7 +405,7 @@ final class DNSSession {
         index += 1
         continue
       }
-      sink.emit(.dns, identity, request: pending.remove(at: index), response: nil, status: .timeout)
+      sink.emit(.dns, identity, request: pending.take(at: index), response: nil, status: .timeout)
     }
   }
 

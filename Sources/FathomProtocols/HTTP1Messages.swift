@@ -136,19 +136,26 @@ extension HTTP1Parser {
 
   /// Index of the first newline in `byte[start..<end]`. Eight bytes at a time for the first 64
   /// (a header line is mostly 20 to 60 bytes, where a call to memchr cost more than the search),
-  /// then memchr. The lowest zero byte of the word xor "\n\n\n\n\n\n\n\n" is the first newline.
+  /// then memchr.
   @inline(__always) static func newline(in byte: UnsafePointer<UInt8>, from start: Int, to end: Int) -> Int? {
     var at = start
     let wordsEnd = min(end, start + 64)
     while at + 8 <= wordsEnd {
-      let word =
-        UInt64(littleEndian: UnsafeRawPointer(byte + at).loadUnaligned(as: UInt64.self)) ^ 0x0A0A_0A0A_0A0A_0A0A
-      let zeros = (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080
-      if zeros != 0 { return at + zeros.trailingZeroBitCount >> 3 }
+      if let found = firstByte(0x0A, inWordAt: byte + at) { return at + found }
       at += 8
     }
     guard at < end, let found = memchr(byte + at, 0x0A, end - at) else { return nil }
     return UnsafePointer(found.assumingMemoryBound(to: UInt8.self)) - byte
+  }
+
+  /// The position (0–7) of the first `target` in the eight bytes at `bytes`, if any: the lowest
+  /// zero byte of the word xor the target repeated (the zero-byte test is exact at its lowest hit;
+  /// the word is read little-endian so that its lowest byte comes first).
+  @inline(__always) static func firstByte(_ target: UInt8, inWordAt bytes: UnsafePointer<UInt8>) -> Int? {
+    let repeated = 0x0101_0101_0101_0101 &* UInt64(target)
+    let word = UInt64(littleEndian: UnsafeRawPointer(bytes).loadUnaligned(as: UInt64.self)) ^ repeated
+    let zeros = (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080
+    return zeros == 0 ? nil : zeros.trailingZeroBitCount >> 3
   }
 
   /// One header line: kept when its name is one Fathom reads.
@@ -157,15 +164,10 @@ extension HTTP1Parser {
   ) {
     let byte = bytes.base.baseAddress!.assumingMemoryBound(to: UInt8.self)
     var colon = lineStart
-    // Eight bytes at a time (names are mostly 4 to 16 bytes): the lowest zero byte of the word
-    // xor "::::::::" is the first colon (the zero-byte test is exact at its lowest hit; the word
-    // is read little-endian so that its lowest byte comes first).
+    // Eight bytes at a time (names are mostly 4 to 16 bytes).
     while colon + 8 <= lineEnd {
-      let word =
-        UInt64(littleEndian: UnsafeRawPointer(byte + colon).loadUnaligned(as: UInt64.self)) ^ 0x3A3A_3A3A_3A3A_3A3A
-      let zeros = (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080
-      if zeros != 0 {
-        colon += zeros.trailingZeroBitCount >> 3
+      if let found = firstByte(UInt8(ascii: ":"), inWordAt: byte + colon) {
+        colon += found
         break
       }
       colon += 8

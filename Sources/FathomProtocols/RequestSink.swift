@@ -31,12 +31,15 @@ struct PendingRequest {
 }
 
 extension Array where Element == PendingRequest {
-  /// The oldest request (requests wait in the order they were sent), taken out. The only one —
-  /// the common case — is taken from the end, a plain move; `removeFirst` went through the
-  /// generic range replacement every time.
-  mutating func takeOldest() -> PendingRequest {
-    count == 1 ? removeLast() : removeFirst()
+  /// The request at `index`, taken out. The last one — nearly always the only one — is a plain
+  /// move from the end; `removeFirst` and `remove(at:)` went through the general removal every
+  /// time.
+  mutating func take(at index: Int) -> PendingRequest {
+    index == count - 1 ? removeLast() : remove(at: index)
   }
+
+  /// The oldest request (requests wait in the order they were sent), taken out.
+  mutating func takeOldest() -> PendingRequest { take(at: 0) }
 }
 
 /// What a response contributes to its record. Its texts use the record's fields: `.version`,

@@ -119,13 +119,7 @@ public struct OutputBuffer: ~Copyable, @unchecked Sendable {
 
   public mutating func append(_ value: UInt64) {
     reserve(20)
-    // Timestamps (microseconds since 1970: 16 digits) take the cached path; sequence numbers and
-    // the like, which would only evict them, do not.
-    if value < LargeNumberText.threshold {
-      count += Self.writeDecimal(value, to: base + count)
-    } else {
-      count += largeNumbers.write(value, to: base + count)
-    }
+    count += largeNumbers.writeDecimal(value, to: base + count)
   }
 
   /// Writes `value`'s decimal digits at `destination` (room for 20) and returns how many.

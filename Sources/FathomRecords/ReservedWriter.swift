@@ -18,11 +18,7 @@ struct ReservedWriter {
 
   /// Up to 20 bytes.
   @inline(__always) mutating func decimal(_ value: UInt64) {
-    if value < LargeNumberText.threshold {
-      cursor += OutputBuffer.writeDecimal(value, to: cursor)
-    } else {
-      cursor += largeNumbers.write(value, to: cursor)
-    }
+    cursor += largeNumbers.writeDecimal(value, to: cursor)
   }
 
   /// Up to 20 bytes.
@@ -73,17 +69,25 @@ struct ReservedWriter {
 struct LargeNumberText {
   /// Smaller numbers take the general formatter; sequence numbers and the like would only evict
   /// the timestamps' digits.
-  static let threshold: UInt64 = 1_000_000_000_000
+  private static let threshold: UInt64 = 1_000_000_000_000
 
   private var high: UInt64 = .max
+
   /// Up to twelve digits, as sixteen bytes.
   private var highText: (UInt64, UInt64) = (0, 0)
   private var highCount = 0
 
+  /// Writes any `value` at `destination` (room for 20) and returns its length: timestamps
+  /// (microseconds since 1970: 16 digits) take the cached path; smaller numbers, which would only
+  /// evict their digits, the general formatter.
+  @inline(__always) mutating func writeDecimal(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+    value < Self.threshold ? OutputBuffer.writeDecimal(value, to: destination) : write(value, to: destination)
+  }
+
   /// Writes `value` (≥ `threshold`) at `destination` (room for 20) and returns its length: the
   /// upper digits as text from the last such number when they are the same, then exactly eight
   /// more, whose four pairs are computed independently of each other.
-  mutating func write(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+  private mutating func write(_ value: UInt64, to destination: UnsafeMutablePointer<UInt8>) -> Int {
     let (upperDigits, low) = value.quotientAndRemainder(dividingBy: 100_000_000)
     if upperDigits != high {
       // Room for 20 as `writeDecimal` wants.
