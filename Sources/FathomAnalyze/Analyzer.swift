@@ -142,34 +142,17 @@ public struct Analyzer {
         readers.wait()
         throw error
       }
-      var rollups = toRead.map { _ in RollupBuilder() }
-      var newestStart = Int64.min
-      var rollupsWrittenAt = 0
+      var rollups = toRead.map { SourceRollups(source: $0.source) }
       do {
         while let batch = stream.next() {
           let source = toRead[batch.capture].source
           if !batch.flows.isEmpty { try store.write(flows: batch.flows[...], source: source, ids: ids) }
           if !batch.requests.isEmpty { try store.write(requests: batch.requests[...], source: source, ids: ids) }
-          for flow in batch.flows {
-            rollups[batch.capture].add(flow)
-            newestStart = max(newestStart, flow.flow.startMicros)
-          }
-          for request in batch.requests {
-            rollups[batch.capture].add(request)
-            newestStart = max(newestStart, request.request.startMicros)
-          }
+          for flow in batch.flows { rollups[batch.capture].add(flow) }
+          for request in batch.requests { rollups[batch.capture].add(request) }
+          try rollups[batch.capture].writeClosed(to: store, ids: ids)
           written += batch.count
           show(.stored(records: written))
-          // Rollups of intervals well behind the newest record are written and let go: records
-          // reach the writer up to ~12 min after they start (a flow's last report, then the
-          // window), and a later one only adds a partial row.
-          if written - rollupsWrittenAt >= 200_000 {
-            rollupsWrittenAt = written
-            for position in rollups.indices {
-              let closed = rollups[position].takeIntervals(endedBy: newestStart - 15 * 60_000_000)
-              if !closed.isEmpty { try store.write(rollups: closed, source: toRead[position].source, ids: ids) }
-            }
-          }
         }
       } catch {
         stream.fail(error)
@@ -179,7 +162,7 @@ public struct Analyzer {
       readers.wait()
       if let error = readings.compactMap(\.error).first { throw error }
       for (position, input) in toRead.enumerated() {
-        try store.write(rollups: rollups[position], source: input.source, ids: ids)
+        try rollups[position].writeAll(to: store, ids: ids)
         try store.finishSource(input.source)
       }
     }

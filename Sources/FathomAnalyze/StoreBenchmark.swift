@@ -78,18 +78,20 @@ public enum StoreBenchmark {
     }
 
     let start = Date()
-    var rollups = RollupBuilder()
+    // Rollups as `fathom analyze` writes them: closed intervals while records arrive, the rest at
+    // the end.
+    var rollups = SourceRollups(source: source)
     var written = 0
     for requests in batches {
       try store.write(requests: requests, source: source, ids: ids)
       for request in requests { rollups.add(request) }
+      try rollups.writeClosed(to: store, ids: ids)
       written += requests.count
       if written % 1_000_000 == 0 || written == records {
-        try store.write(rollups: rollups, source: source, ids: ids)
-        rollups = RollupBuilder()
         progress("\(written) records, \(Int(Double(written) / Date().timeIntervalSince(start))) records/s")
       }
     }
+    try rollups.writeAll(to: store, ids: ids)
     // Complete means stored: a store that sends in the background (ClickHouse) finishes here.
     try store.finishSource(source)
     let ingest = Date().timeIntervalSince(start)

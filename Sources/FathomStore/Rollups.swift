@@ -228,6 +228,8 @@ public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
   public init() {}
 
   public var count: Int { keys.count }
+
+  public var underestimatedCount: Int { keys.count }
   public var isEmpty: Bool { keys.isEmpty }
 
   /// The position of `key`, inserted with `make()` if it is new.
@@ -372,5 +374,53 @@ public struct RollupBuilder: Sendable {
       let position = flows[index].position(of: key) { FlowRollup() }
       flows[index].values[position].add(tagged.flow)
     }
+  }
+}
+
+/// The rollups of one source while its records are stored: every `checkEvery` records, the
+/// intervals that ended `closeAfterMicros` before its newest record are written and let go (a
+/// long analysis keeps only recent intervals in memory, and their rows are written while records
+/// still arrive); the rest when the source ends. `fathom analyze` and store-bench both write
+/// rollups this way.
+public struct SourceRollups: Sendable {
+  /// Records reach the writer up to ~12 min after they start (a flow's last report, then the
+  /// DNAT window); a record that comes later for a written interval only adds a partial row.
+  public static let closeAfterMicros: Int64 = 15 * 60_000_000
+  public let source: Int64
+  /// Records between two looks for closed intervals (200,000 in `fathom analyze`).
+  public let checkEvery: Int
+  private var builder = RollupBuilder()
+  private var newestStart = Int64.min
+  private var sinceCheck = 0
+
+  public init(source: Int64, checkEvery: Int = 200_000) {
+    self.source = source
+    self.checkEvery = max(1, checkEvery)
+  }
+
+  public mutating func add(_ tagged: TaggedRequest) {
+    builder.add(tagged)
+    newestStart = max(newestStart, tagged.request.startMicros)
+    sinceCheck += 1
+  }
+
+  public mutating func add(_ tagged: TaggedFlow) {
+    builder.add(tagged)
+    newestStart = max(newestStart, tagged.flow.startMicros)
+    sinceCheck += 1
+  }
+
+  /// Writes the closed intervals when `checkEvery` records came since the last check.
+  public mutating func writeClosed(to store: RecordStore, ids: [Int32: Int64]) throws {
+    guard sinceCheck >= checkEvery else { return }
+    sinceCheck = 0
+    let closed = builder.takeIntervals(endedBy: newestStart - Self.closeAfterMicros)
+    if !closed.isEmpty { try store.write(rollups: closed, source: source, ids: ids) }
+  }
+
+  /// Writes every interval still held (the source's end).
+  public mutating func writeAll(to store: RecordStore, ids: [Int32: Int64]) throws {
+    if !builder.isEmpty { try store.write(rollups: builder, source: source, ids: ids) }
+    builder = RollupBuilder()
   }
 }

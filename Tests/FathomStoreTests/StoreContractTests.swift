@@ -168,6 +168,62 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(first.requests == 61 && first.serverErrors == 2)
   }
 
+  /// Rollups as `fathom analyze` writes them (`SourceRollups`): closed intervals while records
+  /// arrive, the rest at the end, each write split into several transactions or inserts (7 hours
+  /// of 1 s intervals is 25,200 rows, more than one block). Every interval is stored once and RED
+  /// counts every record.
+  @Test(arguments: StoreKind.available) func sourceRollupsWriteClosedIntervalsAndTheRest(_ kind: StoreKind) throws {
+    defer {
+      try? FileManager.default.removeItem(atPath: directory)
+      kind.drop("closing")
+    }
+    let store = try kind.make("closing", directory: directory)
+    let ids = try store.register([
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "cart", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000_000),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "cart-a", labels: [:], detail: "node-1", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000_000),
+    ])
+    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/c.pcap", size: 1, modified: 1)
+    else {
+      Issue.record("new source not read")
+      return
+    }
+    let seconds: Int64 = 7 * 3_600
+    var rollups = SourceRollups(source: source, checkEvery: 3_000)
+    var writtenEarly = 0
+    for second in 0..<seconds {
+      var tagged = request(second % 50 == 0 ? .serverError : .ok, micros: 1_000, point: .server, service: 1, pod: 2)
+      tagged.request.startMicros = second * 1_000_000
+      tagged.request.endMicros = second * 1_000_000 + 1_000
+      rollups.add(tagged)
+      try rollups.writeClosed(to: store, ids: ids)
+      if second == seconds / 2 { writtenEarly = try rollupRows(store, "request_rollup_1s") }
+    }
+    try rollups.writeAll(to: store, ids: ids)
+    try store.finishSource(source)
+    // Half way, what ended 15 minutes before the newest record was stored already.
+    #expect(writtenEarly >= Int(seconds / 2) - 900 - 3_000 && writtenEarly <= Int(seconds / 2) - 900)
+    #expect(try rollupRows(store, "request_rollup_1s") == Int(seconds))
+    #expect(try rollupRows(store, "request_rollup_1m") == Int(seconds / 60))
+    let red = try #require(try store.red(namespace: "shop", name: "cart", fromMicros: 0, toMicros: seconds * 1_000_000))
+    #expect(red.requests == Int(seconds) && red.serverErrors == Int(seconds / 50))
+  }
+
+  /// Rows of a rollup table, from either store.
+  func rollupRows(_ store: RecordStore, _ table: String) throws -> Int {
+    if let sqlite = store as? SQLiteStore {
+      return Int(try sqlite.query("SELECT count(*) FROM \(table)").rows.first?.first ?? "") ?? -1
+    }
+    if let clickhouse = store as? ClickHouseStore {
+      return Int(try clickhouse.rows("SELECT count() FROM \(clickhouse.target.database).\(table)").first?.first ?? "")
+        ?? -1
+    }
+    return -1
+  }
+
   /// A run killed while storing a source leaves it incomplete; the next run removes its rows and
   /// reads it again; a completed source is skipped.
   @Test(arguments: StoreKind.available) func interruptedSourcesAreReadAgainAndCompleteOnesSkipped(_ kind: StoreKind)
