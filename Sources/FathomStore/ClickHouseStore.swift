@@ -243,24 +243,28 @@ public final class ClickHouseStore: RecordStore {
             "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
           columns: columns
         ) { rows in
-          for (key, value) in requestRollups {
-            rows.field(sourceID)
-            rows.field(key.intervalStart)
-            rows.id(key.clientPod, ids)
-            rows.id(key.clientService, ids)
-            rows.id(key.serverPod, ids)
-            rows.id(key.serverService, ids)
-            rows.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-            rows.field(RollupBuilder.point(key.observationPoint).rawValue)
-            rows.field(rollups.endpoints[Int(key.endpoint)])
-            rows.field(value.requests)
-            rows.field(value.responses)
-            rows.field(value.clientErrors)
-            rows.field(value.serverErrors)
-            rows.field(value.timeouts)
-            rows.field(value.latencySum)
-            rows.field(value.latencyMax)
-            rows.text { value.histogram.appendEncoded(to: &$0) }
+          // Pointers, not copies: every copy of a rollup retained its histogram.
+          requestRollups.values.withUnsafeBufferPointer { values in
+            for (position, key) in requestRollups.keys.enumerated() {
+              let value = values.baseAddress! + position
+              rows.field(sourceID)
+              rows.field(key.intervalStart)
+              rows.id(key.clientPod, ids)
+              rows.id(key.clientService, ids)
+              rows.id(key.serverPod, ids)
+              rows.id(key.serverService, ids)
+              rows.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
+              rows.field(RollupBuilder.point(key.observationPoint).rawValue)
+              rows.field(rollups.endpoints[Int(key.endpoint)])
+              rows.field(value.pointee.requests)
+              rows.field(value.pointee.responses)
+              rows.field(value.pointee.clientErrors)
+              rows.field(value.pointee.serverErrors)
+              rows.field(value.pointee.timeouts)
+              rows.field(value.pointee.latencySum)
+              rows.field(value.pointee.latencyMax)
+              rows.text { value.pointee.histogram.appendEncoded(to: &$0) }
+            }
           }
         }
       }
@@ -425,38 +429,45 @@ public final class ClickHouseStore: RecordStore {
     try inserts.append(
       sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT Native", columns: Self.requestColumns
     ) { rows in
-      for tagged in requests {
-        let request = tagged.request
-        let tags = tagged.tags
-        rows.field(sourceID)
-        rows.field(request.startMicros)
-        rows.field(request.endMicros)
-        rows.field(request.durationMicros)
-        rows.field(request.applicationProtocol.name)
-        rows.field(request.texts, .version)
-        rows.connection(
-          client: request.clientIP, request.clientPort, server: request.serverIP, request.serverPort, tags, ids)
-        rows.id(tags.ingress, ids)
-        rows.id(tags.answeredBy, ids)
-        rows.id(tags.requestedService, ids)
-        rows.field(request.texts, .method)
-        rows.field(request.texts, .domain)
-        rows.field(request.texts, .resource)
-        rows.field(request.texts, .endpoint)
-        rows.field(request.status.name)
-        rows.optional(request.code.map { Int64($0) })
-        rows.optional(request.requestTCPSequence.map { Int64($0) })
-        rows.optional(request.responseTCPSequence.map { Int64($0) })
-        rows.field(request.texts, .requestID)
-        rows.field(request.texts, .responseRequestID)
-        rows.field(request.texts, .traceID)
-        rows.field(request.texts, .spanID)
-        rows.field(request.requestBytes)
-        rows.field(request.responseBytes)
-        rows.field(
-          request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
+      // Borrowed in place: a copy of each record retained its texts and answers.
+      requests.withUnsafeBufferPointer { records in
+        for index in records.indices {
+          Self.appendRow(records[index].request, records[index].tags, source: sourceID, ids: ids, to: &rows)
+        }
       }
     }
+  }
+
+  private static func appendRow(
+    _ request: borrowing RequestLog, _ tags: borrowing RecordTags, source: UInt64, ids: StoreIDs,
+    to rows: inout NativeBlock
+  ) {
+    rows.field(source)
+    rows.field(request.startMicros)
+    rows.field(request.endMicros)
+    rows.field(request.durationMicros)
+    rows.field(request.applicationProtocol.name)
+    rows.field(request.texts, .version)
+    rows.connection(
+      client: request.clientIP, request.clientPort, server: request.serverIP, request.serverPort, tags, ids)
+    rows.id(tags.ingress, ids)
+    rows.id(tags.answeredBy, ids)
+    rows.id(tags.requestedService, ids)
+    rows.field(request.texts, .method)
+    rows.field(request.texts, .domain)
+    rows.field(request.texts, .resource)
+    rows.field(request.texts, .endpoint)
+    rows.field(request.status.name)
+    rows.optional(request.code.map { Int64($0) })
+    rows.optional(request.requestTCPSequence.map { Int64($0) })
+    rows.optional(request.responseTCPSequence.map { Int64($0) })
+    rows.field(request.texts, .requestID)
+    rows.field(request.texts, .responseRequestID)
+    rows.field(request.texts, .traceID)
+    rows.field(request.texts, .spanID)
+    rows.field(request.requestBytes)
+    rows.field(request.responseBytes)
+    rows.field(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
   }
 
   /// TabSeparated escaping.
