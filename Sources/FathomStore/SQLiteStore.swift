@@ -413,7 +413,7 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
-  /// As many rows as a record batch: the rollups' share of a transaction's cost stays like theirs.
+  /// As many rows as a batch of records gets.
   static let rollupRowsPerTransaction = 10_000
 
   /// One row per element written by `row`, queued a block of `rollupRowsPerTransaction` at a time.

@@ -135,19 +135,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
       kind.drop("pieces")
     }
     let store = try kind.make("pieces", directory: directory)
-    let ids = try store.register([
-      Resource(
-        id: 1, kind: .service, namespace: "shop", name: "checkout", labels: [:], detail: "ClusterIP", workload: "",
-        validFromMicros: 0, validToMicros: 1_000_000_000),
-      Resource(
-        id: 2, kind: .pod, namespace: "shop", name: "checkout-a", labels: [:], detail: "node-1", workload: "",
-        validFromMicros: 0, validToMicros: 1_000_000_000),
-    ])
-    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/p.pcap", size: 1, modified: 1)
-    else {
-      Issue.record("new source not read")
-      return
-    }
+    guard let (ids, source) = try checkoutAndNewSource(store, path: "p.pcap") else { return }
     func at(_ seconds: Int64, _ status: RequestStatus = .ok) -> TaggedRequest {
       var tagged = request(status, micros: 1_000, point: .server, service: 1, pod: 2)
       tagged.request.startMicros = seconds * 1_000_000
@@ -178,19 +166,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
       kind.drop("closing")
     }
     let store = try kind.make("closing", directory: directory)
-    let ids = try store.register([
-      Resource(
-        id: 1, kind: .service, namespace: "shop", name: "cart", labels: [:], detail: "ClusterIP", workload: "",
-        validFromMicros: 0, validToMicros: 100_000_000_000),
-      Resource(
-        id: 2, kind: .pod, namespace: "shop", name: "cart-a", labels: [:], detail: "node-1", workload: "",
-        validFromMicros: 0, validToMicros: 100_000_000_000),
-    ])
-    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/c.pcap", size: 1, modified: 1)
-    else {
-      Issue.record("new source not read")
-      return
-    }
+    guard let (ids, source) = try checkoutAndNewSource(store, path: "c.pcap") else { return }
     let seconds: Int64 = 7 * 3_600
     var rollups = SourceRollups(source: source, checkEvery: 3_000)
     var writtenEarly = 0
@@ -208,8 +184,27 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(writtenEarly >= Int(seconds / 2) - 900 - 3_000 && writtenEarly <= Int(seconds / 2) - 900)
     #expect(try rollupRows(store, "request_rollup_1s") == Int(seconds))
     #expect(try rollupRows(store, "request_rollup_1m") == Int(seconds / 60))
-    let red = try #require(try store.red(namespace: "shop", name: "cart", fromMicros: 0, toMicros: seconds * 1_000_000))
+    let red = try #require(
+      try store.red(namespace: "shop", name: "checkout", fromMicros: 0, toMicros: seconds * 1_000_000))
     #expect(red.requests == Int(seconds) && red.serverErrors == Int(seconds / 50))
+  }
+
+  /// Registers Service shop/checkout (id 1) and its pod checkout-a (id 2) and begins a new source.
+  func checkoutAndNewSource(_ store: RecordStore, path: String) throws -> (ids: [Int32: Int64], source: Int64)? {
+    let ids = try store.register([
+      Resource(
+        id: 1, kind: .service, namespace: "shop", name: "checkout", labels: [:], detail: "ClusterIP", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000_000),
+      Resource(
+        id: 2, kind: .pod, namespace: "shop", name: "checkout-a", labels: [:], detail: "node-1", workload: "",
+        validFromMicros: 0, validToMicros: 100_000_000_000),
+    ])
+    guard case .read(let source, false) = try store.beginSource(path: "\(directory)/\(path)", size: 1, modified: 1)
+    else {
+      Issue.record("new source not read")
+      return nil
+    }
+    return (ids, source)
   }
 
   /// Rows of a rollup table, from either store.
