@@ -82,7 +82,9 @@ import Testing
 
   /// The rules load into a real iptables (root only; CI has it), in a namespace of our own.
   @Test(.enabled(if: getuid() == 0)) func rulesLoadIntoIptables() throws {
-    let name = "fl-test-rules-\(getpid())"
+    // Not under the lab's prefix (`fl-`): a lab test running beside this one tears down every
+    // namespace with it, killing iptables-restore mid-load (seen as "exit 9": SIGKILL).
+    let name = "fathom-test-rules-\(getpid())"
     try Shell.run(["ip", "netns", "add", name])
     defer { Shell.attempt(["ip", "netns", "del", name]) }
     var rule = service
