@@ -6,7 +6,9 @@ import Foundation
 
 /// Ingest and query speed of a store on synthetic tagged requests (`fathom store-bench`, part of
 /// `make bench`): 20 Services × 5 pods, one hour of requests, 1% server errors, latencies spread
-/// over three decades. Tagging is not timed (it is a separate stage); writing the records,
+/// over three decades. Lookup keys are random, as real ones are: each request carries TCP
+/// sequence numbers and an X-Request-ID of 32 hex digits (nginx's `$request_id`), half of them a
+/// W3C trace and span id. Tagging is not timed (it is a separate stage); writing the records,
 /// building and writing their rollups, and completing the source (until every record is
 /// stored) is.
 public enum StoreBenchmark {
@@ -48,6 +50,7 @@ public enum StoreBenchmark {
     var seed: UInt64 = 0x9e37_79b9_7f4a_7c15
     let step = max(1, 3_600_000_000 / Int64(records))
     var batches: [[TaggedRequest]] = []
+    var tracedID = ""
     for first in stride(from: 0, to: records, by: batch) {
       var requests: [TaggedRequest] = []
       requests.reserveCapacity(min(batch, records - first))
@@ -67,7 +70,14 @@ public enum StoreBenchmark {
         request.domain = "service-\(pod / 5)"
         request.status = (seed >> 50) % 100 == 0 ? .serverError : .ok
         request.code = request.status == .ok ? 200 : 503
-        request.requestID = "req-\(index)"
+        request.requestTCPSequence = UInt32(truncatingIfNeeded: seed >> 7)
+        request.responseTCPSequence = UInt32(truncatingIfNeeded: seed >> 29)
+        request.requestID = randomHex(&seed, digits: 32)
+        if index == records / 2 { tracedID = request.requestID }
+        if index % 2 == 0 {
+          request.traceID = randomHex(&seed, digits: 32)
+          request.spanID = randomHex(&seed, digits: 16)
+        }
         var tags = RecordTags()
         tags.observationPoint = .server
         tags.server = EndpointIdentity(kind: .pod, pod: 21 + pod, service: 1 + pod / 5)
@@ -101,9 +111,20 @@ public enum StoreBenchmark {
     var traceMillis: Double?
     if let source = store as? TraceSource {
       let traceStart = Date()
-      _ = try TraceAssembler(source: source).assemble(xRequestID: "req-\(records / 2)")
+      _ = try TraceAssembler(source: source).assemble(xRequestID: tracedID)
       traceMillis = Date().timeIntervalSince(traceStart) * 1000
     }
     return Result(records: records, ingestSeconds: ingest, redMillis: redMillis, red: red, traceMillis: traceMillis)
+  }
+
+  /// `digits` lowercase hex digits from the generator (64 bits per step).
+  static func randomHex(_ seed: inout UInt64, digits: Int) -> String {
+    var text = ""
+    while text.count < digits {
+      seed = seed &* 6_364_136_223_846_793_005 &+ 1442_695_040_888_963_407
+      let word = String(seed ^ (seed >> 29), radix: 16)
+      text += String(repeating: "0", count: 16 - word.count) + word
+    }
+    return String(text.prefix(digits))
   }
 }
