@@ -125,17 +125,12 @@ extension SQLiteStore: TraceSource {
   public func requests(xRequestID: String) throws -> [StoredRequest] {
     // Two indexed lookups: the ID as the request carried it, or only in the response.
     // (The partial indexes' conditions are repeated so SQLite may use them.)
-    guard let minutes = try storedMinutes() else { return [] }
-    return try stored(
-      "\(minutes.clause) AND r.x_request_id_req = ? AND \(TraceSQL.hasRequestID)", minutes.arguments + [xRequestID])
-      + stored(
-        "\(minutes.clause) AND r.x_request_id_resp = ? AND \(TraceSQL.hasOnlyResponseID)",
-        minutes.arguments + [xRequestID])
+    try lookup("r.x_request_id_req = ?", TraceSQL.hasRequestID, xRequestID)
+      + lookup("r.x_request_id_resp = ?", TraceSQL.hasOnlyResponseID, xRequestID)
   }
 
   public func requests(traceID: String) throws -> [StoredRequest] {
-    guard let minutes = try storedMinutes() else { return [] }
-    return try stored("\(minutes.clause) AND r.trace_id = ? AND \(TraceSQL.hasTraceID)", minutes.arguments + [traceID])
+    try lookup("r.trace_id = ?", TraceSQL.hasTraceID, traceID)
   }
 
   public func request(id: Int64) throws -> StoredRequest? { try stored("r.rowid = ?", [id]).first }
@@ -145,14 +140,14 @@ extension SQLiteStore: TraceSource {
     try stored("r.start_us BETWEEN ? AND ? AND r.req_tcp_seq = ?", [from, to, requestSequence])
   }
 
-  /// The minutes from the first stored request to the last (two seeks in the time index), for a
-  /// lookup that has no time of its own; nil when no request is stored.
-  func storedMinutes() throws -> (clause: String, arguments: StatementArguments)? {
-    let range = try pool.read { db in
-      try Row.fetchOne(db, sql: "SELECT (SELECT min(start_us) FROM requests), (SELECT max(start_us) FROM requests)")
+  /// The requests where `condition` holds for `key`, through the lookup index of the rows where
+  /// `rows` holds: one seek per lookup block up to the index's last.
+  func lookup(_ condition: String, _ rows: String, _ key: String) throws -> [StoredRequest] {
+    let last = try pool.read { db in
+      try Int64.fetchOne(db, sql: "SELECT max(lookup_block) FROM requests WHERE \(rows)")
     }
-    guard let range, let first = range[0] as Int64?, let last = range[1] as Int64? else { return nil }
-    return TraceSQL.minutes(from: first, to: last)
+    guard let last else { return [] }
+    return try stored("\(TraceSQL.blocks) AND \(condition) AND \(rows)", [last, key])
   }
 
   public func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest] {
@@ -188,23 +183,17 @@ enum TraceSQL {
   /// The rows of v7's sequence-number index (dropped in v8).
   static let hasSequence = "req_tcp_seq IS NOT NULL"
 
-  /// What the lookup indexes lead with (schema v8); a query names it in exactly this form for
-  /// SQLite to use them.
-  static let minuteOfStart = "start_us / 60000000"
-  /// (name, key column, the rows it holds) of each lookup index.
+  /// (name, key column, the rows it holds) of each lookup index; v8 leads them with `lookup_block`.
   static let lookupIndexes = [
     ("requests_x_request_id", "x_request_id_req", hasRequestID),
     ("requests_x_request_id_resp", "x_request_id_resp", hasOnlyResponseID),
     ("requests_trace_id", "trace_id", hasTraceID),
   ]
 
-  /// A condition on the request's minute with which a lookup index seeks its key once per
-  /// minute of [from, to] (microseconds), and its arguments.
-  static func minutes(from: Int64, to: Int64) -> (clause: String, arguments: StatementArguments) {
-    let clause = """
-      r.\(minuteOfStart) IN (WITH RECURSIVE minute(m) AS (SELECT ? UNION ALL SELECT m + 1 FROM minute WHERE m < ?)
-        SELECT m FROM minute)
-      """
-    return (clause, [from / 60_000_000, to / 60_000_000])
-  }
+  /// Every lookup block from 0 to the one bound (with which a lookup index seeks its key once
+  /// per block).
+  static let blocks = """
+    r.lookup_block IN (WITH RECURSIVE block(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM block WHERE n < ?)
+      SELECT n FROM block)
+    """
 }

@@ -6,8 +6,9 @@ import Testing
 
 @testable import FathomStore
 
-/// Trace lookups in SQLite (schema v8): X-Request-ID and trace-id indexes lead with the request's
-/// minute, so random keys are inserted near each other; lookups seek every minute of the store.
+/// Trace lookups in SQLite (schema v8): X-Request-ID and trace-id indexes lead with the block of
+/// rows a request was written in, so a batch's random keys are inserted near each other; lookups
+/// seek every block.
 @Suite struct SQLiteLookupTests {
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-lookup-\(UUID().uuidString)")
 
@@ -26,29 +27,50 @@ import Testing
     return TaggedRequest(request: request, tags: tags)
   }
 
-  /// One request's records far apart in time (minutes, hours) are all found by its IDs, and
-  /// others' are not; by sequence number only within the window asked for.
-  @Test func lookupsFindEveryMinuteOfTheStore() throws {
+  /// One request's records in different lookup blocks (and far apart in time) are all found by
+  /// their IDs, and others' are not; by sequence number only within the window asked for.
+  @Test func lookupsFindEveryBlock() throws {
     defer { try? FileManager.default.removeItem(at: directory) }
-    let store = try SQLiteStore(path: directory.appendingPathComponent("lookup.sqlite").path)
-    guard case .read(let source, _) = try store.beginSource(path: "lookup", size: 1, modified: 1) else {
+    let path = directory.appendingPathComponent("lookup.sqlite").path
+    let base: Int64 = 1_764_000_000_000_000
+    let filler = (0..<SQLiteStore.lookupBlockRows).map { request(start: base + Int64($0), requestID: "f-\($0)") }
+    do {
+      let store = try SQLiteStore(path: path)
+      guard case .read(let source, _) = try store.beginSource(path: "lookup", size: 1, modified: 1) else {
+        Issue.record("source not read")
+        return
+      }
+      // "a" in block 1 (with the filler that fills it), block 2, and block 3 after a reopen.
+      try store.write(
+        requests: [request(start: base, requestID: "a", traceID: "t-a", sequence: 7)][...], source: source, ids: [:])
+      try store.write(requests: filler[...], source: source, ids: [:])
+      try store.write(
+        requests: [
+          request(start: base + 5 * 60_000_000, requestID: "a", traceID: "t-a"),
+          request(start: base + 60_000_000, requestID: "b"),
+        ][...], source: source, ids: [:])
+      try store.finishSource(source)
+    }
+    let store = try SQLiteStore(path: path)
+    guard case .read(let source, _) = try store.beginSource(path: "more", size: 1, modified: 1) else {
       Issue.record("source not read")
       return
     }
-    let minute: Int64 = 60_000_000
-    let base: Int64 = 1_764_000_000_000_000
-    var records: [TaggedRequest] = []
-    for (offset, id) in [(Int64(0), "a"), (59_999_999, "a"), (minute, "b"), (5 * minute, "a"), (180 * minute, "a")] {
-      records.append(request(start: base + offset, requestID: id, traceID: "t-\(id)", sequence: 7))
-    }
-    try store.write(requests: records[...], source: source, ids: [:])
+    try store.write(
+      requests: [request(start: base + 180 * 60_000_000, requestID: "a", traceID: "t-a")][...], source: source, ids: [:]
+    )
+    try store.write(requests: filler[...], source: source, ids: [:])
     try store.finishSource(source)
+    let blocks = try store.query("SELECT DISTINCT lookup_block FROM requests WHERE x_request_id_req = 'a' ORDER BY 1")
+      .rows
+    #expect(blocks == [["1"], ["2"], ["3"]], "\(blocks)")
     #expect(
       try store.requests(xRequestID: "a").map(\.startMicros).sorted()
-        == [0, 59_999_999, 5 * minute, 180 * minute].map { base + $0 })
+        == [0, 5 * 60_000_000, 180 * 60_000_000].map { base + $0 })
     #expect(try store.requests(xRequestID: "b").count == 1)
+    #expect(try store.requests(xRequestID: "f-8000").count == 2)
     #expect(try store.requests(xRequestID: "c").isEmpty)
-    #expect(try store.requests(traceID: "t-a").count == 4)
+    #expect(try store.requests(traceID: "t-a").count == 3)
     #expect(try store.requests(requestSequence: 7, from: base - 60_000, to: base + 60_000).count == 1)
   }
 
@@ -56,26 +78,28 @@ import Testing
   @Test func lookupsSearchTheirIndexes() throws {
     defer { try? FileManager.default.removeItem(at: directory) }
     let store = try SQLiteStore(path: directory.appendingPathComponent("plan.sqlite").path)
-    let minutes = TraceSQL.minutes(from: 0, to: 120_000_000)
+    let blocks = TraceSQL.blocks.replacingOccurrences(of: "n < ?", with: "n < 2")
     let plans = [
-      ("requests_x_request_id", "\(minutes.clause) AND r.x_request_id_req = 'x' AND \(TraceSQL.hasRequestID)"),
-      (
-        "requests_x_request_id_resp",
-        "\(minutes.clause) AND r.x_request_id_resp = 'x' AND \(TraceSQL.hasOnlyResponseID)"
-      ),
-      ("requests_trace_id", "\(minutes.clause) AND r.trace_id = 't' AND \(TraceSQL.hasTraceID)"),
+      ("requests_x_request_id", "\(blocks) AND r.x_request_id_req = 'x' AND \(TraceSQL.hasRequestID)"),
+      ("requests_x_request_id_resp", "\(blocks) AND r.x_request_id_resp = 'x' AND \(TraceSQL.hasOnlyResponseID)"),
+      ("requests_trace_id", "\(blocks) AND r.trace_id = 't' AND \(TraceSQL.hasTraceID)"),
       ("requests_time", "r.start_us BETWEEN 0 AND 1000 AND r.req_tcp_seq = 7"),
     ]
     for (index, condition) in plans {
-      let sql = "EXPLAIN QUERY PLAN SELECT r.rowid FROM requests r WHERE " + condition
-      let bound = sql.replacingOccurrences(of: "SELECT ? UNION", with: "SELECT 0 UNION").replacingOccurrences(
-        of: "m < ?", with: "m < 2")
-      let plan = try store.query(bound).rows.map { $0.joined(separator: " ") }.joined(separator: "\n")
-      #expect(plan.contains("SEARCH r USING INDEX \(index) ("), "\(index): \(plan)")
+      let plan = try store.query("EXPLAIN QUERY PLAN SELECT r.rowid FROM requests r WHERE " + condition).rows.map {
+        $0.joined(separator: " ")
+      }.joined(separator: "\n")
+      #expect(plan.contains("SEARCH r USING") && plan.contains("INDEX \(index) ("), "\(index): \(plan)")
       #expect(!plan.contains("SCAN r"), "\(index): \(plan)")
     }
+    // The last block of each index, read when a store opens and at each lookup: its index's end.
+    for (index, _, rows) in TraceSQL.lookupIndexes {
+      let plan = try store.query("EXPLAIN QUERY PLAN SELECT max(lookup_block) FROM requests WHERE \(rows)").rows.map {
+        $0.joined(separator: " ")
+      }.joined(separator: "\n")
+      #expect(plan.contains("SEARCH requests USING") && plan.contains("INDEX \(index)"), "\(index): \(plan)")
+    }
   }
-
   /// A file written by schema v7 (indexes on the key alone, one on sequence numbers) is migrated:
   /// its rows stay and are found through the new indexes.
   @Test func aVersion7FileIsMigrated() throws {
@@ -116,7 +140,7 @@ import Testing
       .rows
     #expect(!indexes.contains { $0[0] == "requests_seq" })
     for name in ["requests_x_request_id", "requests_x_request_id_resp", "requests_trace_id"] {
-      #expect(indexes.contains { $0[0] == name && $0[1].contains(TraceSQL.minuteOfStart) }, "\(name)")
+      #expect(indexes.contains { $0[0] == name && $0[1].contains("(lookup_block, ") }, "\(name)")
     }
   }
 }
