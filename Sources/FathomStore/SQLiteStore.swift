@@ -366,6 +366,13 @@ public final class SQLiteStore: RecordStore {
         try db.execute(sql: "CREATE INDEX \(name) ON requests (lookup_block, \(column)) WHERE \(condition)")
       }
     }
+    // Client ports are random too: led by the port, every batch of flows dirtied pages all over
+    // the index (1M flows in 10,000-row transactions: 3.3 s for this index against 0.65 s led by
+    // a 16 s bucket of the start). The handshake lookup asks within 16 s: two buckets.
+    migrator.registerMigration("v9-flows-client-index-by-time-bucket") { db in
+      try db.execute(sql: "DROP INDEX IF EXISTS flows_client")
+      try db.execute(sql: "CREATE INDEX flows_client ON flows (\(DiagnosisSQL.connectBucket), client_port)")
+    }
     return migrator
   }
 

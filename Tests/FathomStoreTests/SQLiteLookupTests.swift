@@ -92,6 +92,15 @@ import Testing
       #expect(plan.contains("SEARCH r USING") && plan.contains("INDEX \(index) ("), "\(index): \(plan)")
       #expect(!plan.contains("SCAN r"), "\(index): \(plan)")
     }
+    var connections = DiagnosisSQL.connectionsOfPort
+    for value in ["110250000", "110250001", "40000", "1764000000000000", "1764000016000000", "'10.0.0.1'"] {
+      connections = connections.replacingOccurrences(
+        of: "?", with: value, range: connections.range(of: "?"))
+    }
+    let flowPlan = try store.query("EXPLAIN QUERY PLAN SELECT start_us FROM flows WHERE " + connections).rows.map {
+      $0.joined(separator: " ")
+    }.joined(separator: "\n")
+    #expect(flowPlan.contains("SEARCH flows USING INDEX flows_client (<expr>=? AND client_port=?)"), "\(flowPlan)")
     // The last block of each index, read when a store opens and at each lookup: its index's end.
     for (index, _, rows) in TraceSQL.lookupIndexes {
       let plan = try store.query("EXPLAIN QUERY PLAN SELECT max(lookup_block) FROM requests WHERE \(rows)").rows.map {

@@ -426,6 +426,12 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     let calls = try source.connections(clientIP: "10.244.2.5", from: 10_500_000, to: 11_500_000)
     #expect(calls.count == 8 && calls.allSatisfy { $0.closeType == "finish" && $0.node == "node-1" })
     #expect(try source.connections(clientIP: "10.244.2.5", from: 12_000_000, to: 13_000_000).isEmpty)
+    // The handshake lookup: one client port in a window (SQLite seeks it per 16 s bucket; this
+    // window spans two).
+    let port = try source.connections(clientIP: "10.244.2.5", clientPort: 50004, from: 10_000_000, to: 17_000_000)
+    #expect(port.count == 3 && port.allSatisfy { $0.clientPort == 50004 })
+    #expect(try source.connections(clientIP: "10.244.2.5", clientPort: 50004, from: 11_500_000, to: 40_000_000).isEmpty)
+    #expect(try source.connections(clientIP: "10.244.2.6", clientPort: 50004, from: 10_000_000, to: 17_000_000).isEmpty)
     let later = try source.flowSummary(from: 31_000_000, to: 50_000_000)
     #expect(later.counts.isEmpty && later.pathLoss.isEmpty)
     let served = try source.requests(
