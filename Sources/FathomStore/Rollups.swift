@@ -118,6 +118,8 @@ public struct RequestRollup: Sendable {
   public var latencyMax: Int64 = 0
   public var histogram = LatencyHistogram()
 
+  public init() {}
+
   mutating func add(_ request: borrowing RequestLog) {
     requests += 1
     switch request.status {
@@ -160,6 +162,8 @@ public struct FlowRollup: Sendable {
   public var establishFailures: UInt64 = 0
   public var resets: UInt64 = 0
 
+  public init() {}
+
   mutating func add(_ flow: borrowing FlowLog) {
     bytes += flow.clientToServer.l3Bytes + flow.serverToClient.l3Bytes
     packets += flow.clientToServer.packets + flow.serverToClient.packets
@@ -183,6 +187,14 @@ public struct FlowRollup: Sendable {
     }
   }
 }
+
+/// A rollup's aggregates, empty when made.
+public protocol RollupValue: Sendable {
+  init()
+}
+
+extension RequestRollup: RollupValue {}
+extension FlowRollup: RollupValue {}
 
 /// A rollup key reduced to words for `RollupTable`'s hash.
 public protocol RollupKey: Equatable, Sendable {
@@ -218,7 +230,7 @@ extension FlowRollupKey: RollupKey {
 /// The rollups of one resolution: keys and values in insertion order, found through an
 /// open-addressing index of positions. Growing rebuilds only the index (a Dictionary moved every
 /// key and rollup at each doubling), and stores read the rows as two arrays.
-public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
+public struct RollupTable<Key: RollupKey, Value: RollupValue>: Sendable, Sequence {
   public private(set) var keys: [Key] = []
   /// Updated in place by the builder.
   public internal(set) var values: [Value] = []
@@ -249,8 +261,16 @@ public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
     return keys.count - 1
   }
 
-  private mutating func grow() {
-    let capacity = Swift.max(64, slots.count * 2)
+  private mutating func grow() { rebuildSlots(capacity: Swift.max(64, slots.count * 2)) }
+
+  /// The index for the keys held, at most half full.
+  private mutating func rebuildSlots() {
+    var capacity = 64
+    while capacity < keys.count * 2 + 2 { capacity *= 2 }
+    rebuildSlots(capacity: capacity)
+  }
+
+  private mutating func rebuildSlots(capacity: Int) {
     precondition(capacity <= Int(Int32.max), "rollup table over 2^31 entries")
     slots = [Int32](repeating: -1, count: capacity)
     let mask = capacity - 1
@@ -261,18 +281,37 @@ public struct RollupTable<Key: RollupKey, Value: Sendable>: Sendable, Sequence {
     }
   }
 
-  /// Splits the rows in two by `isTaken`: those it takes go into the returned table.
+  /// Splits the rows in two by `isTaken`: those it takes go into the returned table (in no
+  /// particular order), the others stay in theirs. Rollups are moved, never copied: a copy
+  /// retained each histogram and its release freed it later, a cache miss each for the 1 s
+  /// rollups of 200,000 records at every look for closed intervals.
   mutating func take(where isTaken: (Key) -> Bool) -> RollupTable {
-    var taken = RollupTable()
-    var kept = RollupTable()
-    for (key, value) in zip(keys, values) {
-      if isTaken(key) {
-        _ = taken.position(of: key) { value }
-      } else {
-        _ = kept.position(of: key) { value }
+    // Kept rows to the front in order (a swap moves both values), taken ones behind them.
+    var kept = 0
+    for position in keys.indices where !isTaken(keys[position]) {
+      if position != kept {
+        keys.swapAt(position, kept)
+        values.swapAt(position, kept)
       }
+      kept += 1
     }
-    self = kept
+    var taken = RollupTable()
+    let count = keys.count - kept
+    guard count > 0 else { return taken }
+    taken.keys = Array(keys[kept...])
+    taken.values = [Value](unsafeUninitializedCapacity: count) { tail, initialized in
+      values.withUnsafeMutableBufferPointer { all in
+        let moved = all.baseAddress! + kept
+        tail.baseAddress!.moveInitialize(from: moved, count: count)
+        // The slots moved from hold empty rollups until they are removed below.
+        moved.initialize(repeating: Value(), count: count)
+      }
+      initialized = count
+    }
+    keys.removeSubrange(kept...)
+    values.removeSubrange(kept...)
+    rebuildSlots()
+    taken.rebuildSlots()
     return taken
   }
 
