@@ -18,6 +18,8 @@ final class RowBlock: @unchecked Sendable {
     case arena(offset: Int, count: Int)
     /// A static string's bytes: they live as long as the program.
     case literal(UnsafePointer<UInt8>, count: Int)
+    /// The value its parameter holds from the statement's previous step (`markRepeats`).
+    case repeated
   }
 
   /// `INSERT OR FAIL INTO table[ (columns)]`.
@@ -93,14 +95,35 @@ final class RowBlock: @unchecked Sendable {
     if full > 0 {
       let statement = try Self.statement(db, table, columns: columns, rows: perStatement)
       for set in 0..<full {
-        try execute(
-          db, statement, firstValue: set * perStatement * columns,
-          boundFirstValue: set > 0 ? (set - 1) * perStatement * columns : nil)
+        try execute(db, statement, firstValue: set * perStatement * columns)
       }
     }
     if rows % perStatement > 0 {
       let statement = try Self.statement(db, table, columns: columns, rows: rows % perStatement)
-      try execute(db, statement, firstValue: full * perStatement * columns, boundFirstValue: nil)
+      try execute(db, statement, firstValue: full * perStatement * columns)
+    }
+  }
+
+  /// Marks each value equal to the one its parameter holds from the statement's previous step
+  /// (the same position in the set of rows before; a statement's parameters keep their values
+  /// through `sqlite3_reset`), so `insert` does not bind it again: records repeat most columns
+  /// row to row (the source, kinds, zero ids, empty texts), and a bind cost as much as SQLite's
+  /// step per column. Called on the caller's thread, before the block is queued, to leave the
+  /// comparing off the writer's. Only full sets after the first are marked, as `insert` steps
+  /// them with one statement (a short last set gets a statement of its own).
+  func markRepeats() {
+    let stride = rowsPerStatement * columns
+    let end = rows / rowsPerStatement * stride
+    guard end > stride else { return }
+    arena.withUnsafeBytes { bytes in
+      let base = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
+      values.withUnsafeMutableBufferPointer { values in
+        // Backwards: each value is compared with one before it, not yet marked.
+        for index in Swift.stride(from: end - 1, through: stride, by: -1)
+        where Self.same(values[index], values[index - stride], base) {
+          values[index] = .repeated
+        }
+      }
     }
   }
 
@@ -121,22 +144,18 @@ final class RowBlock: @unchecked Sendable {
       sql: "INSERT OR FAIL INTO \(table) VALUES " + Array(repeating: row, count: rows).joined(separator: ","))
   }
 
-  /// Binds the rows from `firstValue` on and steps. `boundFirstValue`: where the rows bound in the
-  /// statement's previous step began. A parameter whose value equals the one it holds keeps its
-  /// binding (reset keeps bindings): records repeat most columns row to row (the source, kinds,
-  /// zero ids, empty texts), and a bind cost as much as SQLite's step per column.
-  private func execute(_ db: Database, _ owner: Statement, firstValue: Int, boundFirstValue: Int?) throws {
+  /// Binds the rows from `firstValue` on, except the values `markRepeats` marked, and steps.
+  private func execute(_ db: Database, _ owner: Statement, firstValue: Int) throws {
     let statement = owner.sqliteStatement
     let count = Int(sqlite3_bind_parameter_count(statement))
     arena.withUnsafeBytes { bytes in
       let base = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
       values.withUnsafeBufferPointer { values in
         for parameter in 1...count {
-          let value = values[firstValue + parameter - 1]
-          if let boundFirstValue, Self.same(value, values[boundFirstValue + parameter - 1], base) { continue }
           // SQLITE_STATIC (nil) for texts: the arena outlives the step below (and a kept binding
           // points at equal bytes earlier in it).
-          switch value {
+          switch values[firstValue + parameter - 1] {
+          case .repeated: continue
           case .int(let value): sqlite3_bind_int64(statement, Int32(parameter), value)
           case .null: sqlite3_bind_null(statement, Int32(parameter))
           case .arena(let offset, let count):
@@ -469,6 +488,7 @@ public final class SQLiteStore: RecordStore {
 
   /// Queues a block's rows as one transaction.
   private func insert(_ block: RowBlock) throws {
+    block.markRepeats()
     try writes.enqueue { [database] in try database.write { db in try block.insert(db) } }
   }
 
