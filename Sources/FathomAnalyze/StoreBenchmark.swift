@@ -119,12 +119,18 @@ public enum StoreBenchmark {
 
   /// `digits` lowercase hex digits from the generator (64 bits per step).
   static func randomHex(_ seed: inout UInt64, digits: Int) -> String {
-    var text = ""
-    while text.count < digits {
-      seed = seed &* 6_364_136_223_846_793_005 &+ 1442_695_040_888_963_407
-      let word = String(seed ^ (seed >> 29), radix: 16)
-      text += String(repeating: "0", count: 16 - word.count) + word
+    let hex = Array("0123456789abcdef".utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(digits)
+    var word: UInt64 = 0
+    for index in 0..<digits {
+      if index % 16 == 0 {
+        seed = seed &* 6_364_136_223_846_793_005 &+ 1442_695_040_888_963_407
+        word = seed ^ (seed >> 29)
+      }
+      bytes.append(hex[Int(word & 15)])
+      word >>= 4
     }
-    return String(text.prefix(digits))
+    return String(decoding: bytes, as: UTF8.self)
   }
 }
