@@ -126,10 +126,12 @@ public protocol DiagnosisSource: TraceSource {
 }
 
 enum DiagnosisSQL {
-  /// What SQLite's `flows_client` index leads with (schema v9): the 16 s bucket of a flow's start,
-  /// named in exactly this form for SQLite to use it.
-  static let connectBucket = "start_us / 16000000"
+  /// The width of the buckets SQLite's `flows_client` index leads with: the handshake lookup's
+  /// window.
   static let connectBucketMicros: Int64 = 16_000_000
+  /// What that index leads with (schema v9): a flow's start bucket, named in exactly this form for
+  /// SQLite to use it.
+  static let connectBucket = "start_us / \(connectBucketMicros)"
   /// A client's connections from one port in a window: first and last bucket, port, first and
   /// last microsecond, client IP.
   static let connectionsOfPort = """

@@ -94,9 +94,7 @@ final class RowBlock: @unchecked Sendable {
     let full = rows / perStatement
     if full > 0 {
       let statement = try Self.statement(db, table, columns: columns, rows: perStatement)
-      for set in 0..<full {
-        try execute(db, statement, firstValue: set * perStatement * columns)
-      }
+      for set in 0..<full { try execute(db, statement, firstValue: set * perStatement * columns) }
     }
     if rows % perStatement > 0 {
       let statement = try Self.statement(db, table, columns: columns, rows: rows % perStatement)
