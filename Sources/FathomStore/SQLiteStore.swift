@@ -16,6 +16,8 @@ final class RowBlock: @unchecked Sendable {
     case null
     /// Bytes in the arena (which may move while it grows: bound as a range).
     case arena(offset: Int, count: Int)
+    /// Bytes in the arena, bound as a blob.
+    case blob(offset: Int, count: Int)
     /// A static string's bytes: they live as long as the program.
     case literal(UnsafePointer<UInt8>, count: Int)
     /// The value its parameter holds from the statement's previous step (`markRepeats`).
@@ -76,6 +78,13 @@ final class RowBlock: @unchecked Sendable {
     values.append(.arena(offset: start, count: arena.count - start))
   }
 
+  /// A blob column written straight into the arena by `write`.
+  func blob(writing write: (inout OutputBuffer) -> Void) {
+    let start = arena.count
+    write(&arena)
+    values.append(.blob(offset: start, count: arena.count - start))
+  }
+
   /// Checks that a row bound one value per column (a mistake here would shift every later row).
   func endRow() {
     precondition(values.count % columns == 0, "a row of \(table) bound a wrong number of values")
@@ -130,7 +139,7 @@ final class RowBlock: @unchecked Sendable {
     case (.int(let a), .int(let b)): a == b
     case (.null, .null): true
     case (.literal(let a, let aCount), .literal(let b, let bCount)): a == b && aCount == bCount
-    case (.arena(let a, let aCount), .arena(let b, let bCount)):
+    case (.arena(let a, let aCount), .arena(let b, let bCount)), (.blob(let a, let aCount), .blob(let b, let bCount)):
       aCount == bCount && (aCount == 0 || memcmp(arena + a, arena + b, aCount) == 0)
     default: false
     }
@@ -158,6 +167,8 @@ final class RowBlock: @unchecked Sendable {
           case .null: sqlite3_bind_null(statement, Int32(parameter))
           case .arena(let offset, let count):
             sqlite3_bind_text(statement, Int32(parameter), base + offset, Int32(count), nil)
+          case .blob(let offset, let count):
+            sqlite3_bind_blob(statement, Int32(parameter), base + offset, Int32(count), nil)
           case .literal(let start, let count):
             start.withMemoryRebound(to: CChar.self, capacity: count) {
               _ = sqlite3_bind_text(statement, Int32(parameter), $0, Int32(count), nil)
@@ -241,11 +252,7 @@ public final class SQLiteStore: RecordStore {
     }
     database = try DatabasePool(path: path, configuration: configuration)
     try Self.migrator.migrate(database)
-    let last = try database.read { db in
-      try TraceSQL.lookupIndexes.compactMap { _, _, condition in
-        try Int64.fetchOne(db, sql: "SELECT max(lookup_block) FROM requests WHERE \(condition)")
-      }.max()
-    }
+    let last = try database.read { db in try Int64.fetchOne(db, sql: TraceSQL.lastLookupBlock) }
     lookupBlock = Mutex((number: (last ?? 0) + 1, rows: 0))
   }
 
@@ -391,6 +398,48 @@ public final class SQLiteStore: RecordStore {
       try db.execute(sql: "DROP INDEX IF EXISTS flows_client")
       try db.execute(sql: "CREATE INDEX flows_client ON flows (\(DiagnosisSQL.connectBucket), client_port)")
     }
+    // Even led by the block, the lookup indexes cost SQLite ~1 µs a key (a search of record
+    // comparisons down the tree for each), 1.7 s of the writer's 4 s per million store-bench
+    // records: keys go to hashed bucket rows instead (`RequestKeys`), a few hundred rows a batch.
+    // The keys already stored are moved there, grouped by their rows' lookup block.
+    migrator.registerMigration("v10-request-keys") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE request_keys (lookup_block INTEGER NOT NULL, bucket INTEGER NOT NULL, entries BLOB NOT NULL);
+          CREATE INDEX request_keys_block ON request_keys (lookup_block, bucket);
+          """)
+      var keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
+      var block: Int64 = 0
+      var requests = 0
+      // The keys gathered so far (at most one row set), as rows.
+      func store() throws {
+        let rows = RowBlock(
+          table: "request_keys (lookup_block, bucket, entries)", columns: 3, rows: RequestKeys.buckets)
+        keys.rows(block: block, into: rows)
+        try rows.insert(db)
+      }
+      let stored = try Row.fetchCursor(
+        db,
+        sql: """
+          SELECT lookup_block, start_us, x_request_id_req, x_request_id_resp, trace_id FROM requests
+          WHERE x_request_id_req != '' OR x_request_id_resp != '' OR trace_id != '' ORDER BY lookup_block, rowid
+          """)
+      while let row = try stored.next() {
+        let rowBlock: Int64 = row[0]
+        if rowBlock != block || requests == RequestKeys.requestsPerRowSet {
+          try store()
+          keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
+          (block, requests) = (rowBlock, 0)
+        }
+        let start: Int64 = row[1]
+        let requestID: String = row[2]
+        keys.add(.requestID, requestID.isEmpty ? row[3] : requestID, start: start)
+        keys.add(.traceID, row[4], start: start)
+        requests += 1
+      }
+      try store()
+      for (name, _, _) in TraceSQL.lookupIndexes { try db.execute(sql: "DROP INDEX IF EXISTS \(name)") }
+    }
     return migrator
   }
 
@@ -485,10 +534,10 @@ public final class SQLiteStore: RecordStore {
     if block.rows > 0 { try insert(block) }
   }
 
-  /// Queues a block's rows as one transaction.
-  private func insert(_ block: RowBlock) throws {
-    block.markRepeats()
-    try writes.enqueue { [database] in try database.write { db in try block.insert(db) } }
+  /// Queues blocks of rows as one transaction.
+  private func insert(_ blocks: RowBlock...) throws {
+    for block in blocks { block.markRepeats() }
+    try writes.enqueue { [database] in try database.write { db in for block in blocks { try block.insert(db) } } }
   }
 
   public func beginSource(path: String, size: Int64, modified: Int64) throws -> SourceStart {
@@ -630,7 +679,16 @@ public final class SQLiteStore: RecordStore {
       return block.number
     }
     let row = RowBlock(table: "requests", columns: 44, rows: requests.count)
-    for tagged in requests {
+    let keyRows = RowBlock(
+      table: "request_keys (lookup_block, bucket, entries)", columns: 3,
+      rows: RequestKeys.buckets * (requests.count / RequestKeys.requestsPerRowSet + 1))
+    var keys = RequestKeys.Batch(capacity: 2 * Swift.min(requests.count, RequestKeys.requestsPerRowSet))
+    for (position, tagged) in requests.enumerated() {
+      if position > 0 && position % RequestKeys.requestsPerRowSet == 0 {
+        keys.rows(block: lookupNumber, into: keyRows)
+        keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
+      }
+      keys.add(tagged.request)
       row.int(source)
       row.int(tagged.request.startMicros)
       row.int(tagged.request.endMicros)
@@ -669,7 +727,8 @@ public final class SQLiteStore: RecordStore {
       row.int(lookupNumber)
       row.endRow()
     }
-    try insert(row)
+    keys.rows(block: lookupNumber, into: keyRows)
+    try insert(row, keyRows)
   }
 
   public func summary() throws -> AnalysisSummary {

@@ -122,15 +122,15 @@ extension SQLiteStore: TraceSource {
     }
   }
 
+  /// The ID as the request carried it, or only in the response (what `RequestKeys` filed).
   public func requests(xRequestID: String) throws -> [StoredRequest] {
-    // Two indexed lookups: the ID as the request carried it, or only in the response.
-    // (The partial indexes' conditions are repeated so SQLite may use them.)
-    try lookup("r.x_request_id_req = ?", TraceSQL.hasRequestID, xRequestID)
-      + lookup("r.x_request_id_resp = ?", TraceSQL.hasOnlyResponseID, xRequestID)
+    try lookup(
+      .requestID, xRequestID,
+      "(r.x_request_id_req = ? OR (r.x_request_id_req = '' AND r.x_request_id_resp = ?))", [xRequestID, xRequestID])
   }
 
   public func requests(traceID: String) throws -> [StoredRequest] {
-    try lookup("r.trace_id = ?", TraceSQL.hasTraceID, traceID)
+    try lookup(.traceID, traceID, "r.trace_id = ?", [traceID])
   }
 
   public func request(id: Int64) throws -> StoredRequest? { try stored("r.rowid = ?", [id]).first }
@@ -140,14 +140,38 @@ extension SQLiteStore: TraceSource {
     try stored("r.start_us BETWEEN ? AND ? AND r.req_tcp_seq = ?", [from, to, requestSequence])
   }
 
-  /// The requests where `condition` holds for `key`, through the lookup index of the rows where
-  /// `rows` holds: one seek per lookup block up to the index's last.
-  func lookup(_ condition: String, _ rows: String, _ key: String) throws -> [StoredRequest] {
-    let last = try pool.read { db in
-      try Int64.fetchOne(db, sql: "SELECT max(lookup_block) FROM requests WHERE \(rows)")
+  /// The requests filed under `key` in `request_keys` where `condition` holds: the key's bucket
+  /// in every lookup block (one seek each), then the requests at the start times of its hash's
+  /// entries (through the time index), where `condition` compares the key itself.
+  func lookup(_ kind: RequestKeys.Kind, _ key: String, _ condition: String, _ arguments: StatementArguments) throws
+    -> [StoredRequest]
+  {
+    guard !key.isEmpty else { return [] }
+    let hash = RequestKeys.hash(kind, key)
+    let starts = try pool.read { db -> Set<Int64> in
+      guard let last = try Int64.fetchOne(db, sql: TraceSQL.lastLookupBlock) else { return [] }
+      var starts = Set<Int64>()
+      let rows = try Row.fetchCursor(
+        db, sql: "SELECT entries FROM request_keys WHERE \(TraceSQL.blocks) AND bucket = ?",
+        arguments: [last, RequestKeys.bucket(hash)])
+      while let row = try rows.next() {
+        let entries: Data = row[0]
+        entries.withUnsafeBytes { starts.formUnion(RequestKeys.starts(matching: hash, in: $0)) }
+      }
+      return starts
     }
-    guard let last else { return [] }
-    return try stored("\(TraceSQL.blocks) AND \(condition) AND \(rows)", [last, key])
+    // In pieces well under SQLite's 32,766 parameters (a trace id may be on thousands of requests).
+    var found: [StoredRequest] = []
+    let sorted = starts.sorted()
+    for first in stride(from: 0, to: sorted.count, by: 1_000) {
+      let piece = sorted[first..<Swift.min(first + 1_000, sorted.count)]
+      var pieceArguments = StatementArguments(piece)
+      pieceArguments += arguments
+      found += try stored(
+        "r.start_us IN (\(Array(repeating: "?", count: piece.count).joined(separator: ","))) AND \(condition)",
+        pieceArguments)
+    }
+    return found
   }
 
   public func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest] {
@@ -176,24 +200,28 @@ extension SQLiteStore: TraceSource {
 enum TraceSQL {
   /// Requests a trace starts from.
   static let rootProtocols = "('http', 'http2', 'grpc')"
-  /// The rows each lookup index holds (partial indexes, schema v7).
+  /// The rows each lookup index held (partial indexes, schema v7 to v9; migrations only).
   static let hasRequestID = "x_request_id_req != ''"
   static let hasOnlyResponseID = "x_request_id_req = '' AND x_request_id_resp != ''"
   static let hasTraceID = "trace_id != ''"
   /// The rows of v7's sequence-number index (dropped in v8).
   static let hasSequence = "req_tcp_seq IS NOT NULL"
 
-  /// (name, key column, the rows it holds) of each lookup index; v8 leads them with `lookup_block`.
+  /// (name, key column, the rows it holds) of each lookup index; v8 leads them with `lookup_block`,
+  /// v10 replaces them with `request_keys` (migrations only).
   static let lookupIndexes = [
     ("requests_x_request_id", "x_request_id_req", hasRequestID),
     ("requests_x_request_id_resp", "x_request_id_resp", hasOnlyResponseID),
     ("requests_trace_id", "trace_id", hasTraceID),
   ]
 
-  /// Every lookup block from 0 to the one bound (with which a lookup index seeks its key once
-  /// per block).
+  /// The last lookup block of `request_keys` (a seek to its index's end).
+  static let lastLookupBlock = "SELECT max(lookup_block) FROM request_keys"
+
+  /// Every lookup block from 0 to the one bound (with which `request_keys_block` seeks a bucket
+  /// once per block).
   static let blocks = """
-    r.lookup_block IN (WITH RECURSIVE block(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM block WHERE n < ?)
+    lookup_block IN (WITH RECURSIVE block(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM block WHERE n < ?)
       SELECT n FROM block)
     """
 }

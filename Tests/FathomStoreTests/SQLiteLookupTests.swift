@@ -6,9 +6,9 @@ import Testing
 
 @testable import FathomStore
 
-/// Trace lookups in SQLite (schema v8): X-Request-ID and trace-id indexes lead with the block of
-/// rows a request was written in, so a batch's random keys are inserted near each other; lookups
-/// seek every block.
+/// Trace lookups in SQLite (schema v10): X-Request-IDs and trace ids are hashed into bucket rows
+/// of `request_keys` per lookup block (`RequestKeys`); lookups read the key's bucket in every
+/// block, then the requests at the start times listed there, and compare the key itself.
 @Suite struct SQLiteLookupTests {
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-lookup-\(UUID().uuidString)")
 
@@ -74,23 +74,26 @@ import Testing
     #expect(try store.requests(requestSequence: 7, from: base - 60_000, to: base + 60_000).count == 1)
   }
 
-  /// Each lookup is a search of its index, not a scan of the requests.
+  /// Each lookup is a search of an index, not a scan: the bucket per block, the requests by
+  /// start time, the last block at the end of `request_keys_block`.
   @Test func lookupsSearchTheirIndexes() throws {
     defer { try? FileManager.default.removeItem(at: directory) }
     let store = try SQLiteStore(path: directory.appendingPathComponent("plan.sqlite").path)
     let blocks = TraceSQL.blocks.replacingOccurrences(of: "n < ?", with: "n < 2")
     let plans = [
-      ("requests_x_request_id", "\(blocks) AND r.x_request_id_req = 'x' AND \(TraceSQL.hasRequestID)"),
-      ("requests_x_request_id_resp", "\(blocks) AND r.x_request_id_resp = 'x' AND \(TraceSQL.hasOnlyResponseID)"),
-      ("requests_trace_id", "\(blocks) AND r.trace_id = 't' AND \(TraceSQL.hasTraceID)"),
-      ("requests_time", "r.start_us BETWEEN 0 AND 1000 AND r.req_tcp_seq = 7"),
+      ("request_keys", "request_keys_block", "SELECT entries FROM request_keys WHERE \(blocks) AND bucket = 7"),
+      ("r", "requests_time", "SELECT r.rowid FROM requests r WHERE r.start_us IN (1, 2) AND r.trace_id = 't'"),
+      (
+        "r", "requests_time", "SELECT r.rowid FROM requests r WHERE r.start_us BETWEEN 0 AND 1000 AND r.req_tcp_seq = 7"
+      ),
+      ("request_keys", "request_keys_block", TraceSQL.lastLookupBlock),
     ]
-    for (index, condition) in plans {
-      let plan = try store.query("EXPLAIN QUERY PLAN SELECT r.rowid FROM requests r WHERE " + condition).rows.map {
+    for (table, index, query) in plans {
+      let plan = try store.query("EXPLAIN QUERY PLAN " + query).rows.map {
         $0.joined(separator: " ")
       }.joined(separator: "\n")
-      #expect(plan.contains("SEARCH r USING") && plan.contains("INDEX \(index) ("), "\(index): \(plan)")
-      #expect(!plan.contains("SCAN r"), "\(index): \(plan)")
+      #expect(plan.contains("SEARCH \(table) USING") && plan.contains("INDEX \(index)"), "\(index): \(plan)")
+      #expect(!plan.contains("SCAN \(table)"), "\(index): \(plan)")
     }
     var connections = DiagnosisSQL.connectionsOfPort
     for value in ["110250000", "110250001", "40000", "1764000000000000", "1764000016000000", "'10.0.0.1'"] {
@@ -101,16 +104,50 @@ import Testing
       $0.joined(separator: " ")
     }.joined(separator: "\n")
     #expect(flowPlan.contains("SEARCH flows USING INDEX flows_client (<expr>=? AND client_port=?)"), "\(flowPlan)")
-    // The last block of each index, read when a store opens and at each lookup: its index's end.
-    for (index, _, rows) in TraceSQL.lookupIndexes {
-      let plan = try store.query("EXPLAIN QUERY PLAN SELECT max(lookup_block) FROM requests WHERE \(rows)").rows.map {
-        $0.joined(separator: " ")
-      }.joined(separator: "\n")
-      #expect(plan.contains("SEARCH requests USING") && plan.contains("INDEX \(index)"), "\(index): \(plan)")
-    }
   }
+
+  /// The hash is stored in files: a change would leave every stored key unfindable.
+  @Test func keyHashIsStable() {
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    #expect(RequestKeys.hash(.requestID, id) == 0xb9ce_72be_f4eb_d3fb)
+    #expect(RequestKeys.hash(.traceID, id) == 0xcb66_e022_0c3e_bd83)
+    #expect(RequestKeys.bucket(RequestKeys.hash(.requestID, id)) == 185)
+  }
+
+  /// Keys that share a bucket (and a hash's entry) find only their own requests: the key itself
+  /// is compared. A request's ID only in its response is found; a trace id is never found as an
+  /// X-Request-ID.
+  @Test func sharedBucketsFindOnlyTheirKey() throws {
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let store = try SQLiteStore(path: directory.appendingPathComponent("buckets.sqlite").path)
+    guard case .read(let source, _) = try store.beginSource(path: "b", size: 1, modified: 1) else {
+      Issue.record("source not read")
+      return
+    }
+    let base: Int64 = 1_764_000_000_000_000
+    let first = "id-0"
+    let bucket = RequestKeys.bucket(RequestKeys.hash(.requestID, first))
+    let sameBucket = (1...).lazy.map { "id-\($0)" }.first {
+      RequestKeys.bucket(RequestKeys.hash(.requestID, $0)) == bucket
+    }!
+    var onlyInResponse = request(start: base + 2, requestID: "")
+    onlyInResponse.request.responseRequestID = "from-response"
+    try store.write(
+      requests: [
+        request(start: base, requestID: first, traceID: sameBucket),
+        request(start: base, requestID: sameBucket),  // the same start: only the key tells them apart
+        onlyInResponse,
+      ][...], source: source, ids: [:])
+    try store.finishSource(source)
+    #expect(try store.requests(xRequestID: first).map(\.xRequestID) == [first])
+    #expect(try store.requests(xRequestID: sameBucket).map(\.xRequestID) == [sameBucket])
+    #expect(try store.requests(traceID: sameBucket).map(\.xRequestID) == [first])
+    #expect(try store.requests(xRequestID: "from-response").map(\.startMicros) == [base + 2])
+    #expect(try store.requests(xRequestID: "").isEmpty)
+  }
+
   /// A file written by schema v7 (indexes on the key alone, one on sequence numbers) is migrated:
-  /// its rows stay and are found through the new indexes.
+  /// its rows stay, their keys are moved to `request_keys`, and the old indexes are gone.
   @Test func aVersion7FileIsMigrated() throws {
     defer { try? FileManager.default.removeItem(at: directory) }
     let path = directory.appendingPathComponent("v7.sqlite").path
@@ -147,9 +184,9 @@ import Testing
     #expect(try store.requests(traceID: "old-trace").count == 1)
     let indexes = try store.query("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests'")
       .rows
-    #expect(!indexes.contains { $0[0] == "requests_seq" })
-    for name in ["requests_x_request_id", "requests_x_request_id_resp", "requests_trace_id"] {
-      #expect(indexes.contains { $0[0] == name && $0[1].contains("(lookup_block, ") }, "\(name)")
+    for name in ["requests_seq", "requests_x_request_id", "requests_x_request_id_resp", "requests_trace_id"] {
+      #expect(!indexes.contains { $0[0] == name }, "\(name)")
     }
+    #expect(try store.query("SELECT lookup_block, bucket FROM request_keys ORDER BY bucket").rows.count == 2)
   }
 }
