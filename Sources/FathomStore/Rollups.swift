@@ -286,14 +286,17 @@ public struct RollupTable<Key: RollupKey, Value: RollupValue>: Sendable, Sequenc
   /// retained each histogram and its release freed it later, a cache miss each for the 1 s
   /// rollups of 200,000 records at every look for closed intervals.
   mutating func take(where isTaken: (Key) -> Bool) -> RollupTable {
-    // Kept rows to the front in order (a swap moves both values), taken ones behind them.
+    // Kept rows to the front in order, taken ones behind them. Values are swapped through a
+    // buffer pointer, which moves them: Array's swapAt copied each (a retain of its histogram).
     var kept = 0
-    for position in keys.indices where !isTaken(keys[position]) {
-      if position != kept {
-        keys.swapAt(position, kept)
-        values.swapAt(position, kept)
+    values.withUnsafeMutableBufferPointer { values in
+      for position in keys.indices where !isTaken(keys[position]) {
+        if position != kept {
+          keys.swapAt(position, kept)
+          values.swapAt(position, kept)
+        }
+        kept += 1
       }
-      kept += 1
     }
     var taken = RollupTable()
     let count = keys.count - kept
