@@ -12,6 +12,8 @@ final class OrderedWorker: @unchecked Sendable {
   private let condition = NSCondition()
   private var jobs: [Job] = []
   private var running = false
+  /// Jobs the caller is running in `drain`.
+  private var helping = 0
   private var stopped = false
   private var failure: (any Error)?
   private var thread: Thread?
@@ -27,13 +29,53 @@ final class OrderedWorker: @unchecked Sendable {
     while jobs.count >= limit && failure == nil { condition.wait() }
     if let failure { throw failure }
     jobs.append(job)
+    startIfNeeded()
+    condition.broadcast()
+  }
+
+  /// Adds `extra` past the limit, then runs waiting jobs on the caller's thread beside the
+  /// worker's until every job is done; throws the first failure. Out of order: only for jobs
+  /// that commute (independent ClickHouse inserts, each a core's work on the server), where the
+  /// caller would otherwise wait for the last few one after another.
+  func drain(adding extra: [Job]) throws {
+    condition.lock()
+    defer { condition.unlock() }
+    if failure == nil {
+      jobs.append(contentsOf: extra)
+      startIfNeeded()
+      condition.broadcast()
+    }
+    while failure == nil {
+      if !jobs.isEmpty {
+        let job = jobs.removeFirst()
+        helping += 1
+        condition.unlock()
+        var error: (any Error)?
+        do { try job() } catch let failed { error = failed }
+        condition.lock()
+        helping -= 1
+        if let error, failure == nil { failure = error }
+        condition.broadcast()
+      } else if running || helping > 0 {
+        condition.wait()
+      } else {
+        break
+      }
+    }
+    if let failure {
+      jobs.removeAll()
+      throw failure
+    }
+  }
+
+  /// Called with the lock held.
+  private func startIfNeeded() {
     if thread == nil {
       let thread = Thread { [self] in run() }
       thread.name = name
       self.thread = thread
       thread.start()
     }
-    condition.broadcast()
   }
 
   /// Throws the first failure so far, if any, without waiting.
@@ -47,7 +89,7 @@ final class OrderedWorker: @unchecked Sendable {
   func flush() throws {
     condition.lock()
     defer { condition.unlock() }
-    while (!jobs.isEmpty || running) && failure == nil { condition.wait() }
+    while (!jobs.isEmpty || running || helping > 0) && failure == nil { condition.wait() }
     if let failure { throw failure }
   }
 

@@ -5,8 +5,8 @@ import Testing
 
 @testable import FathomStore
 
-/// ClickHouse inserts gathered into Native blocks and sent in the background: every row arrives,
-/// in the order written per statement, a reused buffer carries no rows of the block it held
+/// ClickHouse inserts gathered into Native blocks and sent in the background: every row arrives
+/// (full blocks in the order written; at a flush, blocks in any order), a reused buffer carries no rows of the block it held
 /// before, and a failed block is an error on every later call.
 @Suite struct InsertPipelineTests {
   struct Refused: Error {}
@@ -51,11 +51,11 @@ import Testing
     try pipeline.append(sql: "INSERT b", columns: columns) { $0.field("b\t1") }
     try pipeline.flush()
     let blocks = sent.withLock { $0 }.map { ($0.0, Self.strings($0.1)) }
-    // Rows of a went three to a block once full, the rest at the flush; sent buffers are reused.
+    // Rows of a went three to a block once full, the rest at the flush (which may send it before
+    // a full block still queued); sent buffers are reused.
     #expect(blocks.count == 4)
-    #expect(blocks.filter { $0.0 == "INSERT a" }.map(\.1.rows) == [3, 3, 1])
     #expect(
-      blocks.filter { $0.0 == "INSERT a" }.map { $0.1.columns[0].2 } == [
+      blocks.filter { $0.0 == "INSERT a" }.map { $0.1.columns[0].2 }.sorted { $0[0] < $1[0] } == [
         ["a1", "a2", "a3"], ["a4", "a5", "a6"], ["a7"],
       ])
     #expect(blocks.filter { $0.0 == "INSERT b" }.map { $0.1.columns[0].2 } == [["b\t1"]])
@@ -102,6 +102,40 @@ import Testing
     #expect(body.bytes == expected)
     block.removeAll()
     #expect(block.rows == 0)
+  }
+
+  /// At a flush the caller sends blocks beside the sending thread (independent inserts, a core
+  /// each on the server) instead of waiting for them one after another; every row still arrives,
+  /// and a block the caller failed to send is an error from then on.
+  @Test func flushSendsOnTheCallersThreadToo() throws {
+    let state = Mutex<(sending: Int, most: Int, rows: [String: Int])>((0, 0, [:]))
+    let pipeline = InsertPipeline(rowsPerInsert: 2)
+    pipeline.send = { sql, body in
+      state.withLock {
+        $0.sending += 1
+        $0.most = max($0.most, $0.sending)
+      }
+      // Each send waits (bounded) until another is under way: serial sending fails the test.
+      let deadline = Date().addingTimeInterval(2)
+      while state.withLock({ $0.most }) < 2 && Date() < deadline { usleep(1_000) }
+      state.withLock {
+        $0.sending -= 1
+        $0.rows[sql, default: 0] += Self.strings(Array(body)).rows
+      }
+      if sql == "INSERT d" { throw Refused() }
+    }
+    defer { pipeline.stop() }
+    let columns = [("s", "String")]
+    for row in 1...4 { try pipeline.append(sql: "INSERT a", columns: columns) { $0.field("a\(row)") } }
+    try pipeline.append(sql: "INSERT b", columns: columns) { $0.field("b") }
+    try pipeline.append(sql: "INSERT c", columns: columns) { $0.field("c") }
+    try pipeline.flush()
+    #expect(state.withLock { $0.most } == 2)
+    #expect(state.withLock { $0.rows } == ["INSERT a": 4, "INSERT b": 1, "INSERT c": 1])
+    try pipeline.append(sql: "INSERT a", columns: columns) { $0.field("a5") }
+    try pipeline.append(sql: "INSERT d", columns: columns) { $0.field("d") }
+    #expect(throws: Refused.self) { try pipeline.flush() }
+    #expect(throws: Refused.self) { try pipeline.append(sql: "INSERT a", columns: columns) { $0.field("a6") } }
   }
 
   @Test func aFailedBlockIsAnErrorFromThenOn() throws {
