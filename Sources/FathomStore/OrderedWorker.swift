@@ -11,9 +11,8 @@ final class OrderedWorker: @unchecked Sendable {
   private let limit: Int
   private let condition = NSCondition()
   private var jobs: [Job] = []
-  private var running = false
-  /// Jobs the caller is running in `drain`.
-  private var helping = 0
+  /// Jobs being run, by the worker or by a caller in `drain`.
+  private var busy = 0
   private var stopped = false
   private var failure: (any Error)?
   private var thread: Thread?
@@ -47,16 +46,8 @@ final class OrderedWorker: @unchecked Sendable {
     }
     while failure == nil {
       if !jobs.isEmpty {
-        let job = jobs.removeFirst()
-        helping += 1
-        condition.unlock()
-        var error: (any Error)?
-        do { try job() } catch let failed { error = failed }
-        condition.lock()
-        helping -= 1
-        if let error, failure == nil { failure = error }
-        condition.broadcast()
-      } else if running || helping > 0 {
+        perform(jobs.removeFirst())
+      } else if busy > 0 {
         condition.wait()
       } else {
         break
@@ -89,7 +80,7 @@ final class OrderedWorker: @unchecked Sendable {
   func flush() throws {
     condition.lock()
     defer { condition.unlock() }
-    while (!jobs.isEmpty || running || helping > 0) && failure == nil { condition.wait() }
+    while (!jobs.isEmpty || busy > 0) && failure == nil { condition.wait() }
     if let failure { throw failure }
   }
 
@@ -106,18 +97,23 @@ final class OrderedWorker: @unchecked Sendable {
     while true {
       while jobs.isEmpty && !stopped { condition.wait() }
       if jobs.isEmpty && stopped { break }
-      let job = jobs.removeFirst()
-      running = true
-      condition.broadcast()
-      condition.unlock()
-      var error: (any Error)?
-      do { try job() } catch let failed { error = failed }
-      condition.lock()
-      running = false
-      if let error, failure == nil { failure = error }
+      perform(jobs.removeFirst())
       if failure != nil { jobs.removeAll() }
-      condition.broadcast()
     }
     condition.unlock()
+  }
+
+  /// Runs `job` (just taken out of `jobs`) with the lock released (called with it held), counted
+  /// in `busy`; keeps the first failure.
+  private func perform(_ job: Job) {
+    busy += 1
+    condition.broadcast()  // a job taken out: room for `enqueue`
+    condition.unlock()
+    var error: (any Error)?
+    do { try job() } catch let failed { error = failed }
+    condition.lock()
+    busy -= 1
+    if let error, failure == nil { failure = error }
+    condition.broadcast()
   }
 }

@@ -64,41 +64,66 @@ enum RequestKeys {
     return starts
   }
 
-  /// One batch's keys, gathered as its requests are encoded and written as bucket rows.
+  /// One batch's keys, gathered as its requests are encoded, as rows of `request_keys`: every
+  /// `requestsPerRowSet` requests' keys become one row per bucket.
   struct Batch {
+    /// The rows so far; complete after `finish`.
+    let rows: RowBlock
+    private let block: Int64
     private var hashes: [UInt64] = []
     private var starts: [Int64] = []
+    /// Requests whose keys are not yet in `rows`.
+    private(set) var requests = 0
 
-    init(capacity: Int) {
-      hashes.reserveCapacity(capacity)
-      starts.reserveCapacity(capacity)
+    /// `requests` sizes the buffers (the batch may hold more).
+    init(block: Int64, requests: Int) {
+      self.block = block
+      rows = RowBlock(
+        table: "request_keys (lookup_block, bucket, entries)", columns: 3,
+        rows: RequestKeys.buckets * (requests / RequestKeys.requestsPerRowSet + 1))
+      hashes.reserveCapacity(2 * Swift.min(requests, RequestKeys.requestsPerRowSet))
+      starts.reserveCapacity(2 * Swift.min(requests, RequestKeys.requestsPerRowSet))
     }
 
-    var isEmpty: Bool { hashes.isEmpty }
+    /// One request's keys: its X-Request-ID (the response's where the request carried none) and
+    /// its trace id; empty ones are not filed.
+    mutating func add(
+      requestID: UnsafeRawBufferPointer, responseRequestID: UnsafeRawBufferPointer,
+      traceID: UnsafeRawBufferPointer, start: Int64
+    ) {
+      if requests == RequestKeys.requestsPerRowSet { writeRowSet() }
+      add(.requestID, requestID.isEmpty ? responseRequestID : requestID, start: start)
+      add(.traceID, traceID, start: start)
+      requests += 1
+    }
 
-    /// Adds a key unless it is empty.
-    mutating func add(_ kind: Kind, _ key: UnsafeRawBufferPointer, start: Int64) {
+    mutating func add(_ request: RequestLog) {
+      request.texts.withUTF8(.requestID) { requestID in
+        request.texts.withUTF8(.responseRequestID) { responseRequestID in
+          request.texts.withUTF8(.traceID) { traceID in
+            add(
+              requestID: requestID, responseRequestID: responseRequestID, traceID: traceID,
+              start: request.startMicros)
+          }
+        }
+      }
+    }
+
+    /// The rows, the last requests' keys included.
+    mutating func finish() -> RowBlock {
+      writeRowSet()
+      return rows
+    }
+
+    private mutating func add(_ kind: Kind, _ key: UnsafeRawBufferPointer, start: Int64) {
       guard !key.isEmpty else { return }
       hashes.append(RequestKeys.hash(kind, key))
       starts.append(start)
     }
 
-    mutating func add(_ kind: Kind, _ key: String, start: Int64) {
-      var key = key
-      key.withUTF8 { add(kind, UnsafeRawBufferPointer($0), start: start) }
-    }
-
-    /// The request's keys: its X-Request-ID (from the response where the request carried none)
-    /// and its trace id.
-    mutating func add(_ request: RequestLog) {
-      let requestID: RequestTexts.Field = request.texts.isEmpty(.requestID) ? .responseRequestID : .requestID
-      request.texts.withUTF8(requestID) { add(.requestID, $0, start: request.startMicros) }
-      request.texts.withUTF8(.traceID) { add(.traceID, $0, start: request.startMicros) }
-    }
-
     /// One row (lookup block, bucket, entries) per bucket holding a key, in bucket order (so a
     /// batch's rows append to the end of the index); entries grouped by a counting sort.
-    func rows(block: Int64, into rows: RowBlock) {
+    private mutating func writeRowSet() {
       var ends = [Int](repeating: 0, count: RequestKeys.buckets + 1)
       for hash in hashes { ends[RequestKeys.bucket(hash) + 1] += 1 }
       for bucket in 0..<RequestKeys.buckets { ends[bucket + 1] += ends[bucket] }
@@ -120,6 +145,9 @@ enum RequestKeys {
         }
         rows.endRow()
       }
+      hashes.removeAll(keepingCapacity: true)
+      starts.removeAll(keepingCapacity: true)
+      requests = 0
     }
   }
 }

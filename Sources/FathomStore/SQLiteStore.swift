@@ -408,16 +408,9 @@ public final class SQLiteStore: RecordStore {
           CREATE TABLE request_keys (lookup_block INTEGER NOT NULL, bucket INTEGER NOT NULL, entries BLOB NOT NULL);
           CREATE INDEX request_keys_block ON request_keys (lookup_block, bucket);
           """)
-      var keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
+      // A batch per lookup block and row set: rows from before v8 (all block 0) may be millions.
+      var keys = RequestKeys.Batch(block: 0, requests: RequestKeys.requestsPerRowSet)
       var block: Int64 = 0
-      var requests = 0
-      // The keys gathered so far (at most one row set), as rows.
-      func store() throws {
-        let rows = RowBlock(
-          table: "request_keys (lookup_block, bucket, entries)", columns: 3, rows: RequestKeys.buckets)
-        keys.rows(block: block, into: rows)
-        try rows.insert(db)
-      }
       let stored = try Row.fetchCursor(
         db,
         sql: """
@@ -426,18 +419,24 @@ public final class SQLiteStore: RecordStore {
           """)
       while let row = try stored.next() {
         let rowBlock: Int64 = row[0]
-        if rowBlock != block || requests == RequestKeys.requestsPerRowSet {
-          try store()
-          keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
-          (block, requests) = (rowBlock, 0)
+        if rowBlock != block || keys.requests == RequestKeys.requestsPerRowSet {
+          try keys.finish().insert(db)
+          keys = RequestKeys.Batch(block: rowBlock, requests: RequestKeys.requestsPerRowSet)
+          block = rowBlock
         }
-        let start: Int64 = row[1]
-        let requestID: String = row[2]
-        keys.add(.requestID, requestID.isEmpty ? row[3] : requestID, start: start)
-        keys.add(.traceID, row[4], start: start)
-        requests += 1
+        var (requestID, responseRequestID, traceID): (String, String, String) = (row[2], row[3], row[4])
+        requestID.withUTF8 { requestID in
+          responseRequestID.withUTF8 { responseRequestID in
+            traceID.withUTF8 { traceID in
+              keys.add(
+                requestID: UnsafeRawBufferPointer(requestID),
+                responseRequestID: UnsafeRawBufferPointer(responseRequestID),
+                traceID: UnsafeRawBufferPointer(traceID), start: row[1])
+            }
+          }
+        }
       }
-      try store()
+      try keys.finish().insert(db)
       for (name, _, _) in TraceSQL.lookupIndexes { try db.execute(sql: "DROP INDEX IF EXISTS \(name)") }
     }
     return migrator
@@ -679,15 +678,8 @@ public final class SQLiteStore: RecordStore {
       return block.number
     }
     let row = RowBlock(table: "requests", columns: 44, rows: requests.count)
-    let keyRows = RowBlock(
-      table: "request_keys (lookup_block, bucket, entries)", columns: 3,
-      rows: RequestKeys.buckets * (requests.count / RequestKeys.requestsPerRowSet + 1))
-    var keys = RequestKeys.Batch(capacity: 2 * Swift.min(requests.count, RequestKeys.requestsPerRowSet))
-    for (position, tagged) in requests.enumerated() {
-      if position > 0 && position % RequestKeys.requestsPerRowSet == 0 {
-        keys.rows(block: lookupNumber, into: keyRows)
-        keys = RequestKeys.Batch(capacity: 2 * RequestKeys.requestsPerRowSet)
-      }
+    var keys = RequestKeys.Batch(block: lookupNumber, requests: requests.count)
+    for tagged in requests {
       keys.add(tagged.request)
       row.int(source)
       row.int(tagged.request.startMicros)
@@ -727,8 +719,7 @@ public final class SQLiteStore: RecordStore {
       row.int(lookupNumber)
       row.endRow()
     }
-    keys.rows(block: lookupNumber, into: keyRows)
-    try insert(row, keyRows)
+    try insert(row, keys.finish())
   }
 
   public func summary() throws -> AnalysisSummary {
