@@ -146,39 +146,58 @@ import Testing
     #expect(try store.requests(xRequestID: "").isEmpty)
   }
 
-  /// A file written by schema v7 (indexes on the key alone, one on sequence numbers) is migrated:
-  /// its rows stay, their keys are moved to `request_keys`, and the old indexes are gone.
+  /// A file made by schema v7 (indexes on the key alone, one on sequence numbers) holding one
+  /// request ('old-id', trace 'old-trace') and `copies` more ('old-1' ... at later starts).
+  func makeVersion7File(_ path: String, copies: Int = 0) throws {
+    let queue = try DatabaseQueue(path: path)
+    try SQLiteStore.migrator.migrate(queue, upTo: "v7-partial-trace-indexes")
+    try queue.write { db in
+      try db.execute(
+        sql: "INSERT INTO sources (id, path, size, modified, completed, started_at) VALUES (1, 'old', 1, 1, 1, 0)")
+      let columns = try db.columns(in: "requests").map(\.name)
+      let values = columns.map { column -> String in
+        switch column {
+        case "start_us": "1764000000000000"
+        case "req_tcp_seq": "7"
+        case "x_request_id_req": "'old-id'"
+        case "trace_id": "'old-trace'"
+        case "code", "resp_tcp_seq": "NULL"
+        case "source_id": "1"
+        default:
+          [
+            "protocol", "version", "client_ip", "server_ip", "interface", "observation_point", "client_kind",
+            "server_kind", "method", "domain", "resource", "endpoint", "status", "x_request_id_resp", "span_id",
+            "answers",
+          ]
+          .contains(column) ? "''" : "0"
+        }
+      }
+      try db.execute(
+        sql: "INSERT INTO requests (\(columns.joined(separator: ","))) VALUES (\(values.joined(separator: ",")))")
+      guard copies > 0 else { return }
+      let copied = columns.map { column in
+        switch column {
+        case "start_us": "start_us + i"
+        case "x_request_id_req": "'old-' || i"
+        case "trace_id": "''"
+        default: column
+        }
+      }
+      try db.execute(
+        sql: """
+          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(copies))
+          INSERT INTO requests (\(columns.joined(separator: ","))) SELECT \(copied.joined(separator: ","))
+          FROM requests, n WHERE requests.rowid = 1
+          """)
+    }
+  }
+
+  /// A file written by schema v7 is migrated: its rows stay, their keys are moved to
+  /// `request_keys`, and the old indexes are gone.
   @Test func aVersion7FileIsMigrated() throws {
     defer { try? FileManager.default.removeItem(at: directory) }
     let path = directory.appendingPathComponent("v7.sqlite").path
-    do {
-      let queue = try DatabaseQueue(path: path)
-      try SQLiteStore.migrator.migrate(queue, upTo: "v7-partial-trace-indexes")
-      try queue.write { db in
-        try db.execute(
-          sql: "INSERT INTO sources (id, path, size, modified, completed, started_at) VALUES (1, 'old', 1, 1, 1, 0)")
-        let columns = try db.columns(in: "requests").map(\.name)
-        let values = columns.map { column -> String in
-          switch column {
-          case "start_us": "1764000000000000"
-          case "req_tcp_seq": "7"
-          case "x_request_id_req": "'old-id'"
-          case "trace_id": "'old-trace'"
-          case "code", "resp_tcp_seq": "NULL"
-          case "source_id": "1"
-          default:
-            [
-              "protocol", "version", "client_ip", "server_ip", "interface", "observation_point", "client_kind",
-              "server_kind", "method", "domain", "resource", "endpoint", "status", "x_request_id_resp", "span_id",
-              "answers",
-            ]
-            .contains(column) ? "''" : "0"
-          }
-        }
-        try db.execute(
-          sql: "INSERT INTO requests (\(columns.joined(separator: ","))) VALUES (\(values.joined(separator: ",")))")
-      }
-    }
+    try makeVersion7File(path)
     let store = try SQLiteStore(path: path)
     #expect(try store.requests(xRequestID: "old-id").count == 1)
     #expect(try store.requests(traceID: "old-trace").count == 1)
@@ -188,5 +207,34 @@ import Testing
       #expect(!indexes.contains { $0[0] == name }, "\(name)")
     }
     #expect(try store.query("SELECT lookup_block, bucket FROM request_keys ORDER BY bucket").rows.count == 2)
+  }
+
+  /// More requests than one row set holds, in one batch and in one migrated block (every row
+  /// from before v8 is block 0): their keys go into several sets of bucket rows (a set has at
+  /// most one row per bucket), and keys from each set are found.
+  @Test func manyRequestsSpanRowSets() throws {
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let count = RequestKeys.requestsPerRowSet + 3_000
+    let path = directory.appendingPathComponent("sets.sqlite").path
+    try makeVersion7File(path, copies: count)
+    let store = try SQLiteStore(path: path)
+    guard case .read(let source, _) = try store.beginSource(path: "new", size: 1, modified: 1) else {
+      Issue.record("source not read")
+      return
+    }
+    let base: Int64 = 1_765_000_000_000_000
+    try store.write(
+      requests: (0..<count).map { request(start: base + Int64($0), requestID: "new-\($0)") }[...], source: source,
+      ids: [:])
+    try store.finishSource(source)
+    let rowsByBlock = try store.query("SELECT lookup_block, count(*) FROM request_keys GROUP BY 1 ORDER BY 1").rows
+    #expect(rowsByBlock.count == 2, "\(rowsByBlock)")
+    #expect(rowsByBlock.allSatisfy { (Int($0[1]) ?? 0) > RequestKeys.buckets }, "\(rowsByBlock)")
+    for id in ["old-id", "old-1", "old-\(RequestKeys.requestsPerRowSet + 1)", "old-\(count)"] {
+      #expect(try store.requests(xRequestID: id).count == 1, "\(id)")
+    }
+    for n in [0, RequestKeys.requestsPerRowSet, count - 1] {
+      #expect(try store.requests(xRequestID: "new-\(n)").map(\.startMicros) == [base + Int64(n)])
+    }
   }
 }
