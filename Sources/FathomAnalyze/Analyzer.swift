@@ -148,8 +148,8 @@ public struct Analyzer {
           let source = toRead[batch.capture].source
           if !batch.flows.isEmpty { try store.write(flows: batch.flows[...], source: source, ids: ids) }
           if !batch.requests.isEmpty { try store.write(requests: batch.requests[...], source: source, ids: ids) }
-          for flow in batch.flows { rollups[batch.capture].add(flow) }
-          for request in batch.requests { rollups[batch.capture].add(request) }
+          for index in batch.flows.indices { rollups[batch.capture].add(batch.flows[index]) }
+          for index in batch.requests.indices { rollups[batch.capture].add(batch.requests[index]) }
           try rollups[batch.capture].writeClosed(to: store, ids: ids)
           written += batch.count
           show(.stored(records: written))

@@ -19,6 +19,9 @@ public enum StoreBenchmark {
     public var red: AnalysisSummary.ServiceRow?
     /// Assembling the trace of one request by its X-Request-ID (stores that are a TraceSource).
     public var traceMillis: Double?
+    /// CPU time of this process (every thread) while ingesting: the client's share, apart from
+    /// a server's (ClickHouse shares this machine's cores in `make bench`).
+    public var ingestCPUSeconds: Double
     public var recordsPerSecond: Double { Double(records) / ingestSeconds }
   }
 
@@ -88,13 +91,14 @@ public enum StoreBenchmark {
     }
 
     let start = Date()
+    let startCPU = processCPUSeconds()
     // Rollups as `fathom analyze` writes them: closed intervals while records arrive, the rest at
     // the end.
     var rollups = SourceRollups(source: source)
     var written = 0
     for requests in batches {
       try store.write(requests: requests, source: source, ids: ids)
-      for request in requests { rollups.add(request) }
+      for index in requests.indices { rollups.add(requests[index]) }
       try rollups.writeClosed(to: store, ids: ids)
       written += requests.count
       if written % 1_000_000 == 0 || written == records {
@@ -105,6 +109,7 @@ public enum StoreBenchmark {
     // Complete means stored: a store that sends in the background (ClickHouse) finishes here.
     try store.finishSource(source)
     let ingest = Date().timeIntervalSince(start)
+    let ingestCPU = processCPUSeconds() - startCPU
     let queryStart = Date()
     let red = try store.red(namespace: "bench", name: "service-3", fromMicros: base, toMicros: base + 3_600_000_000)
     let redMillis = Date().timeIntervalSince(queryStart) * 1000
@@ -117,7 +122,17 @@ public enum StoreBenchmark {
       }
       traceMillis = Date().timeIntervalSince(traceStart) * 1000
     }
-    return Result(records: records, ingestSeconds: ingest, redMillis: redMillis, red: red, traceMillis: traceMillis)
+    return Result(
+      records: records, ingestSeconds: ingest, redMillis: redMillis, red: red, traceMillis: traceMillis,
+      ingestCPUSeconds: ingestCPU)
+  }
+
+  /// User and system CPU time of the process so far.
+  static func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
   }
 
   /// `digits` lowercase hex digits from the generator (64 bits per step).

@@ -389,7 +389,8 @@ public struct RollupBuilder: Sendable {
   /// True when no rollup is held.
   public var isEmpty: Bool { requests.allSatisfy(\.isEmpty) && flows.allSatisfy(\.isEmpty) }
 
-  public mutating func add(_ tagged: TaggedRequest) {
+  /// Borrowed, like `SourceRollups.add`: a copy of the record retained its texts and answers.
+  public mutating func add(_ tagged: borrowing TaggedRequest) {
     let endpoint = intern(tagged.request.texts)
     let point = Self.pointCode(tagged.tags.observationPoint)
     let second = tagged.request.startMicros / 1_000_000
@@ -404,7 +405,7 @@ public struct RollupBuilder: Sendable {
     }
   }
 
-  public mutating func add(_ tagged: TaggedFlow) {
+  public mutating func add(_ tagged: borrowing TaggedFlow) {
     let point = Self.pointCode(tagged.tags.observationPoint)
     let second = tagged.flow.startMicros / 1_000_000
     for (index, resolution) in Self.resolutions.enumerated() {
@@ -440,13 +441,15 @@ public struct SourceRollups: Sendable {
     self.checkEvery = max(1, checkEvery)
   }
 
-  public mutating func add(_ tagged: TaggedRequest) {
+  /// Borrows the record: callers pass array elements in place (`records[index]`), since a copy
+  /// (a `for record in records` loop) retained and released its texts and answers.
+  public mutating func add(_ tagged: borrowing TaggedRequest) {
     builder.add(tagged)
     newestStart = max(newestStart, tagged.request.startMicros)
     sinceCheck += 1
   }
 
-  public mutating func add(_ tagged: TaggedFlow) {
+  public mutating func add(_ tagged: borrowing TaggedFlow) {
     builder.add(tagged)
     newestStart = max(newestStart, tagged.flow.startMicros)
     sinceCheck += 1

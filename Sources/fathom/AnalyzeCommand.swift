@@ -184,8 +184,9 @@ struct StoreBenchCommand: ParsableCommand {
     print(
       String(
         format:
-          "%@: %d records in %.2f s = %.0f records/s; RED of one service over the hour: %.1f ms (%d requests, p99 %.1f ms)%@",
+          "%@: %d records in %.2f s = %.0f records/s (client CPU %.2f s); RED of one service over the hour: %.1f ms (%d requests, p99 %.1f ms)%@",
         clickhouse == nil ? "sqlite" : "clickhouse", result.records, result.ingestSeconds, result.recordsPerSecond,
+        result.ingestCPUSeconds,
         result.redMillis, result.red?.requests ?? 0, Double(result.red?.p99Micros ?? 0) / 1000,
         (size > 0 ? String(format: "; %.0f bytes/record on disk", Double(size) / Double(result.records)) : "")
           + (result.traceMillis.map { String(format: "; one trace assembled in %.1f ms", $0) } ?? "")))
