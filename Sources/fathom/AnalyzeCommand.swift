@@ -166,6 +166,13 @@ struct StoreBenchCommand: ParsableCommand {
   @Option(help: "Records to write (one hour of traffic).") var records = 1_000_000
   @Option(help: "SQLite file (removed first).") var db = "/tmp/fathom-store-bench.sqlite"
   @Option(help: "ClickHouse HTTP URL instead of SQLite.") var clickhouse: String?
+  @Flag(
+    help: """
+      Leave the ClickHouse bench database in place (make bench removes its whole server \
+      afterwards): on ext4 without a journal, files freed in the last minutes slow down creating \
+      new ones, so a drop would slow the next run.
+      """)
+  var keepDatabase = false
 
   func run() throws {
     let store: RecordStore
@@ -190,7 +197,7 @@ struct StoreBenchCommand: ParsableCommand {
         result.redMillis, result.red?.requests ?? 0, Double(result.red?.p99Micros ?? 0) / 1000,
         (size > 0 ? String(format: "; %.0f bytes/record on disk", Double(size) / Double(result.records)) : "")
           + (result.traceMillis.map { String(format: "; one trace assembled in %.1f ms", $0) } ?? "")))
-    if let clickhouse, let store = store as? ClickHouseStore {
+    if let clickhouse, let store = store as? ClickHouseStore, !keepDatabase {
       _ = try? store.execute("DROP DATABASE IF EXISTS fathom_bench_\(getpid())", on: clickhouse)
     }
   }
