@@ -104,6 +104,60 @@ import Testing
     #expect(block.rows == 0)
   }
 
+  /// Sent blocks are kept per statement: a statement's next block has its own columns, never
+  /// another statement's, and no rows of the block it held before.
+  @Test func spareBlocksStayWithTheirStatement() throws {
+    let sent = Mutex<[(String, [UInt8])]>([])
+    let pipeline = InsertPipeline(rowsPerInsert: 1)
+    pipeline.send = { sql, body in sent.withLock { $0.append((sql, Array(body))) } }
+    defer { pipeline.stop() }
+    for row in 0..<20 {
+      try pipeline.append(sql: "INSERT a", columns: [("x", "String"), ("y", "String")]) {
+        $0.field("a\(row)")
+        $0.field("y\(row)")
+      }
+      try pipeline.append(sql: "INSERT b", columns: [("z", "String")]) { $0.field("b\(row)") }
+    }
+    try pipeline.flush()
+    let blocks = sent.withLock { $0 }.map { ($0.0, Self.strings($0.1)) }
+    #expect(blocks.count == 40)
+    for (sql, block) in blocks {
+      #expect(block.rows == 1)
+      #expect(block.columns.map(\.0) == (sql == "INSERT a" ? ["x", "y"] : ["z"]))
+    }
+    let rowsOfA = blocks.filter { $0.0 == "INSERT a" }.map { $0.1.columns[0].2[0] }
+    #expect(Set(rowsOfA) == Set((0..<20).map { "a\($0)" }))
+  }
+
+  /// Column buffers start at 4 KiB and grow; a block configured for more columns than it has
+  /// buffers gets new ones. Every value survives both.
+  @Test func columnsGrowAndBlocksTakeMoreColumns() {
+    var block = NativeBlock()
+    block.configure([("s", "String"), ("t", "String")])
+    let values = (0..<3_000).map { "value-\($0)-" + String(repeating: "x", count: $0 % 40) }
+    for value in values {
+      block.field(value)
+      block.field(String(value.reversed()))
+    }
+    var body = OutputBuffer()
+    block.write(to: &body)
+    let narrow = Self.strings(body.bytes)
+    #expect(narrow.rows == values.count)
+    #expect(narrow.columns.map(\.2) == [values, values.map { String($0.reversed()) }])
+
+    let wide = (0..<70).map { ("c\($0)", "String") }  // more than the 64 buffers a block starts with
+    block.configure(wide)
+    for row in 0..<3 {
+      for column in 0..<70 { block.field("\(row).\(column)") }
+    }
+    body.removeAll()
+    block.write(to: &body)
+    let decoded = Self.strings(body.bytes)
+    #expect(decoded.rows == 3)
+    #expect(decoded.columns.map(\.0) == wide.map(\.0))
+    #expect(decoded.columns[69].2 == ["0.69", "1.69", "2.69"])
+  }
+
   /// At a flush the caller sends blocks beside the sending thread (independent inserts, a core
   /// each on the server) instead of waiting for them one after another; every row still arrives,
   /// and a block the caller failed to send is an error from then on.
