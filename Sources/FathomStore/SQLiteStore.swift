@@ -201,7 +201,7 @@ struct StoreIDs {
   }
 
   /// 0 for "none" and for an id the store never registered.
-  subscript(_ value: Int32) -> Int64 {
+  @inline(__always) subscript(_ value: Int32) -> Int64 {
     if value > 0 && Int(value) < table.count { return table[Int(value)] }
     return value == 0 ? 0 : overflow[value] ?? 0
   }
