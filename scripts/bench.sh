@@ -121,6 +121,9 @@ cmp -s "$timing.fathom" "$timing.tshark" && echo "  equal" || { echo "  NOT EQUA
 echo
 store_runs=${STORE_RUNS:-3}
 echo "storage (fathom store-bench: ${STORE_RECORDS:-1000000} synthetic requests over one hour, 20 services x 5 pods; $store_runs runs each):"
+# The machine's speed in this run, for comparing store figures across runs: they move with it.
+awk -v s="${result[tcpdump]% *}" -v p="$packets" \
+  'BEGIN { if (s > 0) printf "  (this run'"'"'s machine speed: tcpdump read the capture at %.2f Mpps above)\n", p / s / 1e6 }'
 store_bench() { # label, then store-bench's own arguments
   local label=$1 line rates=()
   shift
