@@ -48,6 +48,12 @@ command_of() {
   esac
 }
 
+# The median of the numbers on standard input, one per line (the mean of the middle two for an
+# even count).
+median() {
+  sort -n | awk '{ v[NR] = $1 } END { printf "%.15g\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
 # One run of a tool, pinned to CPU 0, output discarded.
 run_tool() {
   command_of "$1"
@@ -69,7 +75,7 @@ for round in $(seq "$runs"); do
 done
 declare -A result
 for tool in "${tools[@]}"; do
-  median=$(sort -n "$timing.$tool" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 1e6 }')
+  median=$(median < "$timing.$tool" | awk '{ print $1 / 1e6 }')
   # Peak resident set of one more run (GNU time).
   command_of "$tool"
   /usr/bin/time -f "%M" -o "$timing" "${command[@]}" >/dev/null 2>&1 || true
@@ -132,8 +138,7 @@ store_bench() { # label, then store-bench's own arguments
     echo "  $line"
     rates+=("$(sed -E 's/.* = ([0-9]+) records\/s.*/\1/' <<< "$line")")
   done
-  printf '  %s: median %s records/s\n' "$label" \
-    "$(printf '%s\n' "${rates[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+  printf '  %s: median %s records/s\n' "$label" "$(printf '%s\n' "${rates[@]}" | median)"
 }
 store_bench sqlite
 if command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ]; then
@@ -150,7 +155,7 @@ if command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ]
     echo "  (ClickHouse's data on a journaled ext4 volume: $volume, loop-mounted)"
   else
     rm -f "$volume"
-    echo "  (ClickHouse's data in $data: no loop-mounted volume without root)"
+    echo "  (ClickHouse's data in $data: no loop-mounted volume, which needs root and a loop device)"
   fi
   remove_volume() {
     scripts/clickhouse.sh stop "$data" >/dev/null 2>&1 || true
