@@ -36,7 +36,7 @@ public struct Resource: Sendable, Equatable {
 
 /// What the cluster knew about an address at one instant.
 public struct EndpointIdentity: Sendable, Equatable {
-  public enum Kind: String, Sendable {
+  public enum Kind: String, Sendable, CaseIterable {
     /// A pod IP (or a hostNetwork pod listening on a node IP and port).
     case pod
     /// A node's IP, no pod known on that port.

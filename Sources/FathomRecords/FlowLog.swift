@@ -1,5 +1,5 @@
 /// Transport protocol of a flow.
-public enum L4Protocol: UInt8, Sendable, CustomStringConvertible {
+public enum L4Protocol: UInt8, Sendable, CaseIterable, CustomStringConvertible {
   case tcp = 6
   case udp = 17
   case icmp = 1
@@ -83,7 +83,7 @@ public enum CloseType: String, Sendable, CaseIterable {
 }
 
 /// The health class of a flow, as DeepFlow's flow status.
-public enum FlowStatus: String, Sendable {
+public enum FlowStatus: String, Sendable, CaseIterable {
   case ok
   case clientError = "client_error"
   case serverError = "server_error"

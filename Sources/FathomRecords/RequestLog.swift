@@ -21,7 +21,7 @@ public enum ApplicationProtocol: UInt8, Sendable, CaseIterable {
 }
 
 /// How a request ended (REFERENCE.md, "Application requests").
-public enum RequestStatus: UInt8, Sendable {
+public enum RequestStatus: UInt8, Sendable, CaseIterable {
   case ok, clientError, serverError, timeout, unknown, parseFailed
 
   public var name: StaticString {

@@ -11,9 +11,9 @@ import FathomRecords
 /// wrong width. Layout sent (ClickHouse's `NativeBlockInputStream` over HTTP, no block info):
 /// the column and row counts as varints, then per column its name, its type and its data —
 /// integers little-endian, strings as a varint length and bytes, `Nullable(T)` as one byte per
-/// row (1 = NULL) followed by the `T` column.
+/// row (1 = NULL) followed by the `T` column, `Enum8` as one byte a row (the code).
 struct NativeBlock: ~Copyable {
-  enum Encoding { case uint8, uint16, uint32, uint64, int32, int64, string }
+  enum Encoding { case uint8, uint16, uint32, uint64, int32, int64, string, enum8 }
 
   /// Where a column's values go: plain POD, read per value without touching the names.
   struct Slot {
@@ -101,6 +101,7 @@ struct NativeBlock: ~Copyable {
     case "Int32": .int32
     case "Int64": .int64
     case "String": .string
+    case _ where type.hasPrefix("Enum8("): .enum8
     default: nil
     }
   }
@@ -125,6 +126,30 @@ struct NativeBlock: ~Copyable {
     if written == nil {
       var text = text
       text.withUTF8 { string(UnsafeRawBufferPointer($0)) }
+    }
+  }
+
+  /// A field with a fixed set of names: its code in an `Enum8` column, its name in a String
+  /// column (a sorting-key column of a table made before enums, which 18.16 cannot convert).
+  @inline(__always) mutating func field<Value: ClickHouseEnumValue>(_ value: Value) {
+    let slot = slots[next]
+    if slot.encoding == .enum8 {
+      buffers[slot.values].store(value.storedCode)
+      advance()
+    } else {
+      field(value.storedName)
+    }
+  }
+
+  /// An optional one: nil is the empty name (code 0).
+  @inline(__always) mutating func field<Value: ClickHouseEnumValue>(_ value: Value?) {
+    if let value {
+      field(value)
+    } else if slots[next].encoding == .enum8 {
+      buffers[slots[next].values].store(Int8(0))
+      advance()
+    } else {
+      field("" as StaticString)
     }
   }
 
@@ -168,13 +193,13 @@ struct NativeBlock: ~Copyable {
     field(UInt64(serverPort))
     id(tags.captureNode, ids)
     field(tags.interface)
-    field(tags.observationPoint.rawValue)
+    field(tags.observationPoint)
     endpoint(tags.client, ids)
     endpoint(tags.server, ids)
   }
 
   private mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
-    field(identity.kind.rawValue)
+    field(identity.kind)
     id(identity.pod, ids)
     id(identity.workload, ids)
     id(identity.node, ids)
@@ -195,7 +220,7 @@ struct NativeBlock: ~Copyable {
     case .uint16: buffers[slot.values].store(UInt16(truncatingIfNeeded: bits).littleEndian)
     case .uint32, .int32: buffers[slot.values].store(UInt32(truncatingIfNeeded: bits).littleEndian)
     case .uint64, .int64: buffers[slot.values].store(bits.littleEndian)
-    case .string: preconditionFailure("NativeBlock: a number for the String column \(names[next])")
+    case .string, .enum8: preconditionFailure("NativeBlock: a number for the column \(names[next]) (\(types[next]))")
     }
     advance()
   }

@@ -60,7 +60,9 @@ public final class ClickHouseStore: RecordStore {
   let target: Target
   /// ClickHouse's HTTP interface, shared with the background inserts.
   let http: ClickHouseHTTP
-  static let schemaVersion = 2
+  static let schemaVersion = 3
+  /// Per table, the columns inserts write, typed as the table has them (`alignEnumColumns`).
+  private(set) var insertColumns: [String: [(String, String)]] = [:]
 
   /// Record and rollup inserts, gathered into blocks of this many rows and sent in the
   /// background (reads and `finishSource` wait for them).
@@ -101,23 +103,25 @@ public final class ClickHouseStore: RecordStore {
 
   static let flowColumns: [(String, String)] =
     [
-      ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("protocol", "String"),
+      ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("protocol", L4Protocol.clickHouseType),
     ] + connectionColumns + [
-      ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("close_type", "String"), ("status", "String"),
+      ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("close_type", CloseType.clickHouseType),
+      ("status", FlowStatus.clickHouseType),
       ("c2s_packets", "UInt64"), ("c2s_bytes", "UInt64"), ("s2c_packets", "UInt64"), ("s2c_bytes", "UInt64"),
       ("retransmissions", "UInt32"), ("zero_windows", "UInt32"), ("syn_retransmissions", "UInt32"),
       ("rtt_us", "UInt32"),
-      ("srt_sum_us", "UInt64"), ("srt_count", "UInt32"), ("app_protocol", "String"), ("requests", "UInt32"),
+      ("srt_sum_us", "UInt64"), ("srt_count", "UInt32"), ("app_protocol", ApplicationProtocol.clickHouseType),
+      ("requests", "UInt32"),
       ("responses", "UInt32"), ("server_errors", "UInt32"), ("client_errors", "UInt32"),
     ]
 
   static let requestColumns: [(String, String)] =
     [
       ("source_id", "UInt64"), ("start_us", "Int64"), ("end_us", "Int64"), ("duration_us", "Int64"),
-      ("protocol", "String"), ("version", "String"),
+      ("protocol", ApplicationProtocol.clickHouseType), ("version", "String"),
     ] + connectionColumns + [
       ("ingress", "UInt64"), ("answered_by", "UInt64"), ("requested_service", "UInt64"), ("method", "String"),
-      ("domain", "String"), ("resource", "String"), ("endpoint", "String"), ("status", "String"),
+      ("domain", "String"), ("resource", "String"), ("endpoint", "String"), ("status", RequestStatus.clickHouseType),
       ("code", "Nullable(Int32)"), ("req_tcp_seq", "Nullable(UInt32)"), ("resp_tcp_seq", "Nullable(UInt32)"),
       ("x_request_id_req", "String"), ("x_request_id_resp", "String"), ("trace_id", "String"), ("span_id", "String"),
       ("req_bytes", "UInt64"), ("resp_bytes", "UInt64"), ("answers", "String"),
@@ -127,12 +131,13 @@ public final class ClickHouseStore: RecordStore {
   static let connectionColumns: [(String, String)] =
     [
       ("client_ip", "String"), ("client_port", "UInt16"), ("server_ip", "String"), ("server_port", "UInt16"),
-      ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", "String"),
+      ("capture_node", "UInt64"), ("interface", "String"), ("observation_point", ObservationPoint.clickHouseType),
     ] + endpointColumns("client") + endpointColumns("server")
 
   static func endpointColumns(_ side: String) -> [(String, String)] {
     [
-      ("\(side)_kind", "String"), ("\(side)_pod", "UInt64"), ("\(side)_workload", "UInt64"), ("\(side)_node", "UInt64"),
+      ("\(side)_kind", EndpointIdentity.Kind.clickHouseType), ("\(side)_pod", "UInt64"), ("\(side)_workload", "UInt64"),
+      ("\(side)_node", "UInt64"),
       ("\(side)_service", "UInt64"), ("\(side)_namespace", "UInt64"),
     ]
   }
@@ -160,9 +165,75 @@ public final class ClickHouseStore: RecordStore {
       Int(
         try execute("SELECT max(version) FROM \(db).schema_migrations").trimmingCharacters(in: .whitespacesAndNewlines))
       ?? 0
-    guard applied < Self.schemaVersion else { return }
     if applied < 1 { try migrateV1(servers: servers) }
     if applied < 2 { try migrateV2(servers: servers) }
+    // v3 (enum columns) is `alignEnumColumns`, which every open runs: a build with a new case
+    // adds it to the tables without a schema version of its own.
+    insertColumns = try alignEnumColumns(servers: servers)
+    if applied < 3 { try execute("INSERT INTO \(db).schema_migrations (version) VALUES (3)") }
+  }
+
+  /// Every table inserts write: its columns, in the order the row writers write them, and its
+  /// sorting key.
+  static var insertTables: [(name: String, columns: [(String, String)], sortingKey: [String])] {
+    [
+      ("flows", flowColumns, ["start_us", "server_service"]),
+      ("requests", requestColumns, ["server_service", "observation_point", "start_us"]),
+    ]
+      + RollupBuilder.resolutions.flatMap { resolution in
+        ["request", "flow"].map {
+          (RollupSchema.table($0, resolution), rollupColumns($0), ["server_service", "interval_start"])
+        }
+      }
+  }
+
+  /// Gives every enum column all of this build's names (`ClickHouseEnumValue`) on every server
+  /// with tables, and returns per table the columns inserts write, typed as the table that takes
+  /// the insert has them. A String column becomes `Enum8` in place (ClickHouse rewrites the
+  /// column) — except a sorting-key column of a table made before schema v3, which 18.16 changes
+  /// in metadata only: it stays String and is written names.
+  func alignEnumColumns(servers: [String]) throws -> [String: [(String, String)]] {
+    let db = target.database
+    // Local tables on the shards; with a cluster, also its Distributed tables on the target.
+    var places = servers.map { (server: $0, suffix: localSuffix) }
+    if target.cluster != nil { places.append((target.url, "")) }
+    var insertColumns: [String: [(String, String)]] = [:]
+    for (server, suffix) in places {
+      var types: [String: String] = [:]
+      for row in try rows("SELECT table, name, type FROM system.columns WHERE database = '\(db)'", on: server)
+      where row.count == 3 {
+        types["\(row[0]).\(row[1])"] = row[2]
+      }
+      for table in Self.insertTables {
+        var columns = table.columns
+        for index in columns.indices {
+          let (column, wantedType) = columns[index]
+          guard let wanted = ClickHouseEnum.parse(wantedType) else { continue }
+          let place = "\(db).\(table.name)\(suffix)"
+          guard let actual = types["\(table.name)\(suffix).\(column)"] else {
+            throw Failure(message: "clickhouse \(server): \(place) has no column \(column)")
+          }
+          var aligned = actual
+          if actual == "String" {
+            if !table.sortingKey.contains(column) { aligned = wantedType }
+          } else if let existing = ClickHouseEnum.parse(actual) {
+            do {
+              if let union = try ClickHouseEnum.extended(existing, toHold: wanted) {
+                aligned = ClickHouseEnum.type(union)
+              }
+            } catch {
+              throw Failure(message: "clickhouse \(server): \(place).\(column) cannot take Fathom's codes: \(error)")
+            }
+          } else {
+            throw Failure(message: "clickhouse \(server): \(place).\(column) is \(actual), not String or Enum8")
+          }
+          if aligned != actual { try execute("ALTER TABLE \(place) MODIFY COLUMN \(column) \(aligned)", on: server) }
+          columns[index].1 = aligned
+        }
+        if server == target.url && suffix.isEmpty { insertColumns[table.name] = columns }
+      }
+    }
+    return insertColumns
   }
 
   /// v2: 1 s and 1 min rollups; partitions of 4 h and 12 h (DeepFlow's retention units).
@@ -170,10 +241,9 @@ public final class ClickHouseStore: RecordStore {
     let db = target.database
     for resolution in RollupBuilder.resolutions {
       let partitionSeconds = resolution == 1 ? 14_400 : 43_200
-      let requestColumns = (RollupSchema.requestKey + RollupSchema.requestValues).map { "\($0) \(Self.rollupType($0))" }
-      let flowColumns = (RollupSchema.flowKey + RollupSchema.flowValues).map { "\($0) \(Self.rollupType($0))" }
-      for (kind, columns) in [("request", requestColumns), ("flow", flowColumns)] {
+      for kind in ["request", "flow"] {
         let table = RollupSchema.table(kind, resolution)
+        let columns = Self.rollupColumns(kind).map { "\($0.0) \($0.1)" }
         for server in servers {
           try execute(
             """
@@ -191,11 +261,19 @@ public final class ClickHouseStore: RecordStore {
     try execute("INSERT INTO \(db).schema_migrations (version) VALUES (2)")
   }
 
-  static func rollupType(_ column: String) -> String {
-    switch column {
-    case "protocol", "observation_point", "endpoint", "histogram": "String"
-    case "interval_start", "latency_sum_us", "latency_max_us", "source_id": "Int64"
-    default: "UInt64"
+  /// A rollup table's columns (`RollupSchema`), typed.
+  static func rollupColumns(_ kind: String) -> [(String, String)] {
+    let names =
+      kind == "request"
+      ? RollupSchema.requestKey + RollupSchema.requestValues : RollupSchema.flowKey + RollupSchema.flowValues
+    return names.map { column in
+      switch column {
+      case "protocol": (column, kind == "request" ? ApplicationProtocol.clickHouseType : L4Protocol.clickHouseType)
+      case "observation_point": (column, ObservationPoint.clickHouseType)
+      case "endpoint", "histogram": (column, "String")
+      case "interval_start", "latency_sum_us", "latency_max_us", "source_id": (column, "Int64")
+      default: (column, "UInt64")
+      }
     }
   }
 
@@ -214,12 +292,12 @@ public final class ClickHouseStore: RecordStore {
         ENGINE = ReplacingMergeTree(version) ORDER BY id
       """)
     for server in servers {
-      try execute(
-        Self.recordTable("\(db).flows\(localSuffix)", Self.flowColumns, order: "start_us, server_service"), on: server)
-      try execute(
-        Self.recordTable(
-          "\(db).requests\(localSuffix)", Self.requestColumns, order: "server_service, observation_point, start_us"),
-        on: server)
+      for table in Self.insertTables where ["flows", "requests"].contains(table.name) {
+        try execute(
+          Self.recordTable(
+            "\(db).\(table.name)\(localSuffix)", table.columns, order: table.sortingKey.joined(separator: ", ")),
+          on: server)
+      }
     }
     if let cluster = target.cluster {
       for table in ["flows", "requests"] {
@@ -237,10 +315,10 @@ public final class ClickHouseStore: RecordStore {
     for resolution in RollupBuilder.resolutions {
       let requestRollups = rollups.requestRollups(resolution)
       if !requestRollups.isEmpty {
-        let columns = (RollupSchema.requestKey + RollupSchema.requestValues).map { ($0, Self.rollupType($0)) }
+        let table = RollupSchema.table("request", resolution)
+        let columns = insertColumns[table] ?? []
         try inserts.append(
-          sql:
-            "INSERT INTO \(target.database).\(RollupSchema.table("request", resolution)) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          sql: "INSERT INTO \(target.database).\(table) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
           columns: columns
         ) { rows in
           // Pointers, not copies: every copy of a rollup retained its histogram.
@@ -253,8 +331,8 @@ public final class ClickHouseStore: RecordStore {
               rows.id(key.clientService, ids)
               rows.id(key.serverPod, ids)
               rows.id(key.serverService, ids)
-              rows.field((ApplicationProtocol(rawValue: key.protocolCode) ?? .http).name)
-              rows.field(RollupBuilder.point(key.observationPoint).rawValue)
+              rows.field(ApplicationProtocol(rawValue: key.protocolCode) ?? .http)
+              rows.field(RollupBuilder.point(key.observationPoint))
               rows.field(rollups.endpoints[Int(key.endpoint)])
               rows.field(value.pointee.requests)
               rows.field(value.pointee.responses)
@@ -270,10 +348,10 @@ public final class ClickHouseStore: RecordStore {
       }
       let flowRollups = rollups.flowRollups(resolution)
       if !flowRollups.isEmpty {
-        let columns = (RollupSchema.flowKey + RollupSchema.flowValues).map { ($0, Self.rollupType($0)) }
+        let table = RollupSchema.table("flow", resolution)
+        let columns = insertColumns[table] ?? []
         try inserts.append(
-          sql:
-            "INSERT INTO \(target.database).\(RollupSchema.table("flow", resolution)) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          sql: "INSERT INTO \(target.database).\(table) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
           columns: columns
         ) { rows in
           for (key, value) in flowRollups {
@@ -282,8 +360,8 @@ public final class ClickHouseStore: RecordStore {
             rows.id(key.clientPod, ids)
             rows.id(key.serverPod, ids)
             rows.id(key.serverService, ids)
-            rows.field(RollupBuilder.point(key.observationPoint).rawValue)
-            rows.field((L4Protocol(rawValue: key.l4Protocol) ?? .tcp).name)
+            rows.field(RollupBuilder.point(key.observationPoint))
+            rows.field(L4Protocol(rawValue: key.l4Protocol) ?? .tcp)
             rows.field(value.bytes)
             rows.field(value.packets)
             rows.field(value.newFlows)
@@ -386,9 +464,10 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     guard !flows.isEmpty else { return }
     let sourceID = UInt64(bitPattern: source)
-    let columns = Self.flowColumns.map(\.0).joined(separator: ", ")
+    let columns = insertColumns["flows"] ?? []
     try inserts.append(
-      sql: "INSERT INTO \(target.database).flows (\(columns)) FORMAT Native", columns: Self.flowColumns
+      sql: "INSERT INTO \(target.database).flows (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+      columns: columns
     ) { rows in
       for tagged in flows {
         let flow = tagged.flow
@@ -396,12 +475,12 @@ public final class ClickHouseStore: RecordStore {
         rows.field(sourceID)
         rows.field(flow.startMicros)
         rows.field(flow.endMicros)
-        rows.field(flow.l4Protocol.name)
+        rows.field(flow.l4Protocol)
         rows.connection(client: flow.clientIP, flow.clientPort, server: flow.serverIP, flow.serverPort, tags, ids)
         rows.id(tags.answeredBy, ids)
         rows.id(tags.requestedService, ids)
-        rows.field(flow.closeType.name)
-        rows.field(flow.status.name)
+        rows.field(flow.closeType)
+        rows.field(flow.status)
         rows.field(flow.clientToServer.packets)
         rows.field(flow.clientToServer.l3Bytes)
         rows.field(flow.serverToClient.packets)
@@ -412,7 +491,7 @@ public final class ClickHouseStore: RecordStore {
         rows.field(UInt64(flow.rttMicros))
         rows.field(flow.srt.sumMicros)
         rows.field(UInt64(flow.srt.count))
-        rows.field(flow.applicationProtocol?.description ?? "")
+        rows.field(flow.applicationProtocol)
         rows.field(UInt64(flow.application.requests))
         rows.field(UInt64(flow.application.responses))
         rows.field(UInt64(flow.application.serverErrors))
@@ -425,9 +504,10 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     guard !requests.isEmpty else { return }
     let sourceID = UInt64(bitPattern: source)
-    let columns = Self.requestColumns.map(\.0).joined(separator: ", ")
+    let columns = insertColumns["requests"] ?? []
     try inserts.append(
-      sql: "INSERT INTO \(target.database).requests (\(columns)) FORMAT Native", columns: Self.requestColumns
+      sql: "INSERT INTO \(target.database).requests (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+      columns: columns
     ) { rows in
       // Borrowed in place: a copy of each record retained its texts and answers.
       requests.withUnsafeBufferPointer { records in
@@ -448,7 +528,7 @@ public final class ClickHouseStore: RecordStore {
     rows.field(request.startMicros)
     rows.field(request.endMicros)
     rows.field(request.durationMicros)
-    rows.field(request.applicationProtocol.name)
+    rows.field(request.applicationProtocol)
     rows.field(texts[.version])
     rows.connection(
       client: request.clientIP, request.clientPort, server: request.serverIP, request.serverPort, tags, ids)
@@ -459,7 +539,7 @@ public final class ClickHouseStore: RecordStore {
     rows.field(texts[.domain])
     rows.field(texts[.resource])
     rows.field(texts[.endpoint])
-    rows.field(request.status.name)
+    rows.field(request.status)
     rows.optional(request.code.map { Int64($0) })
     rows.optional(request.requestTCPSequence.map { Int64($0) })
     rows.optional(request.responseTCPSequence.map { Int64($0) })

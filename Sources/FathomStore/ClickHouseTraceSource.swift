@@ -1,11 +1,19 @@
+import FathomRecords
 import Foundation
 
 /// ClickHouse as a trace source: the same lookups as SQLite's, with ids translated through the
 /// resources dictionary in memory (18.16's joins are too limited to do it in SQL). A request's id
 /// is a hash of the columns that make it unique, as ClickHouse has no row ids.
 extension ClickHouseStore: TraceSource {
+  /// A request's id. Over names, not `Enum8` codes (what `cityHash64` of an enum hashes is the
+  /// server's choice): ids stay what they were while String columns became enums.
+  static let requestIDExpression = """
+    cityHash64(source_id, start_us, client_ip, client_port, toString(observation_point), capture_node, \
+    toString(protocol), method, domain)
+    """
+
   static let storedColumns = """
-    cityHash64(source_id, start_us, client_ip, client_port, observation_point, capture_node, protocol, method, domain),
+    \(requestIDExpression),
     start_us, duration_us, protocol, method, domain, resource, status, code, client_ip, client_port, server_ip,
     server_port, observation_point, capture_node, interface, client_pod, server_pod, server_service, server_kind,
     x_request_id_req, x_request_id_resp, trace_id, req_tcp_seq, resp_tcp_seq, answers
@@ -52,7 +60,7 @@ extension ClickHouseStore: TraceSource {
 
   public func request(id: Int64) throws -> StoredRequest? {
     try stored(
-      "cityHash64(source_id, start_us, client_ip, client_port, observation_point, capture_node, protocol, method, domain) = \(UInt64(bitPattern: id))"
+      "\(Self.requestIDExpression) = \(UInt64(bitPattern: id))"
     ).first
   }
 
@@ -61,7 +69,9 @@ extension ClickHouseStore: TraceSource {
   }
 
   public func requests(clientIP: String, protocolName: String, from: Int64, to: Int64) throws -> [StoredRequest] {
-    try stored(
+    // A name outside an enum column's cases is an error in current ClickHouse, and no row has it.
+    guard ApplicationProtocol(name: protocolName) != nil else { return [] }
+    return try stored(
       "start_us BETWEEN \(from) AND \(to) AND client_ip = \(Self.literal(clientIP)) AND protocol = \(Self.literal(protocolName))"
     )
   }

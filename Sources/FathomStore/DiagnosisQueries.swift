@@ -1,3 +1,5 @@
+import FathomKube
+import FathomRecords
 import Foundation
 import GRDB
 import GRDBSQLite
@@ -379,6 +381,12 @@ extension ClickHouseStore: DiagnosisSource {
         "start_us BETWEEN \(from) AND \(to) AND client_port = \(clientPort) AND client_ip = \(Self.literal(clientIP))")
   }
 
+  /// Whether both names are cases of their enum columns: a name outside them is an error in
+  /// current ClickHouse (18.16 finds nothing), and no row can have it.
+  static func storedNames(_ protocolName: String, _ observationPoint: String) -> Bool {
+    ApplicationProtocol(name: protocolName) != nil && ObservationPoint(rawValue: observationPoint) != nil
+  }
+
   public func connections(clientIP: String, from: Int64, to: Int64) throws -> [FlowFact] {
     try flowFacts(where: "start_us BETWEEN \(from) AND \(to) AND client_ip = \(Self.literal(clientIP))")
   }
@@ -397,7 +405,8 @@ extension ClickHouseStore: DiagnosisSource {
   public func requests(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
     -> [StoredRequest]
   {
-    try stored(
+    guard Self.storedNames(protocolName, observationPoint) else { return [] }
+    return try stored(
       "start_us BETWEEN \(from) AND \(to) AND protocol = \(Self.literal(protocolName)) AND observation_point = \(Self.literal(observationPoint))"
     )
   }
@@ -405,6 +414,7 @@ extension ClickHouseStore: DiagnosisSource {
   public func requestCounts(protocolName: String, observationPoint: String, from: Int64, to: Int64) throws
     -> [RequestCount]
   {
+    guard Self.storedNames(protocolName, observationPoint) else { return [] }
     let name = try idNames()
     return try rows(
       DiagnosisSQL.countQuery(

@@ -26,16 +26,24 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   func make(_ name: String, directory: String) throws -> RecordStore {
     switch self {
     case .sqlite: return try SQLiteStore(path: "\(directory)/\(name).sqlite")
+    case .clickhouse, .clickhouseCluster: return try ClickHouseStore(clickHouseTarget(name)!)
+    }
+  }
+
+  /// The ClickHouse store `make` opens; nil for SQLite.
+  func clickHouseTarget(_ name: String) -> ClickHouseStore.Target? {
+    switch self {
+    case .sqlite: return nil
     case .clickhouse:
       var target = ClickHouseStore.Target(url: "http://127.0.0.1:18123")
       target.database = database(name)
-      return try ClickHouseStore(target)
+      return target
     case .clickhouseCluster:
       var target = ClickHouseStore.Target(url: "http://127.0.0.1:18124")
       target.database = database(name)
       target.cluster = "fathom_cluster"
       target.shards = ["http://127.0.0.1:18124", "http://127.0.0.1:18125"]
-      return try ClickHouseStore(target)
+      return target
     }
   }
 
