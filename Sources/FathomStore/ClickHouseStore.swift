@@ -145,10 +145,9 @@ public final class ClickHouseStore: RecordStore {
   /// Record tables: MergeTree partitioned by the hour of `start_us` (DeepFlow keeps flow logs
   /// per hour), ordered for the summary's access path.
   static func recordTable(_ name: String, _ columns: [(String, String)], order: String) -> String {
-    let list = (columns.map { "\($0.0) \($0.1)" } + ["time DateTime DEFAULT toDateTime(intDiv(start_us, 1000000))"])
-      .joined(separator: ", ")
+    let list = columns.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
     return
-      "CREATE TABLE IF NOT EXISTS \(name) (\(list)) ENGINE = MergeTree() PARTITION BY toStartOfHour(time) ORDER BY (\(order))"
+      "CREATE TABLE IF NOT EXISTS \(name) (\(list)) ENGINE = MergeTree() PARTITION BY toStartOfHour(toDateTime(intDiv(start_us, 1000000))) ORDER BY (\(order))"
   }
 
   func migrate() throws {
@@ -752,18 +751,18 @@ public final class ClickHouseStore: RecordStore {
     return items
   }
 
-  /// Retention: drops every hourly partition whose newest record started before `micros`.
+  /// Retention: drops every hourly partition of records whose hour ended by `micros`, and
+  /// every rollup partition whose span did.
   public func dropPartitions(olderThan micros: Int64) throws -> Int {
     var dropped = 0
     for server in target.cluster == nil ? [target.url] : target.shards {
       for table in ["flows\(localSuffix)", "requests\(localSuffix)"] {
-        // The partition id of toStartOfHour(time) is the hour's Unix time.
+        // The partition id of toStartOfHour(...) is the hour's Unix time.
         let partitions = try rows(
-          """
-          SELECT partition_id FROM system.parts WHERE database = '\(target.database)' AND table = '\(table)' AND active
-          GROUP BY partition_id HAVING toUInt32(max(max_time)) < \(micros / 1_000_000)
-          """, on: server)
+          "SELECT DISTINCT partition_id FROM system.parts WHERE database = '\(target.database)' AND table = '\(table)' AND active",
+          on: server)
         for partition in partitions.compactMap(\.first) {
+          guard let hour = Int64(partition), hour + 3_600 <= micros / 1_000_000 else { continue }
           try execute("ALTER TABLE \(target.database).\(table) DROP PARTITION ID '\(partition)'", on: server)
           dropped += 1
         }

@@ -165,7 +165,7 @@ import Testing
       INSERT INTO \(db).requests (source_id, start_us, end_us, duration_us, protocol, observation_point, client_kind,
         server_kind, status, client_ip, method) VALUES (7, 1000, 2000, 1000, 'dns', 's', 'pod', 'service', 'timeout',
         '10.0.0.1', 'A')
-      """, on: target.url)
+      """, on: target.url + "/?insert_distributed_sync=1")
     let oldID = try sql("SELECT \(ClickHouseStore.requestIDExpression) FROM \(db).requests", on: target.url)
 
     let store = try ClickHouseStore(target)
