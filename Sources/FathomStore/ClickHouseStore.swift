@@ -99,6 +99,10 @@ public final class ClickHouseStore: RecordStore {
     try http.execute(sql, body: body, on: url)
   }
 
+  /// How long a schema change may take: ClickHouse rewrites a converted column in every part
+  /// before it answers (once per store; a large one takes minutes).
+  static let alterTimeoutSeconds = 3_600
+
   // MARK: Schema
 
   static let flowColumns: [(String, String)] =
@@ -226,7 +230,11 @@ public final class ClickHouseStore: RecordStore {
           } else {
             throw Failure(message: "clickhouse \(server): \(place).\(column) is \(actual), not String or Enum8")
           }
-          if aligned != actual { try execute("ALTER TABLE \(place) MODIFY COLUMN \(column) \(aligned)", on: server) }
+          if aligned != actual {
+            try http.execute(
+              "ALTER TABLE \(place) MODIFY COLUMN \(column) \(aligned)", bytes: nil, on: server,
+              timeoutSeconds: Self.alterTimeoutSeconds)
+          }
           columns[index].1 = aligned
         }
         if server == target.url && suffix.isEmpty { insertColumns[table.name] = columns }
@@ -808,7 +816,9 @@ final class ClickHouseHTTP: @unchecked Sendable {
 
   /// `execute` with the insert's rows borrowed, not copied: blocks of rows are tens of MB.
   @discardableResult
-  func execute(_ sql: String, bytes body: UnsafeRawBufferPointer?, on url: String? = nil) throws -> String {
+  func execute(_ sql: String, bytes body: UnsafeRawBufferPointer?, on url: String? = nil, timeoutSeconds: Int = 60)
+    throws -> String
+  {
     let (base, authorization) = target.authorization(for: url ?? target.url)
     var components = URLComponents(string: base)
     let sqlBody = Data(sql.utf8)
@@ -840,13 +850,14 @@ final class ClickHouseHTTP: @unchecked Sendable {
         (status, text) = try sqlBody.withUnsafeBytes { sqlBytes in
           if let connection {
             // Plain http: our own keep-alive connection.
-            let response = try connection.post(target, body: body ?? sqlBytes, authorization: authorization)
+            let response = try connection.post(
+              target, body: body ?? sqlBytes, authorization: authorization, timeout: timeoutSeconds)
             return (response.status, String(decoding: response.body, as: UTF8.self))
           }
           // https: libcurl, which takes a private CA and a client certificate.
           var request = CurlClient.Request(url: address.absoluteString, body: body ?? sqlBytes)
           request.tls = self.target.tls
-          request.timeoutSeconds = 300
+          request.timeoutSeconds = max(300, timeoutSeconds)
           if let authorization { request.headers.append("Authorization: \(authorization)") }
           let response = try CurlClient.perform(request)
           return (response.status, String(decoding: response.body, as: UTF8.self))

@@ -13,6 +13,8 @@ final class HTTPConnection: @unchecked Sendable {
   let port: UInt16
   private var fd: Int32 = -1
   private var pending: [UInt8] = []
+  /// The send and receive limit set on the socket, in seconds (0: none set yet).
+  private var socketTimeout = 0
 
   struct Failure: Error, CustomStringConvertible {
     var message: String
@@ -34,7 +36,14 @@ final class HTTPConnection: @unchecked Sendable {
     // A kept-alive connection the server closed meanwhile fails on first use: retry once, fresh.
     for attempt in 0..<2 {
       do {
-        if fd < 0 { try connect(timeout: timeout) }
+        if fd < 0 { try connect() }
+        // Per request: a kept-alive socket may come from one with another limit.
+        if timeout != socketTimeout {
+          var time = timeval(tv_sec: timeout, tv_usec: 0)
+          setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+          setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+          socketTimeout = timeout
+        }
         return try exchange(target, body: body, authorization: authorization)
       } catch {
         close(fd)
@@ -46,7 +55,7 @@ final class HTTPConnection: @unchecked Sendable {
     throw Failure(message: "unreachable")
   }
 
-  private func connect(timeout: Int) throws {
+  private func connect() throws {
     var hints = addrinfo()
     hints.ai_family = AF_INET
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -57,9 +66,6 @@ final class HTTPConnection: @unchecked Sendable {
     defer { freeaddrinfo(result) }
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard socket >= 0 else { throw Failure(message: "socket: \(String(cString: strerror(errno)))") }
-    var time = timeval(tv_sec: timeout, tv_usec: 0)
-    setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
     var one: Int32 = 1
     setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     guard Glibc.connect(socket, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 else {
@@ -68,6 +74,7 @@ final class HTTPConnection: @unchecked Sendable {
       throw Failure(message: "connect \(host):\(port): \(reason)")
     }
     fd = socket
+    socketTimeout = 0
   }
 
   private func sendAll(_ bytes: UnsafeRawBufferPointer) throws {
