@@ -153,6 +153,11 @@ struct NativeBlock: ~Copyable {
     }
   }
 
+  /// A request or trace id (UTF-8) in its stored form (`StoredIdentifier`).
+  @inline(__always) mutating func identifier(_ utf8: UnsafeRawBufferPointer) {
+    StoredIdentifier.withEncoded(utf8) { string($0) }
+  }
+
   /// Text bytes (UTF-8), e.g. a request record's field from `RequestTexts.unsafeFields`.
   @inline(__always) mutating func field(_ utf8: UnsafeRawBufferPointer) { string(utf8) }
 

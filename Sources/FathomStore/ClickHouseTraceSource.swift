@@ -16,7 +16,7 @@ extension ClickHouseStore: TraceSource {
     \(requestIDExpression),
     start_us, duration_us, protocol, method, domain, resource, status, code, client_ip, client_port, server_ip,
     server_port, observation_point, capture_node, interface, client_pod, server_pod, server_service, server_kind,
-    x_request_id_req, x_request_id_resp, trace_id, req_tcp_seq, resp_tcp_seq, answers
+    hex(x_request_id_req), hex(x_request_id_resp), hex(trace_id), req_tcp_seq, resp_tcp_seq, answers
     """
 
   func names() throws -> [String: String] {
@@ -41,7 +41,8 @@ extension ClickHouseStore: TraceSource {
         serverPort: Int(row[12]) ?? 0, observationPoint: row[13],
         node: names[row[14]].map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "", interface: row[15],
         clientPod: name(row[16]), serverPod: name(row[17]), serverService: name(row[18]), serverKind: row[19],
-        xRequestID: row[20].isEmpty ? row[21] : row[20], traceID: row[22], requestSequence: optional(row[23]),
+        xRequestID: StoredIdentifier.decode(hex: row[20].isEmpty ? row[21] : row[20]),
+        traceID: StoredIdentifier.decode(hex: row[22]), requestSequence: optional(row[23]),
         responseSequence: optional(row[24]), answers: row[25])
     }
   }
@@ -51,12 +52,15 @@ extension ClickHouseStore: TraceSource {
   }
 
   public func requests(xRequestID: String) throws -> [StoredRequest] {
-    try stored(
-      "x_request_id_req = \(Self.literal(xRequestID)) OR (x_request_id_req = '' AND x_request_id_resp = \(Self.literal(xRequestID)))"
+    let forms = StoredIdentifier.literals(xRequestID)
+    return try stored(
+      "x_request_id_req IN \(forms) OR (x_request_id_req = '' AND x_request_id_resp IN \(forms))"
     )
   }
 
-  public func requests(traceID: String) throws -> [StoredRequest] { try stored("trace_id = \(Self.literal(traceID))") }
+  public func requests(traceID: String) throws -> [StoredRequest] {
+    try stored("trace_id IN \(StoredIdentifier.literals(traceID))")
+  }
 
   public func request(id: Int64) throws -> StoredRequest? {
     try stored(
