@@ -6,7 +6,7 @@ import FathomRecords
 /// Measured on 18.16 (store-bench, a million requests with their rollups): the server's CPU −14%.
 ///
 /// The codes are stored data. A name keeps its code for good; a new case takes a new code and
-/// is added to existing tables when a store opens (`ClickHouseStore.alignEnumColumns`), never
+/// is added to existing tables when a store opens (`ClickHouseStore.alignColumns`), never
 /// renumbered or removed. Code 0 is the empty name in every definition, so a String column
 /// converts whatever it holds that Fathom wrote.
 protocol ClickHouseEnumValue: CaseIterable {

@@ -13,7 +13,9 @@ import FathomRecords
 /// integers little-endian, strings as a varint length and bytes, `Nullable(T)` as one byte per
 /// row (1 = NULL) followed by the `T` column, `Enum8` as one byte a row (the code).
 struct NativeBlock: ~Copyable {
-  enum Encoding { case uint8, uint16, uint32, uint64, int32, int64, string, enum8 }
+  /// `computed`: a column the table computes itself (`ALIAS`), in the writers' order but not
+  /// sent; its values are dropped.
+  enum Encoding { case uint8, uint16, uint32, uint64, int32, int64, string, enum8, computed }
 
   /// Where a column's values go: plain POD, read per value without touching the names.
   struct Slot {
@@ -102,6 +104,7 @@ struct NativeBlock: ~Copyable {
     case "Int64": .int64
     case "String": .string
     case _ where type.hasPrefix("Enum8("): .enum8
+    case "ALIAS": .computed
     default: nil
     }
   }
@@ -225,6 +228,7 @@ struct NativeBlock: ~Copyable {
     case .uint16: buffers[slot.values].store(UInt16(truncatingIfNeeded: bits).littleEndian)
     case .uint32, .int32: buffers[slot.values].store(UInt32(truncatingIfNeeded: bits).littleEndian)
     case .uint64, .int64: buffers[slot.values].store(bits.littleEndian)
+    case .computed: break
     case .string, .enum8: preconditionFailure("NativeBlock: a number for the column \(names[next]) (\(types[next]))")
     }
     advance()
@@ -232,6 +236,10 @@ struct NativeBlock: ~Copyable {
 
   @inline(__always) private mutating func string(_ bytes: UnsafeRawBufferPointer) {
     let slot = slots[next]
+    if slot.encoding == .computed {
+      advance()
+      return
+    }
     precondition(slot.encoding == .string, "NativeBlock: a text for the non-String column \(names[next])")
     if slot.nulls >= 0 { buffers[slot.nulls].store(UInt8(0)) }
     buffers[slot.values].append(lengthPrefixed: bytes)
@@ -251,9 +259,9 @@ struct NativeBlock: ~Copyable {
   /// The block in Native format, appended to `body`.
   func write(to body: inout OutputBuffer) {
     precondition(next == 0, "NativeBlock: a row of \(names.first ?? "?")... is incomplete")
-    Self.appendVarUInt(UInt64(slotCount), to: &body)
+    Self.appendVarUInt(UInt64((0..<slotCount).count { slots[$0].encoding != .computed }), to: &body)
     Self.appendVarUInt(UInt64(rows), to: &body)
-    for index in 0..<slotCount {
+    for index in 0..<slotCount where slots[index].encoding != .computed {
       let slot = slots[index]
       Self.appendString(names[index], to: &body)
       Self.appendString(types[index], to: &body)

@@ -61,7 +61,7 @@ public final class ClickHouseStore: RecordStore {
   /// ClickHouse's HTTP interface, shared with the background inserts.
   let http: ClickHouseHTTP
   static let schemaVersion = 3
-  /// Per table, the columns inserts write, typed as the table has them (`alignEnumColumns`).
+  /// Per table, the columns inserts write, typed as the table has them (`alignColumns`).
   private(set) var insertColumns: [String: [(String, String)]] = [:]
 
   /// Record and rollup inserts, gathered into blocks of this many rows and sent in the
@@ -170,14 +170,19 @@ public final class ClickHouseStore: RecordStore {
       ?? 0
     if applied < 1 { try migrateV1(servers: servers) }
     if applied < 2 { try migrateV2(servers: servers) }
-    // v3 (enum columns) is `alignEnumColumns`, which every open runs: a build with a new case
-    // adds it to the tables without a schema version of its own.
-    insertColumns = try alignEnumColumns(servers: servers)
+    // v3 (enum columns; requests' `end_us` computed in tables made from now on) is
+    // `alignColumns`, which every open runs: a build with a new case adds it to the tables
+    // without a schema version of its own.
+    insertColumns = try alignColumns(servers: servers)
     if applied < 3 { try execute("INSERT INTO \(db).schema_migrations (version) VALUES (3)") }
   }
 
   /// Every table inserts write: its columns, in the order the row writers write them, and its
   /// sorting key.
+  /// Columns record tables made since schema v3 compute instead of storing (`end_us` of a
+  /// request: 8% of its bytes on disk). Tables made before store them, and inserts send them.
+  static let computedColumns = ["requests": ["end_us": "Int64 ALIAS start_us + duration_us"]]
+
   static var insertTables: [(name: String, columns: [(String, String)], sortingKey: [String])] {
     [
       ("flows", flowColumns, ["start_us", "server_service"]),
@@ -190,12 +195,17 @@ public final class ClickHouseStore: RecordStore {
       }
   }
 
+  /// The names of the columns an insert sends (not those the table computes).
+  static func sentNames(_ columns: [(String, String)]) -> String {
+    columns.filter { $0.1 != "ALIAS" }.map(\.0).joined(separator: ", ")
+  }
+
   /// Gives every enum column all of this build's names (`ClickHouseEnumValue`) on every server
   /// with tables, and returns per table the columns inserts write, typed as the table that takes
-  /// the insert has them. A String column becomes `Enum8` in place (ClickHouse rewrites the
+  /// the insert has them (`ALIAS` for one it computes, which is not sent). A String column becomes `Enum8` in place (ClickHouse rewrites the
   /// column) — except a sorting-key column of a table made before schema v3, which 18.16 changes
   /// in metadata only: it stays String and is written names.
-  func alignEnumColumns(servers: [String]) throws -> [String: [(String, String)]] {
+  func alignColumns(servers: [String]) throws -> [String: [(String, String)]] {
     let db = target.database
     // Local tables on the shards; with a cluster, also its Distributed tables on the target.
     var places = servers.map { (server: $0, suffix: localSuffix) }
@@ -203,14 +213,22 @@ public final class ClickHouseStore: RecordStore {
     var insertColumns: [String: [(String, String)]] = [:]
     for (server, suffix) in places {
       var types: [String: String] = [:]
-      for row in try rows("SELECT table, name, type FROM system.columns WHERE database = '\(db)'", on: server)
-      where row.count == 3 {
+      var computed: Set<String> = []
+      for row in try rows(
+        "SELECT table, name, type, default_kind FROM system.columns WHERE database = '\(db)'", on: server)
+      where row.count == 4 {
         types["\(row[0]).\(row[1])"] = row[2]
+        if row[3] == "ALIAS" { computed.insert("\(row[0]).\(row[1])") }
       }
       for table in Self.insertTables {
         var columns = table.columns
         for index in columns.indices {
           let (column, wantedType) = columns[index]
+          // A column the table computes (tables made since v3) is not sent; its values are dropped.
+          if computed.contains("\(table.name)\(suffix).\(column)") {
+            columns[index].1 = "ALIAS"
+            continue
+          }
           guard let wanted = ClickHouseEnum.parse(wantedType) else { continue }
           let place = "\(db).\(table.name)\(suffix)"
           guard let actual = types["\(table.name)\(suffix).\(column)"] else {
@@ -300,9 +318,11 @@ public final class ClickHouseStore: RecordStore {
       """)
     for server in servers {
       for table in Self.insertTables where ["flows", "requests"].contains(table.name) {
+        let computed = Self.computedColumns[table.name] ?? [:]
+        let columns = table.columns.map { ($0.0, computed[$0.0] ?? $0.1) }
         try execute(
           Self.recordTable(
-            "\(db).\(table.name)\(localSuffix)", table.columns, order: table.sortingKey.joined(separator: ", ")),
+            "\(db).\(table.name)\(localSuffix)", columns, order: table.sortingKey.joined(separator: ", ")),
           on: server)
       }
     }
@@ -325,7 +345,7 @@ public final class ClickHouseStore: RecordStore {
         let table = RollupSchema.table("request", resolution)
         let columns = insertColumns[table] ?? []
         try inserts.append(
-          sql: "INSERT INTO \(target.database).\(table) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native",
           columns: columns
         ) { rows in
           // Pointers, not copies: every copy of a rollup retained its histogram.
@@ -358,7 +378,7 @@ public final class ClickHouseStore: RecordStore {
         let table = RollupSchema.table("flow", resolution)
         let columns = insertColumns[table] ?? []
         try inserts.append(
-          sql: "INSERT INTO \(target.database).\(table) (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+          sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native",
           columns: columns
         ) { rows in
           for (key, value) in flowRollups {
@@ -473,7 +493,7 @@ public final class ClickHouseStore: RecordStore {
     let sourceID = UInt64(bitPattern: source)
     let columns = insertColumns["flows"] ?? []
     try inserts.append(
-      sql: "INSERT INTO \(target.database).flows (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+      sql: "INSERT INTO \(target.database).flows (\(Self.sentNames(columns))) FORMAT Native",
       columns: columns
     ) { rows in
       for tagged in flows {
@@ -513,7 +533,7 @@ public final class ClickHouseStore: RecordStore {
     let sourceID = UInt64(bitPattern: source)
     let columns = insertColumns["requests"] ?? []
     try inserts.append(
-      sql: "INSERT INTO \(target.database).requests (\(columns.map(\.0).joined(separator: ", "))) FORMAT Native",
+      sql: "INSERT INTO \(target.database).requests (\(Self.sentNames(columns))) FORMAT Native",
       columns: columns
     ) { rows in
       // Borrowed in place: a copy of each record retained its texts and answers.

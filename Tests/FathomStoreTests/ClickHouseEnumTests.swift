@@ -92,6 +92,23 @@ import Testing
   }
 }
 
+/// A column the table computes (`ALIAS`) stays in the writers' order but is not sent.
+@Test func computedColumnsAreNotSent() {
+  var block = NativeBlock()
+  block.configure([("a", "UInt16"), ("b", "ALIAS"), ("c", "String")])
+  for row in 0..<2 {
+    block.field(UInt64(row + 1))
+    block.field(Int64(99))
+    block.field("x")
+  }
+  var body = OutputBuffer()
+  block.write(to: &body)
+  let expected: [UInt8] =
+    [2, 2] + [1] + Array("a".utf8) + [6] + Array("UInt16".utf8) + [1, 0, 2, 0] + [1] + Array("c".utf8) + [6]
+    + Array("String".utf8) + [1, 0x78, 1, 0x78]
+  #expect(body.bytes == expected)
+}
+
 /// Stores made before the enum columns (schema v2: every one a String) and stores whose enums
 /// lack or contradict a name, against the real servers.
 @Suite final class ClickHouseEnumMigrationTests {
@@ -186,6 +203,11 @@ import Testing
     #expect(
       try types(store, table: "request_rollup_1s", on: target.url)["protocol"] == ApplicationProtocol.clickHouseType)
     #expect(try store.rows("SELECT max(version) FROM \(db).schema_migrations").first?.first == "3")
+    // Made before v3: `end_us` stays stored, and inserts send it.
+    #expect(
+      try store.rows(
+        "SELECT count() FROM system.columns WHERE database = '\(db)' AND table = 'requests' AND name = 'end_us' AND default_kind = ''"
+      ) == [["1"]])
 
     // The old row reads as before, under the same id; new rows go into both kinds of column.
     let oldBits = try #require(UInt64(oldID))
@@ -225,6 +247,7 @@ import Testing
       try store.rows("SELECT protocol, observation_point, requests FROM \(db).request_rollup_1s") == [
         ["dns", "s", "1"]
       ])
+    #expect(try store.rows("SELECT end_us FROM \(db).requests WHERE start_us = 3000") == [["4000"]])
   }
 
   /// A table whose enum lacks a name this build writes gains it when a store opens; one that

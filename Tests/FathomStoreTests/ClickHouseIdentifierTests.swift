@@ -123,5 +123,13 @@ import Testing
     #expect(try store.requests(xRequestID: old).map(\.xRequestID) == [old])
     #expect(try store.requests(traceID: old).map(\.traceID) == [old])
     #expect(try store.requests(xRequestID: "0123456789abcdef0123456789abcdee").isEmpty)
+    // A new store computes a request's end from its start and duration instead of storing it.
+    let db = store.target.database
+    let table = kind == .clickhouseCluster ? "requests_local" : "requests"
+    #expect(
+      try store.rows(
+        "SELECT default_kind FROM system.columns WHERE database = '\(db)' AND table = '\(table)' AND name = 'end_us'",
+        on: kind == .clickhouseCluster ? store.target.shards[1] : store.target.url) == [["ALIAS"]])
+    #expect(try store.rows("SELECT end_us FROM \(db).requests WHERE start_us = 1000") == [["2000"]])
   }
 }
