@@ -8,15 +8,34 @@ import FathomRecords
 /// A mergeable latency histogram: exact below 16 µs, then 8 log-linear sub-buckets per power of
 /// two (at most 1/16 = 6.25% from a bucket's midpoint to its edges). Sparse; merges by adding.
 public struct LatencyHistogram: Sendable, Equatable {
+  struct Entry: Sendable {
+    var bucket: Int32
+    var count: UInt64
+  }
+
   /// (bucket, count) pairs sorted by bucket, counts > 0: a rollup holds a few buckets, and a small
-  /// sorted array adds, merges and encodes without the hashing and per-table allocation of a
-  /// dictionary (a 1 s rollup holds ~3 requests in store-bench).
-  private var entries: [(bucket: Int32, count: UInt64)] = []
+  /// sorted list adds, merges and encodes without the hashing of a dictionary. The first four
+  /// are kept in place: a 1 s rollup holds ~3 requests in store-bench, and an array of its own
+  /// was an allocation each (~360 instructions, callgrind). More than four go to `spilled`, which
+  /// then holds them all.
+  private var head = InlineArray<4, Entry>(repeating: Entry(bucket: 0, count: 0))
+  private var headCount = 0
+  private var spilled: [Entry] = []
 
   public init() {}
 
+  /// The number of buckets used.
+  var entryCount: Int { spilled.isEmpty ? headCount : spilled.count }
+
+  @inline(__always) func entry(_ index: Int) -> Entry { spilled.isEmpty ? head[index] : spilled[index] }
+
   public static func == (lhs: LatencyHistogram, rhs: LatencyHistogram) -> Bool {
-    lhs.entries.elementsEqual(rhs.entries) { $0.bucket == $1.bucket && $0.count == $1.count }
+    guard lhs.entryCount == rhs.entryCount else { return false }
+    for index in 0..<lhs.entryCount {
+      let (left, right) = (lhs.entry(index), rhs.entry(index))
+      if left.bucket != right.bucket || left.count != right.count { return false }
+    }
+    return true
   }
 
   static func bucket(_ micros: Int64) -> Int {
@@ -41,29 +60,54 @@ public struct LatencyHistogram: Sendable, Equatable {
 
   private mutating func add(bucket: Int32, count: UInt64) {
     guard count > 0 else { return }
-    var index = entries.count
-    while index > 0 && entries[index - 1].bucket > bucket { index -= 1 }
-    if index > 0 && entries[index - 1].bucket == bucket {
-      entries[index - 1].count += count
-    } else {
-      // Appended, then moved into place: `insert(_:at:)` went through Array's generic
-      // replaceSubrange, ~390 instructions a call (callgrind) for a list of a few entries. Room
-      // for four at the first: growing one by one reallocated most 1 s rollups' lists twice.
-      if entries.capacity == 0 { entries.reserveCapacity(4) }
-      entries.append((bucket, count))
-      var position = entries.count - 1
+    guard spilled.isEmpty else {
+      var index = spilled.count
+      while index > 0 && spilled[index - 1].bucket > bucket { index -= 1 }
+      if index > 0 && spilled[index - 1].bucket == bucket {
+        spilled[index - 1].count += count
+      } else {
+        // Appended, then moved into place: `insert(_:at:)` went through Array's generic
+        // replaceSubrange, ~390 instructions a call (callgrind) for a list of a few entries.
+        spilled.append(Entry(bucket: bucket, count: count))
+        var position = spilled.count - 1
+        while position > index {
+          spilled.swapAt(position, position - 1)
+          position -= 1
+        }
+      }
+      return
+    }
+    var index = headCount
+    while index > 0 && head[index - 1].bucket > bucket { index -= 1 }
+    if index > 0 && head[index - 1].bucket == bucket {
+      head[index - 1].count += count
+    } else if headCount < head.count {
+      var position = headCount
       while position > index {
-        entries.swapAt(position, position - 1)
+        head[position] = head[position - 1]
         position -= 1
       }
+      head[index] = Entry(bucket: bucket, count: count)
+      headCount += 1
+    } else {
+      spilled.reserveCapacity(8)
+      for position in 0..<headCount {
+        if position == index { spilled.append(Entry(bucket: bucket, count: count)) }
+        spilled.append(head[position])
+      }
+      if index == headCount { spilled.append(Entry(bucket: bucket, count: count)) }
+      headCount = 0
     }
   }
 
   public mutating func merge(_ other: LatencyHistogram) {
-    for entry in other.entries { add(bucket: entry.bucket, count: entry.count) }
+    for index in 0..<other.entryCount {
+      let entry = other.entry(index)
+      add(bucket: entry.bucket, count: entry.count)
+    }
   }
 
-  public var total: UInt64 { entries.reduce(0) { $0 + $1.count } }
+  public var total: UInt64 { (0..<entryCount).reduce(0) { $0 + entry($1).count } }
 
   /// The value at rank floor(p × n) of the sorted samples, to the bucket's precision.
   public func quantile(_ p: Double) -> Int64 {
@@ -71,7 +115,8 @@ public struct LatencyHistogram: Sendable, Equatable {
     guard n > 0 else { return 0 }
     let rank = min(n - 1, UInt64(Double(n) * p))
     var seen: UInt64 = 0
-    for entry in entries {
+    for index in 0..<entryCount {
+      let entry = entry(index)
       seen += entry.count
       if seen > rank { return Self.value(Int(entry.bucket)) }
     }
@@ -87,7 +132,8 @@ public struct LatencyHistogram: Sendable, Equatable {
 
   /// `encoded`, written into a buffer without building Strings.
   public func appendEncoded(to buffer: inout OutputBuffer) {
-    for (index, entry) in entries.enumerated() {
+    for index in 0..<entryCount {
+      let entry = entry(index)
       if index > 0 { buffer.append(byte: UInt8(ascii: ",")) }
       buffer.append(UInt64(entry.bucket))
       buffer.append(byte: UInt8(ascii: ":"))

@@ -454,6 +454,32 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     #expect(long.reduce(0) { $0 + $1.requests } == 3)
   }
 
+  /// Few buckets are kept in place and more spill to an array: at every size across the switch,
+  /// in every insertion order tried, the entries are the sorted counts of a plain dictionary.
+  @Test func histogramEntriesAgreeWithADictionaryAcrossTheSpill() {
+    var seed: UInt64 = 7
+    for size in 1...9 {
+      for _ in 0..<50 {
+        var histogram = LatencyHistogram()
+        var reference: [Int: UInt64] = [:]
+        for _ in 0..<(size * 3) {
+          seed = seed &* 6_364_136_223_846_793_005 &+ 1
+          let bucket = Int(seed >> 40) % size * 20 + 16  // `size` distinct buckets, at most
+          let value = LatencyHistogram.value(bucket)
+          histogram.add(value)
+          reference[LatencyHistogram.bucket(value), default: 0] += 1
+        }
+        let expected = reference.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
+        #expect(histogram.encoded == expected)
+        #expect(histogram.total == reference.values.reduce(0, +))
+        var merged = LatencyHistogram()
+        merged.merge(histogram)
+        merged.merge(histogram)
+        #expect(merged.total == 2 * histogram.total && LatencyHistogram(encoded: histogram.encoded) == histogram)
+      }
+    }
+  }
+
   @Test func histogramQuantilesAreWithinTheBucketPrecision() {
     var histogram = LatencyHistogram()
     var values: [Int64] = []
