@@ -177,21 +177,21 @@ public final class ClickHouseStore: RecordStore {
     if applied < 3 { try execute("INSERT INTO \(db).schema_migrations (version) VALUES (3)") }
   }
 
-  /// Every table inserts write: its columns, in the order the row writers write them, and its
-  /// sorting key.
   /// Columns record tables made since schema v3 compute instead of storing (`end_us` of a
   /// request: 8% of its bytes on disk). Tables made before store them, and inserts send them.
   static let computedColumns = ["requests": ["end_us": "Int64 ALIAS start_us + duration_us"]]
 
+  static let rollupSortingKey = ["server_service", "interval_start"]
+
+  /// Every table inserts write: its columns, in the order the row writers write them, and its
+  /// sorting key.
   static var insertTables: [(name: String, columns: [(String, String)], sortingKey: [String])] {
     [
       ("flows", flowColumns, ["start_us", "server_service"]),
       ("requests", requestColumns, ["server_service", "observation_point", "start_us"]),
     ]
       + RollupBuilder.resolutions.flatMap { resolution in
-        ["request", "flow"].map {
-          (RollupSchema.table($0, resolution), rollupColumns($0), ["server_service", "interval_start"])
-        }
+        ["request", "flow"].map { (RollupSchema.table($0, resolution), rollupColumns($0), rollupSortingKey) }
       }
   }
 
@@ -202,9 +202,7 @@ public final class ClickHouseStore: RecordStore {
 
   /// Gives every enum column all of this build's names (`ClickHouseEnumValue`) on every server
   /// with tables, and returns per table the columns inserts write, typed as the table that takes
-  /// the insert has them (`ALIAS` for one it computes, which is not sent). A String column becomes `Enum8` in place (ClickHouse rewrites the
-  /// column) — except a sorting-key column of a table made before schema v3, which 18.16 changes
-  /// in metadata only: it stays String and is written names.
+  /// the insert has them (`ALIAS` for one it computes, which is not sent).
   func alignColumns(servers: [String]) throws -> [String: [(String, String)]] {
     let db = target.database
     // Local tables on the shards; with a cluster, also its Distributed tables on the target.
@@ -229,24 +227,17 @@ public final class ClickHouseStore: RecordStore {
             columns[index].1 = "ALIAS"
             continue
           }
-          guard let wanted = ClickHouseEnum.parse(wantedType) else { continue }
+          guard ClickHouseEnum.parse(wantedType) != nil else { continue }
           let place = "\(db).\(table.name)\(suffix)"
           guard let actual = types["\(table.name)\(suffix).\(column)"] else {
             throw Failure(message: "clickhouse \(server): \(place) has no column \(column)")
           }
-          var aligned = actual
-          if actual == "String" {
-            if !table.sortingKey.contains(column) { aligned = wantedType }
-          } else if let existing = ClickHouseEnum.parse(actual) {
-            do {
-              if let union = try ClickHouseEnum.extended(existing, toHold: wanted) {
-                aligned = ClickHouseEnum.type(union)
-              }
-            } catch {
-              throw Failure(message: "clickhouse \(server): \(place).\(column) cannot take Fathom's codes: \(error)")
-            }
-          } else {
-            throw Failure(message: "clickhouse \(server): \(place).\(column) is \(actual), not String or Enum8")
+          let aligned: String
+          do {
+            aligned = try Self.enumType(
+              actual: actual, wanted: wantedType, inSortingKey: table.sortingKey.contains(column))
+          } catch {
+            throw Failure(message: "clickhouse \(server): \(place).\(column) \(error)")
           }
           if aligned != actual {
             try http.execute(
@@ -261,6 +252,22 @@ public final class ClickHouseStore: RecordStore {
     return insertColumns
   }
 
+  /// What an enum column of type `actual` must become to hold every case of `wanted` (an
+  /// `Enum8` definition): a String column becomes the `Enum8` in place (ClickHouse rewrites the
+  /// column) — except a sorting-key column of a table made before schema v3, which 18.16 changes
+  /// in metadata only: it stays String and is written names; an `Enum8` gains the names it lacks.
+  static func enumType(actual: String, wanted: String, inSortingKey: Bool) throws -> String {
+    if actual == "String" { return inSortingKey ? actual : wanted }
+    guard let existing = ClickHouseEnum.parse(actual), let cases = ClickHouseEnum.parse(wanted) else {
+      throw Failure(message: "is \(actual), not String or Enum8")
+    }
+    do {
+      return try ClickHouseEnum.extended(existing, toHold: cases).map(ClickHouseEnum.type) ?? actual
+    } catch {
+      throw Failure(message: "cannot take Fathom's codes: \(error)")
+    }
+  }
+
   /// v2: 1 s and 1 min rollups; partitions of 4 h and 12 h (DeepFlow's retention units).
   func migrateV2(servers: [String]) throws {
     let db = target.database
@@ -273,7 +280,7 @@ public final class ClickHouseStore: RecordStore {
           try execute(
             """
             CREATE TABLE IF NOT EXISTS \(db).\(table)\(localSuffix) (\(columns.joined(separator: ", ")))
-            ENGINE = MergeTree() PARTITION BY intDiv(interval_start, \(partitionSeconds)) ORDER BY (server_service, interval_start)
+            ENGINE = MergeTree() PARTITION BY intDiv(interval_start, \(partitionSeconds)) ORDER BY (\(Self.rollupSortingKey.joined(separator: ", ")))
             """, on: server)
         }
         if let cluster = target.cluster {

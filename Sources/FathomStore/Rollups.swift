@@ -61,19 +61,13 @@ public struct LatencyHistogram: Sendable, Equatable {
   private mutating func add(bucket: Int32, count: UInt64) {
     guard count > 0 else { return }
     guard spilled.isEmpty else {
+      // Past four buckets (1 min rollups): a new bucket is rare beside counting into one.
       var index = spilled.count
       while index > 0 && spilled[index - 1].bucket > bucket { index -= 1 }
       if index > 0 && spilled[index - 1].bucket == bucket {
         spilled[index - 1].count += count
       } else {
-        // Appended, then moved into place: `insert(_:at:)` went through Array's generic
-        // replaceSubrange, ~390 instructions a call (callgrind) for a list of a few entries.
-        spilled.append(Entry(bucket: bucket, count: count))
-        var position = spilled.count - 1
-        while position > index {
-          spilled.swapAt(position, position - 1)
-          position -= 1
-        }
+        spilled.insert(Entry(bucket: bucket, count: count), at: index)
       }
       return
     }

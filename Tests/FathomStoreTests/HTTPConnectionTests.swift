@@ -1,3 +1,4 @@
+import FathomTestSupport
 import Foundation
 import Testing
 
@@ -12,20 +13,7 @@ import Testing
     let port: UInt16
 
     init() {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      var address = sockaddr_in()
-      address.sin_family = sa_family_t(AF_INET)
-      address.sin_addr.s_addr = inet_addr("127.0.0.1")
-      var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-      _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-      }
-      listen(fd, 4)
-      _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-      }
-      listener = fd
-      port = UInt16(bigEndian: address.sin_port)
+      (listener, port) = LoopbackSocket.bind(listening: true)
       Thread.detachNewThread { [self] in serve() }
     }
 
