@@ -24,6 +24,37 @@ struct LabIntegrationTests {
     var ok: Bool { status == 200 }
   }
 
+  /// A scenario's recording as the checks read it: when the fault was applied, when the
+  /// recording ended, and the load's truth.
+  struct ScenarioRecording {
+    var faultApplied: Double?
+    var end: Double
+    var truth: [[String: Any]]
+
+    init(directory: String) {
+      let manifest =
+        (try? JSONSerialization.jsonObject(with: Data((Files.read("\(directory)/manifest.json") ?? "").utf8)))
+        as? [String: Any]
+      faultApplied = ((manifest?["faults"] as? [[String: Any]])?.first?["applied_at"] as? String).flatMap(parseTime)
+      end = (manifest?["end"] as? String).flatMap(parseTime) ?? .infinity
+      truth = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
+        (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+      }
+    }
+
+    /// Up to `limit` requests the client saw fail with a 5xx, sent after the fault was applied.
+    func failedRequestIDs(limit: Int = 5) -> [String] {
+      let applied = faultApplied ?? 0
+      let ids = truth.compactMap { record -> String? in
+        guard (record["status"] as? Int ?? 0) >= 500, let sent = record["start_us"] as? Int,
+          Double(sent) / 1e6 >= applied
+        else { return nil }
+        return record["x_request_id"] as? String
+      }
+      return Array(ids.prefix(limit))
+    }
+  }
+
   let store = LabStore()
   let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-lab-test-\(getpid())").path
 
@@ -323,29 +354,40 @@ struct LabIntegrationTests {
       .sorted { subset.firstIndex(of: $0.name)! < subset.firstIndex(of: $1.name)! }
     #expect(scenarios.count == subset.count)
     let harness = ScenarioHarness(store: store, workDirectory: "\(scratch)/scenarios")
+    // The trace of a failed request breaks where the fault is: the Service (and node) whose
+    // span is the last to see it, or the Service a connection that was never established went
+    // to (refused without endpoints; unanswered from the node with the stale rules).
+    let breakAt: [String: (service: String, node: String?)] = [
+      "pod-errors": ("shop/checkout", nil), "svc-no-endpoints": ("shop/payment", nil),
+      "dns-nxdomain": ("shop/frontend", nil), "ingress-wrong-backend": ("kube-system/ingress", nil),
+      "kube-proxy-stale": ("shop/checkout", "node-1"),
+    ]
     for scenario in scenarios {
+      let directory = "\(scratch)/scenarios/\(scenario.name)"
       var outcome = try harness.run(scenario) { _ in }
-      if outcome.rank != 1 {
-        // A miss is printed and the scenario recorded once more; the second must be right. (Seen
-        // once: kube-proxy-stale via ClusterIP with the stale node's verdict missing; make
-        // scenarios scores single runs only.)
-        print("scenario \(scenario.name) missed (rank \(outcome.rank), top \(outcome.got)); running it again")
+      var recording = ScenarioRecording(directory: directory)
+      // A miss is printed and the scenario recorded once more; the second must be right. (Seen
+      // once: kube-proxy-stale via ClusterIP with the stale node's verdict missing; make
+      // scenarios scores single runs only.) So is a recording without a failed request to
+      // trace: kube-proxy-stale fails about one request in ten, not one in four — the captures
+      // show SYNs retransmitted to the dead endpoint balanced anew, often to the live pod —
+      // and once in CI failed none in the window.
+      let nothingToTrace = breakAt[scenario.fault] != nil && recording.failedRequestIDs().isEmpty
+      if outcome.rank != 1 || nothingToTrace {
+        print(
+          "scenario \(scenario.name) missed (rank \(outcome.rank), top \(outcome.got), failed requests \(recording.failedRequestIDs().count)); running it again"
+        )
         #expect(try waitUntilAllReady(25))
         outcome = try harness.run(scenario) { _ in }
+        recording = ScenarioRecording(directory: directory)
       }
       #expect(outcome.rank == 1, "\(scenario.name): top verdict \(outcome.got), expected \(outcome.expected)")
       #expect(outcome.seconds < 2, "\(scenario.name): \(outcome.seconds) s to verdict")
       #expect(try waitUntilAllReady(25))
       guard scenario.fault != "none" else { continue }
-      let directory = "\(scratch)/scenarios/\(scenario.name)"
-      let manifest =
-        (try? JSONSerialization.jsonObject(with: Data((Files.read("\(directory)/manifest.json") ?? "").utf8)))
-        as? [String: Any]
-      let faultApplied = ((manifest?["faults"] as? [[String: Any]])?.first?["applied_at"] as? String).flatMap(parseTime)
-      let recordingEnd = (manifest?["end"] as? String).flatMap(parseTime) ?? .infinity
-      let truthRecords = (Files.read("\(directory)/load-truth.jsonl") ?? "").split(separator: "\n").compactMap {
-        (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-      }
+      let faultApplied = recording.faultApplied
+      let recordingEnd = recording.end
+      let truthRecords = recording.truth
       let assembler = TraceAssembler(source: try SQLiteStore(path: "\(directory)/fathom.sqlite"))
       if scenario.fault == "net-loss" {
         // Slow requests (answered, within the window and the capture): the segment that adds
@@ -372,23 +414,10 @@ struct LabIntegrationTests {
         print("net-loss: \(right) of \(verdicts.count) slow requests' slowest segment crosses node-2")
         continue
       }
-      // The trace of a failed request breaks where the fault is: the Service (and node) whose
-      // span is the last to see it, or the Service a connection that was never established went
-      // to (refused without endpoints; unanswered from the node with the stale rules). A request
-      // cut by the recording's start or end can miss its deeper spans, so a majority of up to
-      // five failed requests in the window must break there.
-      let breakAt: [String: (service: String, node: String?)] = [
-        "pod-errors": ("shop/checkout", nil), "svc-no-endpoints": ("shop/payment", nil),
-        "dns-nxdomain": ("shop/frontend", nil), "ingress-wrong-backend": ("kube-system/ingress", nil),
-        "kube-proxy-stale": ("shop/checkout", "node-1"),
-      ]
+      // A request cut by the recording's start or end can miss its deeper spans, so a majority
+      // of up to five failed requests must break there.
       let expected = try #require(breakAt[scenario.fault])
-      let failedIDs = truthRecords.compactMap { record -> String? in
-        guard (record["status"] as? Int ?? 0) >= 500,
-          let sent = record["start_us"] as? Int, Double(sent) / 1e6 > (faultApplied ?? 0) + 3
-        else { return nil }
-        return record["x_request_id"] as? String
-      }.prefix(5)
+      let failedIDs = recording.failedRequestIDs()
       var places: [String] = []
       for id in failedIDs {
         let trace = try assembler.assemble(xRequestID: id)
