@@ -216,6 +216,7 @@ public final class SQLiteStore: RecordStore {
   /// `write(rollups:)` return once their rows are encoded).
   private let writes = OrderedWorker(name: "fathom-sqlite-writer")
   public let path: String
+  let checkpointer: WALCheckpointer
   /// The lookup block the next requests are filed under, and how many rows it holds so far.
   private let lookupBlock: Mutex<(number: Int64, rows: Int)>
   /// Rows per lookup block: a batch's random keys share a block's few index pages, and a lookup
@@ -231,8 +232,17 @@ public final class SQLiteStore: RecordStore {
     }
   }
 
-  public init(path: String) throws {
+  public convenience init(path: String) throws {
+    try self.init(path: path, checkpointPassFrames: 1024, checkpointLimitFrames: 8192)
+  }
+
+  /// `checkpointPassFrames`, `checkpointLimitFrames`: see `WALCheckpointer` (tests make them
+  /// small).
+  init(path: String, checkpointPassFrames: Int32, checkpointLimitFrames: Int32) throws {
     self.path = path
+    let checkpointer = WALCheckpointer(
+      path: path, passFrames: checkpointPassFrames, limitFrames: checkpointLimitFrames)
+    self.checkpointer = checkpointer
     var configuration = Configuration()
     configuration.prepareDatabase { db in
       // 32 KiB pages for a new file (before WAL mode is set; an existing file keeps its size):
@@ -240,11 +250,10 @@ public final class SQLiteStore: RecordStore {
       // 307k-335k records/s, 32 KiB 313k-355k, 64 KiB no better; 4 KiB was 15% below 16 KiB.
       try db.execute(sql: "PRAGMA page_size = 32768")
       try db.execute(sql: "PRAGMA synchronous = NORMAL")
-      // A 64 MiB page cache keeps the indexes' hot pages in memory during ingest, and fewer WAL
-      // checkpoints write each page less often (measured: see docs/storage.md); 2,048 pages of
-      // 32 KiB = a checkpoint per 64 MiB of WAL.
+      // A 64 MiB page cache keeps the indexes' hot pages in memory during ingest.
       try db.execute(sql: "PRAGMA cache_size = -65536")
-      try db.execute(sql: "PRAGMA wal_autocheckpoint = 2048")
+      // Checkpoints on a thread of their own instead of in the writer's commits.
+      if !db.configuration.readonly, let connection = db.sqliteConnection { checkpointer.install(on: connection) }
       // Readers go through a memory map instead of a pread per page: the runbook's scan of a
       // 10-minute recording made 90k preads. Not the writer: an ingest touches the index pages
       // of the whole file, which a map would keep resident for the length of the run.
@@ -263,6 +272,10 @@ public final class SQLiteStore: RecordStore {
       FileHandle.standardError.write(Data("fathom: records not stored in \(path): \(error)\n".utf8))
     }
     writes.stop()
+    database.writeWithoutTransaction { db in
+      if let connection = db.sqliteConnection { checkpointer.uninstall(from: connection) }
+    }
+    checkpointer.stop()
   }
 
   /// Schema versions; a file from an older version is migrated, never dropped.

@@ -77,3 +77,37 @@ import Testing
     #expect(completed == 0)
   }
 }
+
+/// The WAL is copied back on a thread of its own while the writer goes on, and the writer
+/// copies the rest at the limit so the WAL starts over.
+@Suite struct SQLiteCheckpointTests {
+  /// With small thresholds: background passes ran, the writer took its share at the limit,
+  /// the WAL file never grew far past the limit (without the writer's share it would hold the
+  /// whole database), and every row arrived intact.
+  @Test func theWALIsCopiedBesideTheWriterAndStartsOver() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-wal-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let path = directory.appendingPathComponent("wal.sqlite").path
+    let batches = 30
+    let perBatch = 2_000
+    do {
+      let store = try SQLiteStore(path: path, checkpointPassFrames: 4, checkpointLimitFrames: 24)
+      guard case .read(let source, _) = try store.beginSource(path: "wal", size: 1, modified: 1) else {
+        Issue.record("source not read")
+        return
+      }
+      let requests = try SQLiteIngestTests().requests(perBatch)
+      for _ in 0..<batches { try store.write(requests: requests[...], source: source, ids: [:]) }
+      try store.finishSource(source)
+      let counts = store.checkpointer.counts
+      #expect(counts.passes > 0 && counts.writer > 0, "\(counts)")
+      let wal = try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int ?? 0
+      let database = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+      #expect(database > 0 && wal * 3 < database, "WAL \(wal) bytes, database \(database) bytes")
+      #expect(try store.query("SELECT count(*) FROM requests").rows == [["\(batches * perBatch)"]])
+    }
+    let check = try DatabaseQueue(path: path).read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }
+    #expect(check == "ok")
+  }
+}
