@@ -24,6 +24,8 @@ final class WALCheckpointer: @unchecked Sendable {
   /// Frames copied by the last completed pass, of the WAL as it was then.
   private var copied: Int32 = 0
   private var running = false
+  /// The background's connection could not be opened: the writer's share alone bounds the WAL.
+  private var unopenable = false
   private var passes = 0
   private var writerCheckpoints = 0
   private var requested = false
@@ -79,12 +81,12 @@ final class WALCheckpointer: @unchecked Sendable {
       while running { condition.wait() }
       writerCheckpoints += 1
       condition.unlock()
-      // Every frame copied (no reader holds an older snapshot: the ingest has none), so the
+      // Every frame copied (unless a reader holds an older snapshot; the ingest has none), so the
       // next write transaction starts the WAL over.
       _ = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
       return
     }
-    if !running && frames - copied >= passFrames {
+    if !running && !unopenable && frames - copied >= passFrames {
       requested = true
       startIfNeeded()
       condition.broadcast()
@@ -129,13 +131,14 @@ final class WALCheckpointer: @unchecked Sendable {
   private func pass() -> Int32? {
     if connection == nil {
       var opened: OpaquePointer?
-      guard sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
-        sqlite3_close_v2(opened)
-        return nil
-      }
       // A connection finds the WAL when it first reads; until then a checkpoint does nothing.
-      guard sqlite3_exec(opened, "PRAGMA schema_version", nil, nil, nil) == SQLITE_OK else {
+      guard sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK,
+        sqlite3_exec(opened, "PRAGMA schema_version", nil, nil, nil) == SQLITE_OK
+      else {
         sqlite3_close_v2(opened)
+        condition.lock()
+        unopenable = true
+        condition.unlock()
         return nil
       }
       connection = opened
