@@ -545,45 +545,68 @@ public final class ClickHouseStore: RecordStore {
     ) { rows in
       // Borrowed in place: a copy of each record retained its texts and answers.
       requests.withUnsafeBufferPointer { records in
-        for index in records.indices {
-          Self.appendRow(records[index].request, records[index].tags, source: sourceID, ids: ids, to: &rows)
+        var start = 0
+        while start < records.count {
+          let chunk = UnsafeBufferPointer(rebasing: records[start..<Swift.min(start + 256, records.count)])
+          Self.appendColumns(chunk, source: sourceID, ids: ids, to: &rows)
+          start += chunk.count
         }
       }
     }
   }
 
-  private static func appendRow(
-    _ request: borrowing RequestLog, _ tags: borrowing RecordTags, source: UInt64, ids: StoreIDs,
-    to rows: inout NativeBlock
+  /// Request rows a column at a time (`NativeBlock`'s whole columns), in the requests table's
+  /// column order (`requestColumns`).
+  private static func appendColumns(
+    _ records: UnsafeBufferPointer<TaggedRequest>, source: UInt64, ids: StoreIDs, to rows: inout NativeBlock
   ) {
-    // Valid while the record is borrowed: one look at the texts, not a retain per field.
-    let texts = request.texts.unsafeFields
-    rows.field(source)
-    rows.field(request.startMicros)
-    rows.field(request.endMicros)
-    rows.field(request.durationMicros)
-    rows.field(request.applicationProtocol)
-    rows.field(texts[.version])
-    rows.connection(
-      client: request.clientIP, request.clientPort, server: request.serverIP, request.serverPort, tags, ids)
-    rows.id(tags.ingress, ids)
-    rows.id(tags.answeredBy, ids)
-    rows.id(tags.requestedService, ids)
-    rows.field(texts[.method])
-    rows.field(texts[.domain])
-    rows.field(texts[.resource])
-    rows.field(texts[.endpoint])
-    rows.field(request.status)
-    rows.optional(request.code.map { Int64($0) })
-    rows.optional(request.requestTCPSequence.map { Int64($0) })
-    rows.optional(request.responseTCPSequence.map { Int64($0) })
-    rows.identifier(texts[.requestID])
-    rows.identifier(texts[.responseRequestID])
-    rows.identifier(texts[.traceID])
-    rows.identifier(texts[.spanID])
-    rows.field(request.requestBytes)
-    rows.field(request.responseBytes)
-    rows.field(request.answers.isEmpty ? "" : request.answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n"))
+    let count = records.count
+    let tags = UnsafeRawPointer(records.baseAddress!) + MemoryLayout<TaggedRequest>.offset(of: \TaggedRequest.tags)!
+    // Each record's texts looked at once (through `records[row].request.texts` in every text
+    // column, each look retained and released the texts' storage).
+    withUnsafeTemporaryAllocation(of: RequestTexts.Fields.self, capacity: count) { fields in
+      for row in 0..<count { fields.initializeElement(at: row, to: textFields(records[row].request)) }
+      rows.integers(count) { _ in source }
+      rows.integers(count) { UInt64(bitPattern: records[$0].request.startMicros) }
+      rows.integers(count) { UInt64(bitPattern: records[$0].request.endMicros) }
+      rows.integers(count) { UInt64(bitPattern: records[$0].request.durationMicros) }
+      rows.names(count) { records[$0].request.applicationProtocol }
+      rows.texts(count) { row, write in write(fields[row][.version]) }
+      rows.connections(
+        count, ids, client: { records[$0].request.clientIP }, clientPort: { records[$0].request.clientPort },
+        server: { records[$0].request.serverIP }, serverPort: { records[$0].request.serverPort },
+        tags: { (tags + $0 * MemoryLayout<TaggedRequest>.stride).assumingMemoryBound(to: RecordTags.self) })
+      rows.ids(count, ids) { records[$0].tags.ingress }
+      rows.ids(count, ids) { records[$0].tags.answeredBy }
+      rows.ids(count, ids) { records[$0].tags.requestedService }
+      for field in [RequestTexts.Field.method, .domain, .resource, .endpoint] {
+        rows.texts(count) { row, write in write(fields[row][field]) }
+      }
+      rows.names(count) { records[$0].request.status }
+      rows.optionals(count) { records[$0].request.code.map { Int64($0) } }
+      rows.optionals(count) { records[$0].request.requestTCPSequence.map { Int64($0) } }
+      rows.optionals(count) { records[$0].request.responseTCPSequence.map { Int64($0) } }
+      for field in [RequestTexts.Field.requestID, .responseRequestID, .traceID, .spanID] {
+        rows.identifiers(count) { fields[$0][field] }
+      }
+      rows.integers(count) { records[$0].request.requestBytes }
+      rows.integers(count) { records[$0].request.responseBytes }
+      rows.texts(count) { row, write in
+        let answers = records[row].request.answers
+        if answers.isEmpty {
+          write(UnsafeRawBufferPointer(start: nil, count: 0))
+        } else {
+          var text = answers.map { "\($0.type) \($0.value)" }.joined(separator: "\n")
+          text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+        }
+      }
+      fields.deinitialize()
+    }
+  }
+
+  /// A borrowed record's texts as byte views, valid while the record is.
+  @inline(__always) private static func textFields(_ request: borrowing RequestLog) -> RequestTexts.Fields {
+    request.texts.unsafeFields
   }
 
   /// TabSeparated escaping.

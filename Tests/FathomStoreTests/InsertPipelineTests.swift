@@ -1,3 +1,4 @@
+import FathomKube
 import FathomRecords
 import Foundation
 import Synchronization
@@ -102,6 +103,92 @@ import Testing
     #expect(body.bytes == expected)
     block.removeAll()
     #expect(block.rows == 0)
+  }
+
+  /// Whole columns (`integers`, `optionals`, `texts`, `names`, `identifiers`, `addresses`,
+  /// `ids`) make the same bytes as the same rows written value by value, in chunks of any size,
+  /// for every encoding: plain and Nullable integers of each width, texts, an `Enum8` and an enum
+  /// kept as names in a String column, stored ids, a computed column, addresses.
+  @Test func wholeColumnsEncodeAsRowsDo() {
+    let columns: [(String, String)] = [
+      ("u8", "UInt8"), ("u16", "UInt16"), ("u32", "UInt32"), ("i64", "Int64"), ("nu", "Nullable(UInt64)"),
+      ("opt", "Nullable(Int32)"), ("text", "String"), ("point", ObservationPoint.clickHouseType),
+      ("legacy", "String"), ("status", RequestStatus.clickHouseType), ("computed", "ALIAS"), ("id", "String"),
+      ("address", "String"), ("resource", "UInt64"),
+    ]
+    let points = ObservationPoint.allCases
+    let statuses = RequestStatus.allCases
+    let identifiers = ["", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "plain", "\u{1}x"]
+    let addresses = [IPAddress(ipv4: 0x0a00_0001), IPAddress("fd00::1")!]
+    let ids = StoreIDs([1: 11, 2: -5, 1 << 21: 99])
+    let resources: [Int32] = [0, 1, 2, 7, 1 << 21]
+    func value(_ row: Int) -> UInt64 { UInt64(row) &* 0x9E37_79B9_7F4A_7C15 }
+    func text(_ row: Int) -> String { row % 3 == 0 ? "" : String(repeating: "t", count: row % 150) }
+    func optional(_ row: Int) -> Int64? { row % 4 == 0 ? nil : Int64(row) - 50 }
+    func status(_ row: Int) -> RequestStatus? { row % 5 == 0 ? nil : statuses[row % statuses.count] }
+    let rowCount = 300
+    // Stable bytes for `identifiers`, which takes a pointer per row.
+    let identifierBytes = identifiers.map { text -> UnsafeRawBufferPointer in
+      let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count + 1, alignment: 1)
+      bytes.copyBytes(from: text.utf8)
+      return UnsafeRawBufferPointer(rebasing: bytes[0..<text.utf8.count])
+    }
+    defer { identifierBytes.forEach { $0.baseAddress!.deallocate() } }
+
+    var byRow = NativeBlock()
+    byRow.configure(columns)
+    for row in 0..<rowCount {
+      byRow.field(value(row))
+      byRow.field(value(row))
+      byRow.field(value(row))
+      byRow.field(Int64(bitPattern: value(row)))
+      byRow.field(value(row))
+      byRow.optional(optional(row))
+      byRow.field(text(row))
+      byRow.field(points[row % points.count])
+      byRow.field(points[row % points.count])
+      byRow.field(status(row))
+      byRow.field(value(row))
+      Array(identifiers[row % identifiers.count].utf8).withUnsafeBytes { byRow.identifier($0) }
+      byRow.field(addresses[row % 2])
+      byRow.id(resources[row % resources.count], ids)
+    }
+
+    var byColumn = NativeBlock()
+    byColumn.configure(columns)
+    var start = 0
+    for chunk in [1, 7, 256, 36] {
+      let count = chunk
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.optionals(count) { optional(start + $0) }
+      byColumn.texts(count) { row, write in
+        var text = text(start + row)
+        text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+      }
+      byColumn.names(count) { points[(start + $0) % points.count] }
+      byColumn.names(count) { points[(start + $0) % points.count] }
+      byColumn.names(count) { status(start + $0) }
+      byColumn.integers(count) { value(start + $0) }
+      byColumn.identifiers(count) { identifierBytes[(start + $0) % identifierBytes.count] }
+      byColumn.addresses(count) { addresses[(start + $0) % 2] }
+      byColumn.ids(count, ids) { resources[(start + $0) % resources.count] }
+      start += count
+    }
+    #expect(start == rowCount && byColumn.rows == rowCount)
+    var expected = OutputBuffer()
+    byRow.write(to: &expected)
+    var got = OutputBuffer()
+    byColumn.write(to: &got)
+    let (gotBytes, expectedBytes) = (Array(got.bytes), Array(expected.bytes))
+    let firstDifference = (0..<min(gotBytes.count, expectedBytes.count)).first { gotBytes[$0] != expectedBytes[$0] }
+    #expect(
+      gotBytes.count == expectedBytes.count && firstDifference == nil,
+      "\(gotBytes.count) bytes against \(expectedBytes.count), first difference at \(String(describing: firstDifference))"
+    )
   }
 
   /// Sent blocks are kept per statement: a statement's next block has its own columns, never
