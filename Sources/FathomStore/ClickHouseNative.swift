@@ -6,10 +6,9 @@ import FathomRecords
 /// parsing text. 18.16 spent a fifth of an insert's CPU reading TabSeparated (numbers and escaped
 /// strings); RowBinary, read value by value, cost it more than text.
 ///
-/// Values are written in row order — each goes to the next column of the statement's list — or
-/// a column of several rows at a time (the requests table's writer, "Whole columns" below); the
-/// column's declared type decides the encoding either way, so a call site cannot put a value in
-/// the wrong width. Layout sent (ClickHouse's `NativeBlockInputStream` over HTTP, no block info):
+/// Values are written a column of several rows at a time, each call filling the next column of
+/// the statement's list; the column's declared type decides the encoding, so a call site cannot
+/// put a value in the wrong width. Layout sent (ClickHouse's `NativeBlockInputStream` over HTTP, no block info):
 /// the column and row counts as varints, then per column its name, its type and its data —
 /// integers little-endian, strings as a varint length and bytes, `Nullable(T)` as one byte per
 /// row (1 = NULL) followed by the `T` column, `Enum8` as one byte a row (the code).
@@ -35,9 +34,9 @@ struct NativeBlock: ~Copyable {
   private var buffers: UnsafeMutablePointer<ColumnBytes>
   private var bufferCount = 0
   private var bufferCapacity: Int
-  /// The column the next value goes to.
+  /// The column the next values go to.
   private var next = 0
-  /// Rows of the columns written so far in `integers`, `texts`, ... (whole columns).
+  /// Rows of each column of the row being written (every column gets the same count).
   private var columnRows = 0
   private(set) var rows = 0
   /// A text written before its length is known (an address, a histogram). In a class: read
@@ -112,158 +111,14 @@ struct NativeBlock: ~Copyable {
     }
   }
 
-  // MARK: Values, in row order
+  // MARK: Columns
   //
-  // Inlined into the row writers: through a call each value cost ~90 instructions (callgrind,
-  // store-bench), a third of them the call itself; the writers' rows are 17 to 47 values.
-
-  @inline(__always) mutating func field(_ value: UInt64) { integer(value) }
-
-  @inline(__always) mutating func field(_ value: Int64) { integer(UInt64(bitPattern: value)) }
-
-  @inline(__always) mutating func field(_ text: StaticString) {
-    text.withUTF8Buffer { string(UnsafeRawBufferPointer($0)) }
-  }
-
-  @inline(__always) mutating func field(_ text: String) {
-    // Native and small (enum names, interfaces) Strings lend their bytes in place; `withUTF8` on a
-    // copy retained and released the String's storage for every value.
-    let written: Void? = text.utf8.withContiguousStorageIfAvailable { string(UnsafeRawBufferPointer($0)) }
-    if written == nil {
-      var text = text
-      text.withUTF8 { string(UnsafeRawBufferPointer($0)) }
-    }
-  }
-
-  /// A field with a fixed set of names: its code in an `Enum8` column, its name in a String
-  /// column (a sorting-key column of a table made before enums, which 18.16 cannot convert).
-  @inline(__always) mutating func field<Value: ClickHouseEnumValue>(_ value: Value) {
-    let slot = slots[next]
-    if slot.encoding == .enum8 {
-      buffers[slot.values].store(value.storedCode)
-      advance()
-    } else {
-      field(value.storedName)
-    }
-  }
-
-  /// An optional one: nil is the empty name (code 0).
-  @inline(__always) mutating func field<Value: ClickHouseEnumValue>(_ value: Value?) {
-    if let value {
-      field(value)
-    } else if slots[next].encoding == .enum8 {
-      buffers[slots[next].values].store(Int8(0))
-      advance()
-    } else {
-      field("" as StaticString)
-    }
-  }
-
-  /// A request or trace id (UTF-8) in its stored form (`StoredIdentifier`).
-  @inline(__always) mutating func identifier(_ utf8: UnsafeRawBufferPointer) {
-    StoredIdentifier.withEncoded(utf8) { string($0) }
-  }
-
-  /// Text bytes (UTF-8), e.g. a request record's field from `RequestTexts.unsafeFields`.
-  @inline(__always) mutating func field(_ utf8: UnsafeRawBufferPointer) { string(utf8) }
-
-  mutating func field(_ address: IPAddress) {
-    let scratch = scratch
-    scratch.buffer.removeAll()
-    scratch.buffer.append(address)
-    scratch.buffer.withUnsafeBytes { string($0) }
-  }
-
-  /// A text column written by `write` (its length is known once written).
-  mutating func text(writing write: (inout OutputBuffer) -> Void) {
-    let scratch = scratch
-    scratch.buffer.removeAll()
-    write(&scratch.buffer)
-    scratch.buffer.withUnsafeBytes { string($0) }
-  }
-
-  /// NULL when nil (the column must be Nullable).
-  @inline(__always) mutating func optional(_ value: Int64?) {
-    let slot = slots[next]
-    precondition(slot.nulls >= 0, "NativeBlock: NULL for \(names[next]), which is not Nullable")
-    buffers[slot.nulls].store(UInt8(value == nil ? 1 : 0))
-    put(UInt64(bitPattern: value ?? 0), slot)
-  }
-
-  @inline(__always) mutating func id(_ value: Int32, _ ids: StoreIDs) { field(UInt64(bitPattern: ids[value])) }
-
-  /// The connection columns every record has (`ClickHouseStore.connectionColumns`): both
-  /// addresses and ports, where it was captured, and both ends' identities.
-  mutating func connection(
-    client: IPAddress, _ clientPort: UInt16, server: IPAddress, _ serverPort: UInt16, _ tags: RecordTags,
-    _ ids: StoreIDs
-  ) {
-    field(client)
-    field(UInt64(clientPort))
-    field(server)
-    field(UInt64(serverPort))
-    id(tags.captureNode, ids)
-    field(tags.interface)
-    field(tags.observationPoint)
-    endpoint(tags.client, ids)
-    endpoint(tags.server, ids)
-  }
-
-  private mutating func endpoint(_ identity: EndpointIdentity, _ ids: StoreIDs) {
-    field(identity.kind)
-    id(identity.pod, ids)
-    id(identity.workload, ids)
-    id(identity.node, ids)
-    id(identity.service, ids)
-    id(identity.namespace, ids)
-  }
-
-  @inline(__always) private mutating func integer(_ bits: UInt64) {
-    let slot = slots[next]
-    if slot.nulls >= 0 { buffers[slot.nulls].store(UInt8(0)) }
-    put(bits, slot)
-  }
-
-  /// Stores an integer in the column's width (the low bytes, little-endian) and moves on.
-  @inline(__always) private mutating func put(_ bits: UInt64, _ slot: Slot) {
-    switch slot.encoding {
-    case .uint8: buffers[slot.values].store(UInt8(truncatingIfNeeded: bits))
-    case .uint16: buffers[slot.values].store(UInt16(truncatingIfNeeded: bits).littleEndian)
-    case .uint32, .int32: buffers[slot.values].store(UInt32(truncatingIfNeeded: bits).littleEndian)
-    case .uint64, .int64: buffers[slot.values].store(bits.littleEndian)
-    case .computed: break
-    case .string, .enum8: preconditionFailure("NativeBlock: a number for the column \(names[next]) (\(types[next]))")
-    }
-    advance()
-  }
-
-  @inline(__always) private mutating func string(_ bytes: UnsafeRawBufferPointer) {
-    let slot = slots[next]
-    if slot.encoding == .computed {
-      advance()
-      return
-    }
-    precondition(slot.encoding == .string, "NativeBlock: a text for the non-String column \(names[next])")
-    if slot.nulls >= 0 { buffers[slot.nulls].store(UInt8(0)) }
-    buffers[slot.values].append(lengthPrefixed: bytes)
-    advance()
-  }
-
-  @inline(__always) private mutating func advance() {
-    next += 1
-    if next == slotCount {
-      next = 0
-      rows += 1
-    }
-  }
-
-  // MARK: Whole columns
-  //
-  // A table's rows written a column at a time, `count` rows per call, the columns in the
-  // statement's order: the column's encoding is looked at once per call instead of once per
-  // value, and each loop keeps its buffer in registers. Row by row, a value cost 70–90
-  // instructions (callgrind, store-bench); the writers pass a few hundred records at a time,
-  // which stay in cache across their columns. Not mixed with row writing within a row.
+  // Rows are written a column at a time, `count` rows per call, the columns in the statement's
+  // order: the column's encoding is looked at once per call instead of once per value, and each
+  // loop keeps its buffer in registers (~14 instructions an integer). Written value by value
+  // (until 2026-11-28), a value cost 70–90 instructions under callgrind. The writers pass a few
+  // hundred records at a time (`ClickHouseStore.inPasses`), which stay in cache across their
+  // columns.
 
   /// The next column's values for `count` rows: `value(row)` for each.
   @inline(__always) mutating func integers(_ count: Int, _ value: (Int) -> UInt64) {
@@ -334,19 +189,38 @@ struct NativeBlock: ~Copyable {
     nextColumn(count)
   }
 
+  /// The next column's Strings for `count` rows.
+  @inline(__always) mutating func strings(_ count: Int, _ value: (Int) -> String) {
+    texts(count) { row, write in
+      // Native and small Strings lend their bytes in place; `withUTF8` on a copy retained and
+      // released the String's storage for every value.
+      let written: Void? = value(row).utf8.withContiguousStorageIfAvailable { write(UnsafeRawBufferPointer($0)) }
+      if written == nil {
+        var text = value(row)
+        text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+      }
+    }
+  }
+
   /// The next column's ids (`StoredIdentifier`'s stored form) for `count` rows.
   @inline(__always) mutating func identifiers(_ count: Int, _ value: (Int) -> UnsafeRawBufferPointer) {
     texts(count) { row, write in StoredIdentifier.withEncoded(value(row), write) }
   }
 
+  /// The next column's texts for `count` rows, each written by `write(row, &buffer)` (a text
+  /// whose length is known once written: an address, a histogram).
+  @inline(__always) mutating func texts(_ count: Int, writing write: (Int, inout OutputBuffer) -> Void) {
+    let scratch = scratch
+    texts(count) { row, take in
+      scratch.buffer.removeAll()
+      write(row, &scratch.buffer)
+      scratch.buffer.withUnsafeBytes { take($0) }
+    }
+  }
+
   /// The next column's addresses, as text, for `count` rows.
   @inline(__always) mutating func addresses(_ count: Int, _ value: (Int) -> IPAddress) {
-    let scratch = scratch
-    texts(count) { row, write in
-      scratch.buffer.removeAll()
-      scratch.buffer.append(value(row))
-      scratch.buffer.withUnsafeBytes { write($0) }
-    }
+    texts(count) { row, buffer in buffer.append(value(row)) }
   }
 
   /// The next column's resource ids for `count` rows, through the store's map.
@@ -355,7 +229,8 @@ struct NativeBlock: ~Copyable {
   }
 
   /// The next column's names of a fixed set for `count` rows: codes in an `Enum8` column, names
-  /// in a String one (see `field(_:)` for enums); nil is the empty name.
+  /// in a String column (a sorting-key column of a table made before enums, which 18.16 cannot
+  /// convert); nil is the empty name (code 0).
   @inline(__always) mutating func names<Value: ClickHouseEnumValue>(_ count: Int, _ value: (Int) -> Value?) {
     let slot = slots[next]
     if slot.encoding == .enum8 {
@@ -376,7 +251,8 @@ struct NativeBlock: ~Copyable {
     }
   }
 
-  /// The connection columns (`connection(client:...)`) of `count` rows; `tags(row)` points at
+  /// The connection columns every record table has (`ClickHouseStore.connectionColumns`) of
+  /// `count` rows: both addresses and ports, where it was captured, and both ends' identities; `tags(row)` points at
   /// a row's tags (read in place: a copy would retain its interface name).
   @inline(__always) mutating func connections(
     _ count: Int, _ ids: StoreIDs, client: (Int) -> IPAddress, clientPort: (Int) -> UInt16,
@@ -387,21 +263,13 @@ struct NativeBlock: ~Copyable {
     addresses(count, server)
     integers(count) { UInt64(serverPort($0)) }
     self.ids(count, ids) { tags($0).pointee.captureNode }
-    texts(count) { row, write in
-      let written: Void? = tags(row).pointee.interface.utf8.withContiguousStorageIfAvailable {
-        write(UnsafeRawBufferPointer($0))
-      }
-      if written == nil {
-        var text = tags(row).pointee.interface
-        text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
-      }
-    }
+    strings(count) { tags($0).pointee.interface }
     names(count) { tags($0).pointee.observationPoint }
     endpoints(count, ids) { tags($0).pointee.client }
     endpoints(count, ids) { tags($0).pointee.server }
   }
 
-  /// One end's identity columns (`endpoint`) of `count` rows.
+  /// One end's identity columns of `count` rows.
   @inline(__always) private mutating func endpoints(
     _ count: Int, _ ids: StoreIDs, _ identity: (Int) -> EndpointIdentity
   ) {
@@ -499,13 +367,6 @@ struct ColumnBytes {
     reserve(extra)
     (base + count).initializeMemory(as: UInt8.self, repeating: 0, count: extra)
     count += extra
-  }
-
-  /// A fixed-width value's bytes as they are in memory (callers pass it little-endian).
-  @inline(__always) mutating func store<Value: FixedWidthInteger>(_ value: Value) {
-    reserve(MemoryLayout<Value>.size)
-    base.storeBytes(of: value, toByteOffset: count, as: Value.self)
-    count += MemoryLayout<Value>.size
   }
 
   /// A String value: its length as a varint (LEB128), then its bytes.

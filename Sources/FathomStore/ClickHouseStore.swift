@@ -356,26 +356,29 @@ public final class ClickHouseStore: RecordStore {
           columns: columns
         ) { rows in
           // Pointers, not copies: every copy of a rollup retained its histogram.
-          requestRollups.values.withUnsafeBufferPointer { values in
-            for (position, key) in requestRollups.keys.enumerated() {
-              let value = values.baseAddress! + position
-              rows.field(sourceID)
-              rows.field(key.intervalStart)
-              rows.id(key.clientPod, ids)
-              rows.id(key.clientService, ids)
-              rows.id(key.serverPod, ids)
-              rows.id(key.serverService, ids)
-              rows.field(ApplicationProtocol(rawValue: key.protocolCode) ?? .http)
-              rows.field(RollupBuilder.point(key.observationPoint))
-              rows.field(rollups.endpoints[Int(key.endpoint)])
-              rows.field(value.pointee.requests)
-              rows.field(value.pointee.responses)
-              rows.field(value.pointee.clientErrors)
-              rows.field(value.pointee.serverErrors)
-              rows.field(value.pointee.timeouts)
-              rows.field(value.pointee.latencySum)
-              rows.field(value.pointee.latencyMax)
-              rows.text { value.pointee.histogram.appendEncoded(to: &$0) }
+          requestRollups.keys.withUnsafeBufferPointer { keys in
+            requestRollups.values.withUnsafeBufferPointer { values in
+              Self.inPasses(keys.count) { first, count in
+                let key = keys.baseAddress! + first
+                let value = values.baseAddress! + first
+                rows.integers(count) { _ in sourceID }
+                rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
+                rows.ids(count, ids) { key[$0].clientPod }
+                rows.ids(count, ids) { key[$0].clientService }
+                rows.ids(count, ids) { key[$0].serverPod }
+                rows.ids(count, ids) { key[$0].serverService }
+                rows.names(count) { ApplicationProtocol(rawValue: key[$0].protocolCode) ?? .http }
+                rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
+                rows.strings(count) { rollups.endpoints[Int(key[$0].endpoint)] }
+                rows.integers(count) { value[$0].requests }
+                rows.integers(count) { value[$0].responses }
+                rows.integers(count) { value[$0].clientErrors }
+                rows.integers(count) { value[$0].serverErrors }
+                rows.integers(count) { value[$0].timeouts }
+                rows.integers(count) { UInt64(bitPattern: value[$0].latencySum) }
+                rows.integers(count) { UInt64(bitPattern: value[$0].latencyMax) }
+                rows.texts(count) { row, buffer in value[row].histogram.appendEncoded(to: &buffer) }
+              }
             }
           }
         }
@@ -388,28 +391,45 @@ public final class ClickHouseStore: RecordStore {
           sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native",
           columns: columns
         ) { rows in
-          for (key, value) in flowRollups {
-            rows.field(sourceID)
-            rows.field(key.intervalStart)
-            rows.id(key.clientPod, ids)
-            rows.id(key.serverPod, ids)
-            rows.id(key.serverService, ids)
-            rows.field(RollupBuilder.point(key.observationPoint))
-            rows.field(L4Protocol(rawValue: key.l4Protocol) ?? .tcp)
-            rows.field(value.bytes)
-            rows.field(value.packets)
-            rows.field(value.newFlows)
-            rows.field(value.closedFlows)
-            rows.field(value.retransmissions)
-            rows.field(value.zeroWindows)
-            rows.field(value.rttSum)
-            rows.field(value.rttCount)
-            rows.field(value.rttMax)
-            rows.field(value.establishFailures)
-            rows.field(value.resets)
+          flowRollups.keys.withUnsafeBufferPointer { keys in
+            flowRollups.values.withUnsafeBufferPointer { values in
+              Self.inPasses(keys.count) { first, count in
+                let key = keys.baseAddress! + first
+                let value = values.baseAddress! + first
+                rows.integers(count) { _ in sourceID }
+                rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
+                rows.ids(count, ids) { key[$0].clientPod }
+                rows.ids(count, ids) { key[$0].serverPod }
+                rows.ids(count, ids) { key[$0].serverService }
+                rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
+                rows.names(count) { L4Protocol(rawValue: key[$0].l4Protocol) ?? .tcp }
+                rows.integers(count) { value[$0].bytes }
+                rows.integers(count) { value[$0].packets }
+                rows.integers(count) { value[$0].newFlows }
+                rows.integers(count) { value[$0].closedFlows }
+                rows.integers(count) { value[$0].retransmissions }
+                rows.integers(count) { value[$0].zeroWindows }
+                rows.integers(count) { value[$0].rttSum }
+                rows.integers(count) { value[$0].rttCount }
+                rows.integers(count) { value[$0].rttMax }
+                rows.integers(count) { value[$0].establishFailures }
+                rows.integers(count) { value[$0].resets }
+              }
+            }
           }
         }
       }
+    }
+  }
+
+  /// Runs `pass(first, count)` over `total` rows, 256 at a time: a pass's records stay in
+  /// cache while its columns are written one after another.
+  @inline(__always) static func inPasses(_ total: Int, _ pass: (_ first: Int, _ count: Int) -> Void) {
+    var first = 0
+    while first < total {
+      let count = Swift.min(256, total - first)
+      pass(first, count)
+      first += count
     }
   }
 
@@ -503,33 +523,44 @@ public final class ClickHouseStore: RecordStore {
       sql: "INSERT INTO \(target.database).flows (\(Self.sentNames(columns))) FORMAT Native",
       columns: columns
     ) { rows in
-      for tagged in flows {
-        let flow = tagged.flow
-        let tags = tagged.tags
-        rows.field(sourceID)
-        rows.field(flow.startMicros)
-        rows.field(flow.endMicros)
-        rows.field(flow.l4Protocol)
-        rows.connection(client: flow.clientIP, flow.clientPort, server: flow.serverIP, flow.serverPort, tags, ids)
-        rows.id(tags.answeredBy, ids)
-        rows.id(tags.requestedService, ids)
-        rows.field(flow.closeType)
-        rows.field(flow.status)
-        rows.field(flow.clientToServer.packets)
-        rows.field(flow.clientToServer.l3Bytes)
-        rows.field(flow.serverToClient.packets)
-        rows.field(flow.serverToClient.l3Bytes)
-        rows.field(UInt64(flow.clientToServer.retransmissions + flow.serverToClient.retransmissions))
-        rows.field(UInt64(flow.clientToServer.zeroWindows + flow.serverToClient.zeroWindows))
-        rows.field(UInt64(flow.synRetransmissions))
-        rows.field(UInt64(flow.rttMicros))
-        rows.field(flow.srt.sumMicros)
-        rows.field(UInt64(flow.srt.count))
-        rows.field(flow.applicationProtocol)
-        rows.field(UInt64(flow.application.requests))
-        rows.field(UInt64(flow.application.responses))
-        rows.field(UInt64(flow.application.serverErrors))
-        rows.field(UInt64(flow.application.clientErrors))
+      // Borrowed in place, a column at a time (see `appendColumns`).
+      flows.withUnsafeBufferPointer { records in
+        let tags =
+          UnsafeRawPointer(records.baseAddress!) + MemoryLayout<TaggedFlow>.offset(of: \TaggedFlow.tags)!
+        Self.inPasses(records.count) { first, count in
+          let record = records.baseAddress! + first
+          rows.integers(count) { _ in sourceID }
+          rows.integers(count) { UInt64(bitPattern: record[$0].flow.startMicros) }
+          rows.integers(count) { UInt64(bitPattern: record[$0].flow.endMicros) }
+          rows.names(count) { record[$0].flow.l4Protocol }
+          rows.connections(
+            count, ids, client: { record[$0].flow.clientIP }, clientPort: { record[$0].flow.clientPort },
+            server: { record[$0].flow.serverIP }, serverPort: { record[$0].flow.serverPort },
+            tags: { (tags + (first + $0) * MemoryLayout<TaggedFlow>.stride).assumingMemoryBound(to: RecordTags.self) })
+          rows.ids(count, ids) { record[$0].tags.answeredBy }
+          rows.ids(count, ids) { record[$0].tags.requestedService }
+          rows.names(count) { record[$0].flow.closeType }
+          rows.names(count) { record[$0].flow.status }
+          rows.integers(count) { record[$0].flow.clientToServer.packets }
+          rows.integers(count) { record[$0].flow.clientToServer.l3Bytes }
+          rows.integers(count) { record[$0].flow.serverToClient.packets }
+          rows.integers(count) { record[$0].flow.serverToClient.l3Bytes }
+          rows.integers(count) {
+            UInt64(record[$0].flow.clientToServer.retransmissions + record[$0].flow.serverToClient.retransmissions)
+          }
+          rows.integers(count) {
+            UInt64(record[$0].flow.clientToServer.zeroWindows + record[$0].flow.serverToClient.zeroWindows)
+          }
+          rows.integers(count) { UInt64(record[$0].flow.synRetransmissions) }
+          rows.integers(count) { UInt64(record[$0].flow.rttMicros) }
+          rows.integers(count) { UInt64(truncatingIfNeeded: record[$0].flow.srt.sumMicros) }
+          rows.integers(count) { UInt64(record[$0].flow.srt.count) }
+          rows.names(count) { record[$0].flow.applicationProtocol }
+          rows.integers(count) { UInt64(record[$0].flow.application.requests) }
+          rows.integers(count) { UInt64(record[$0].flow.application.responses) }
+          rows.integers(count) { UInt64(record[$0].flow.application.serverErrors) }
+          rows.integers(count) { UInt64(record[$0].flow.application.clientErrors) }
+        }
       }
     }
   }
@@ -545,11 +576,9 @@ public final class ClickHouseStore: RecordStore {
     ) { rows in
       // Borrowed in place: a copy of each record retained its texts and answers.
       requests.withUnsafeBufferPointer { records in
-        var start = 0
-        while start < records.count {
-          let chunk = UnsafeBufferPointer(rebasing: records[start..<Swift.min(start + 256, records.count)])
-          Self.appendColumns(chunk, source: sourceID, ids: ids, to: &rows)
-          start += chunk.count
+        Self.inPasses(records.count) { first, count in
+          Self.appendColumns(
+            UnsafeBufferPointer(rebasing: records[first..<first + count]), source: sourceID, ids: ids, to: &rows)
         }
       }
     }

@@ -105,11 +105,11 @@ import Testing
     #expect(block.rows == 0)
   }
 
-  /// Whole columns (`integers`, `optionals`, `texts`, `names`, `identifiers`, `addresses`,
-  /// `ids`) make the same bytes as the same rows written value by value, in chunks of any size,
-  /// for every encoding: plain and Nullable integers of each width, texts, an `Enum8` and an enum
-  /// kept as names in a String column, stored ids, a computed column, addresses.
-  @Test func wholeColumnsEncodeAsRowsDo() {
+  /// Columns written in passes of any size (1, 7, 256 and 36 rows) make the same bytes as the
+  /// same rows written one at a time, for every encoding: plain and Nullable integers of each
+  /// width, texts, an `Enum8` and an enum kept as names in a String column, stored ids, a
+  /// computed column, addresses, resource ids. (The layouts themselves: the tests above.)
+  @Test func passesOfAnySizeMakeTheSameBytes() {
     let columns: [(String, String)] = [
       ("u8", "UInt8"), ("u16", "UInt16"), ("u32", "UInt32"), ("i64", "Int64"), ("nu", "Nullable(UInt64)"),
       ("opt", "Nullable(Int32)"), ("text", "String"), ("point", ObservationPoint.clickHouseType),
@@ -135,7 +135,7 @@ import Testing
     }
     defer { identifierBytes.forEach { $0.baseAddress!.deallocate() } }
 
-    var byRow = NativeBlock()
+    var byRow = NativeBlock()  // one row at a time
     byRow.configure(columns)
     for row in 0..<rowCount {
       byRow.field(value(row))
@@ -149,9 +149,9 @@ import Testing
       byRow.field(points[row % points.count])
       byRow.field(status(row))
       byRow.field(value(row))
-      Array(identifiers[row % identifiers.count].utf8).withUnsafeBytes { byRow.identifier($0) }
-      byRow.field(addresses[row % 2])
-      byRow.id(resources[row % resources.count], ids)
+      byRow.identifiers(1) { _ in identifierBytes[row % identifierBytes.count] }
+      byRow.addresses(1) { _ in addresses[row % 2] }
+      byRow.ids(1, ids) { _ in resources[row % resources.count] }
     }
 
     var byColumn = NativeBlock()
@@ -291,4 +291,13 @@ import Testing
     }
     #expect(throws: Refused.self) { try pipeline.flush() }
   }
+}
+
+/// Tests write a few rows value by value: each value a column of one row.
+extension NativeBlock {
+  mutating func field(_ value: UInt64) { integers(1) { _ in value } }
+  mutating func field(_ value: Int64) { integers(1) { _ in UInt64(bitPattern: value) } }
+  mutating func field(_ text: String) { strings(1) { _ in text } }
+  mutating func field<Value: ClickHouseEnumValue>(_ value: Value?) { names(1) { _ in value } }
+  mutating func optional(_ value: Int64?) { optionals(1) { _ in value } }
 }

@@ -630,3 +630,133 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
   let count = try ClickHouseStore(insecure).execute("SELECT count() FROM \(database).requests")
   #expect(count.trimmingCharacters(in: .whitespacesAndNewlines) == "1000")
 }
+
+/// Every column of a flow, a request and their rollups is stored alike by SQLite and ClickHouse
+/// (single node and cluster): the two writers are separate code (SQLite's statements, ClickHouse's
+/// columns), so a value written into another column, or a column written in another order,
+/// shows. Every field holds a value of its own; ids compare as the resources they name, request
+/// and trace ids as the texts they encode.
+@Test(arguments: StoreKind.available.filter { $0 != .sqlite })
+func everyColumnIsStoredAlikeInBothStores(_ kind: StoreKind) throws {
+  let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fathom-alike-\(UUID().uuidString)")
+    .path
+  try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+  defer {
+    try? FileManager.default.removeItem(atPath: directory)
+    kind.drop("alike")
+  }
+  let resources = (1...12).map {
+    Resource(
+      id: Int32($0), kind: $0 % 3 == 0 ? .service : .pod, namespace: "ns\($0)", name: "r\($0)", labels: [:],
+      detail: "", workload: "", validFromMicros: 0, validToMicros: 100_000_000)
+  }
+  var flow = FlowLog(
+    startMicros: 5_000_011, endMicros: 5_900_013, l4Protocol: .tcp, clientIP: IPAddress("10.244.1.6")!,
+    clientPort: 40_017, serverIP: IPAddress("fd00::19")!, serverPort: 8_023)
+  flow.closeType = .serverReset
+  flow.status = .serverError
+  flow.clientToServer.packets = 29
+  flow.clientToServer.l3Bytes = 31_000
+  flow.serverToClient.packets = 37
+  flow.serverToClient.l3Bytes = 41_000
+  flow.clientToServer.retransmissions = 43
+  flow.serverToClient.retransmissions = 47
+  flow.clientToServer.zeroWindows = 53
+  flow.serverToClient.zeroWindows = 59
+  flow.synRetransmissions = 61
+  flow.rttMicros = 67
+  flow.srt.sumMicros = 71_000
+  flow.srt.count = 73
+  flow.applicationProtocol = .http
+  flow.application.requests = 79
+  flow.application.responses = 83
+  flow.application.serverErrors = 89
+  flow.application.clientErrors = 97
+  var tags = RecordTags()
+  tags.client = EndpointIdentity(kind: .pod, pod: 1, workload: 2, node: 4, service: 3, namespace: 5)
+  tags.server = EndpointIdentity(kind: .service, pod: 7, workload: 8, node: 10, service: 6, namespace: 11)
+  tags.observationPoint = .clientNode
+  tags.captureNode = 10
+  tags.interface = "eth7"
+  tags.ingress = 9
+  tags.answeredBy = 12
+  tags.requestedService = 6
+  var request = RequestLog(
+    startMicros: 5_000_101, endMicros: 5_000_101 + 2_003, durationMicros: 2_003, applicationProtocol: .http,
+    clientIP: flow.clientIP, clientPort: flow.clientPort, serverIP: flow.serverIP, serverPort: flow.serverPort,
+    flowID: 7)
+  request.method = "POST"
+  request.domain = "shop.example"
+  request.resource = "/cart?id=3"
+  request.endpoint = "/cart"
+  request.status = .clientError
+  request.code = 404
+  request.requestTCPSequence = 1_000_003
+  request.responseTCPSequence = nil
+  request.requestID = "0af7651916cd43dd8448eb211c80319c"
+  request.responseRequestID = "not-hex-\u{1}"
+  request.traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+  request.spanID = "00f067aa0ba902b7"
+  request.requestBytes = 113
+  request.responseBytes = 127
+  let taggedFlow = TaggedFlow(flow: flow, tags: tags)
+  let taggedRequest = TaggedRequest(request: request, tags: tags)
+
+  // Both stores, the same records; per store, its own ids back to the resources they name.
+  var stored: [[String: [String: String]]] = []
+  for storeKind in [StoreKind.sqlite, kind] {
+    let store = try storeKind.make("alike", directory: directory)
+    let ids = try store.register(resources)
+    let resourceOf = Dictionary(uniqueKeysWithValues: ids.map { (String(UInt64(bitPattern: $0.value)), "r\($0.key)") })
+    guard case .read(let source, _) = try store.beginSource(path: "alike.pcap", size: 1, modified: 1) else {
+      Issue.record("source not read")
+      return
+    }
+    try store.write(flows: [taggedFlow][...], source: source, ids: ids)
+    try store.write(requests: [taggedRequest][...], source: source, ids: ids)
+    var rollups = RollupBuilder()
+    rollups.add(taggedFlow)
+    rollups.add(taggedRequest)
+    try store.write(rollups: rollups, source: source, ids: ids)
+    try store.finishSource(source)
+    var tables: [String: [String: String]] = [:]
+    for table in ["flows", "requests", "request_rollup_1s", "flow_rollup_1m"] {
+      var row: [String: String] = [:]
+      if let sqlite = store as? SQLiteStore {
+        let result = try sqlite.query("SELECT * FROM \(table)")
+        for (name, value) in zip(result.columns, result.rows.first ?? []) { row[name] = value }
+      } else if let clickhouse = store as? ClickHouseStore {
+        let database = clickhouse.target.database
+        let names = try clickhouse.rows(
+          "SELECT name FROM system.columns WHERE database = '\(database)' AND table = '\(table)'"
+        ).map { $0[0] }
+        let identifiers: Set = ["x_request_id_req", "x_request_id_resp", "trace_id", "span_id"]
+        let select = names.map { identifiers.contains($0) ? "hex(\($0))" : "ifNull(toString(\($0)), 'NULL')" }
+          .joined(separator: ", ")
+        let values = try clickhouse.rows("SELECT \(select) FROM \(database).\(table)").first ?? []
+        for (name, value) in zip(names, values) {
+          row[name] = identifiers.contains(name) ? StoredIdentifier.decode(hex: value) : value
+        }
+      }
+      #expect(!row.isEmpty, "\(storeKind) \(table): no row")
+      // Ids as the resources they name (0: none); the source's id is each store's own.
+      let idSuffixes = ["_pod", "_workload", "_node", "_service", "_namespace"]
+      let idNames: Set = ["ingress", "answered_by", "requested_service"]
+      for (name, value) in row where idNames.contains(name) || idSuffixes.contains(where: name.hasSuffix) {
+        row[name] = value == "0" ? "none" : resourceOf[value] ?? "unknown id \(value)"
+      }
+      row["source_id"] = nil
+      row["lookup_block"] = nil  // SQLite's own: the block of rows its lookup keys are filed under
+      tables[table] = row
+    }
+    stored.append(tables)
+  }
+  for table in ["flows", "requests", "request_rollup_1s", "flow_rollup_1m"] {
+    let (sqlite, clickhouse) = (stored[0][table] ?? [:], stored[1][table] ?? [:])
+    let onlyOne = Set(sqlite.keys).symmetricDifference(clickhouse.keys)
+    #expect(onlyOne.isEmpty, "\(table): columns in one store only: \(onlyOne.sorted())")
+    for (name, value) in sqlite.sorted(by: { $0.key < $1.key }) {
+      #expect(clickhouse[name] == value, "\(kind) \(table).\(name): \(clickhouse[name] ?? "missing"), SQLite \(value)")
+    }
+  }
+}
