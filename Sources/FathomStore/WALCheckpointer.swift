@@ -19,7 +19,7 @@ final class WALCheckpointer: @unchecked Sendable {
   let limitFrames: Int32
   private let path: String
   private let condition = NSCondition()
-  /// Frames in the WAL at the writer's last commit; the background copies up to there.
+  /// Frames in the WAL at the writer's last commit (fewer at the next: the WAL started over).
   private var pending: Int32 = 0
   /// Frames copied by the last completed pass, of the WAL as it was then.
   private var copied: Int32 = 0
@@ -37,8 +37,8 @@ final class WALCheckpointer: @unchecked Sendable {
   /// The background's own connection, opened at its first pass.
   private var connection: OpaquePointer?
 
-  /// SQLiteStore's: frames of 32 KiB pages, a pass per 32 MiB of new WAL, the writer's share
-  /// at 256 MiB.
+  /// Thresholds in WAL frames; SQLiteStore's, 1,024 and 8,192 frames of 32 KiB pages: a pass
+  /// per 32 MiB of new WAL, the writer's share at 256 MiB.
   init(path: String, passFrames: Int32, limitFrames: Int32) {
     self.path = path
     self.passFrames = passFrames
