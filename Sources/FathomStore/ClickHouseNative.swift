@@ -124,6 +124,26 @@ struct NativeBlock: ~Copyable {
   @inline(__always) mutating func integers(_ count: Int, _ value: (Int) -> UInt64) {
     let slot = slots[next]
     if slot.nulls >= 0 { buffers[slot.nulls].appendZeros(count) }
+    storeIntegers(slot, count, value)
+    nextColumn(count)
+  }
+
+  /// The next column's values for `count` rows, NULL where `value(row)` is nil (the column
+  /// must be Nullable).
+  @inline(__always) mutating func optionals(_ count: Int, _ value: (Int) -> Int64?) {
+    let slot = slots[next]
+    precondition(slot.nulls >= 0, "NativeBlock: NULL for \(names[next]), which is not Nullable")
+    var nulls = buffers[slot.nulls]
+    nulls.reserve(count)
+    for row in 0..<count { nulls.storeUnchecked(UInt8(value(row) == nil ? 1 : 0)) }
+    buffers[slot.nulls] = nulls
+    storeIntegers(slot, count) { UInt64(bitPattern: value($0) ?? 0) }
+    nextColumn(count)
+  }
+
+  /// `count` integers into the column's values, each in the column's width (the low bytes,
+  /// little-endian).
+  @inline(__always) private mutating func storeIntegers(_ slot: Slot, _ count: Int, _ value: (Int) -> UInt64) {
     var column = buffers[slot.values]
     switch slot.encoding {
     case .uint8:
@@ -142,37 +162,6 @@ struct NativeBlock: ~Copyable {
     case .string, .enum8: preconditionFailure("NativeBlock: numbers for the column \(names[next]) (\(types[next]))")
     }
     buffers[slot.values] = column
-    nextColumn(count)
-  }
-
-  /// The next column's values for `count` rows, NULL where `value(row)` is nil (the column
-  /// must be Nullable).
-  @inline(__always) mutating func optionals(_ count: Int, _ value: (Int) -> Int64?) {
-    let slot = slots[next]
-    precondition(slot.nulls >= 0, "NativeBlock: NULL for \(names[next]), which is not Nullable")
-    var nulls = buffers[slot.nulls]
-    nulls.reserve(count)
-    for row in 0..<count { nulls.storeUnchecked(UInt8(value(row) == nil ? 1 : 0)) }
-    buffers[slot.nulls] = nulls
-    var column = buffers[slot.values]
-    switch slot.encoding {
-    case .uint8:
-      column.reserve(count)
-      for row in 0..<count { column.storeUnchecked(UInt8(truncatingIfNeeded: value(row) ?? 0)) }
-    case .uint16:
-      column.reserve(count * 2)
-      for row in 0..<count { column.storeUnchecked(UInt16(truncatingIfNeeded: value(row) ?? 0).littleEndian) }
-    case .uint32, .int32:
-      column.reserve(count * 4)
-      for row in 0..<count { column.storeUnchecked(UInt32(truncatingIfNeeded: value(row) ?? 0).littleEndian) }
-    case .uint64, .int64:
-      column.reserve(count * 8)
-      for row in 0..<count { column.storeUnchecked(UInt64(bitPattern: value(row) ?? 0).littleEndian) }
-    case .computed: break
-    case .string, .enum8: preconditionFailure("NativeBlock: numbers for the column \(names[next]) (\(types[next]))")
-    }
-    buffers[slot.values] = column
-    nextColumn(count)
   }
 
   /// The next column's texts for `count` rows: `value(row, write)` passes its bytes to `write`.
