@@ -347,79 +347,76 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     let sourceID = UInt64(bitPattern: source)
     for resolution in RollupBuilder.resolutions {
-      let requestRollups = rollups.requestRollups(resolution)
-      if !requestRollups.isEmpty {
-        let table = RollupSchema.table("request", resolution)
-        let columns = insertColumns[table] ?? []
-        try inserts.append(
-          sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native",
-          columns: columns
-        ) { rows in
-          // Pointers, not copies: every copy of a rollup retained its histogram.
-          requestRollups.keys.withUnsafeBufferPointer { keys in
-            requestRollups.values.withUnsafeBufferPointer { values in
-              Self.inPasses(keys.count) { first, count in
-                let key = keys.baseAddress! + first
-                let value = values.baseAddress! + first
-                rows.integers(count) { _ in sourceID }
-                rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
-                rows.ids(count, ids) { key[$0].clientPod }
-                rows.ids(count, ids) { key[$0].clientService }
-                rows.ids(count, ids) { key[$0].serverPod }
-                rows.ids(count, ids) { key[$0].serverService }
-                rows.names(count) { ApplicationProtocol(rawValue: key[$0].protocolCode) ?? .http }
-                rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
-                rows.strings(count) { rollups.endpoints[Int(key[$0].endpoint)] }
-                rows.integers(count) { value[$0].requests }
-                rows.integers(count) { value[$0].responses }
-                rows.integers(count) { value[$0].clientErrors }
-                rows.integers(count) { value[$0].serverErrors }
-                rows.integers(count) { value[$0].timeouts }
-                rows.integers(count) { UInt64(bitPattern: value[$0].latencySum) }
-                rows.integers(count) { UInt64(bitPattern: value[$0].latencyMax) }
-                rows.texts(count) { row, buffer in value[row].histogram.appendEncoded(to: &buffer) }
-              }
-            }
-          }
-        }
+      try insert(rollups.requestRollups(resolution), into: RollupSchema.table("request", resolution)) {
+        rows, key, value, count in
+        rows.integers(count) { _ in sourceID }
+        rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
+        rows.ids(count, ids) { key[$0].clientPod }
+        rows.ids(count, ids) { key[$0].clientService }
+        rows.ids(count, ids) { key[$0].serverPod }
+        rows.ids(count, ids) { key[$0].serverService }
+        rows.names(count) { ApplicationProtocol(rawValue: key[$0].protocolCode) ?? .http }
+        rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
+        rows.strings(count) { rollups.endpoints[Int(key[$0].endpoint)] }
+        rows.integers(count) { value[$0].requests }
+        rows.integers(count) { value[$0].responses }
+        rows.integers(count) { value[$0].clientErrors }
+        rows.integers(count) { value[$0].serverErrors }
+        rows.integers(count) { value[$0].timeouts }
+        rows.integers(count) { UInt64(bitPattern: value[$0].latencySum) }
+        rows.integers(count) { UInt64(bitPattern: value[$0].latencyMax) }
+        rows.texts(count) { row, buffer in value[row].histogram.appendEncoded(to: &buffer) }
       }
-      let flowRollups = rollups.flowRollups(resolution)
-      if !flowRollups.isEmpty {
-        let table = RollupSchema.table("flow", resolution)
-        let columns = insertColumns[table] ?? []
-        try inserts.append(
-          sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native",
-          columns: columns
-        ) { rows in
-          flowRollups.keys.withUnsafeBufferPointer { keys in
-            flowRollups.values.withUnsafeBufferPointer { values in
-              Self.inPasses(keys.count) { first, count in
-                let key = keys.baseAddress! + first
-                let value = values.baseAddress! + first
-                rows.integers(count) { _ in sourceID }
-                rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
-                rows.ids(count, ids) { key[$0].clientPod }
-                rows.ids(count, ids) { key[$0].serverPod }
-                rows.ids(count, ids) { key[$0].serverService }
-                rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
-                rows.names(count) { L4Protocol(rawValue: key[$0].l4Protocol) ?? .tcp }
-                rows.integers(count) { value[$0].bytes }
-                rows.integers(count) { value[$0].packets }
-                rows.integers(count) { value[$0].newFlows }
-                rows.integers(count) { value[$0].closedFlows }
-                rows.integers(count) { value[$0].retransmissions }
-                rows.integers(count) { value[$0].zeroWindows }
-                rows.integers(count) { value[$0].rttSum }
-                rows.integers(count) { value[$0].rttCount }
-                rows.integers(count) { value[$0].rttMax }
-                rows.integers(count) { value[$0].establishFailures }
-                rows.integers(count) { value[$0].resets }
-              }
-            }
+      try insert(rollups.flowRollups(resolution), into: RollupSchema.table("flow", resolution)) {
+        rows, key, value, count in
+        rows.integers(count) { _ in sourceID }
+        rows.integers(count) { UInt64(bitPattern: key[$0].intervalStart) }
+        rows.ids(count, ids) { key[$0].clientPod }
+        rows.ids(count, ids) { key[$0].serverPod }
+        rows.ids(count, ids) { key[$0].serverService }
+        rows.names(count) { RollupBuilder.point(key[$0].observationPoint) }
+        rows.names(count) { L4Protocol(rawValue: key[$0].l4Protocol) ?? .tcp }
+        rows.integers(count) { value[$0].bytes }
+        rows.integers(count) { value[$0].packets }
+        rows.integers(count) { value[$0].newFlows }
+        rows.integers(count) { value[$0].closedFlows }
+        rows.integers(count) { value[$0].retransmissions }
+        rows.integers(count) { value[$0].zeroWindows }
+        rows.integers(count) { value[$0].rttSum }
+        rows.integers(count) { value[$0].rttCount }
+        rows.integers(count) { value[$0].rttMax }
+        rows.integers(count) { value[$0].establishFailures }
+        rows.integers(count) { value[$0].resets }
+      }
+    }
+  }
+
+  /// Queues a rollup table's rows, written by `write(rows, keys, values, count)` per pass
+  /// (`inPasses`). Pointers into the table, not copies: every copy of a rollup retained its
+  /// histogram.
+  private func insert<Key, Value>(
+    _ rollups: RollupTable<Key, Value>, into table: String,
+    _ write: (inout NativeBlock, UnsafePointer<Key>, UnsafePointer<Value>, Int) -> Void
+  ) throws {
+    guard !rollups.isEmpty else { return }
+    try insert(into: table) { rows in
+      rollups.keys.withUnsafeBufferPointer { keys in
+        rollups.values.withUnsafeBufferPointer { values in
+          Self.inPasses(keys.count) { first, count in
+            write(&rows, keys.baseAddress! + first, values.baseAddress! + first, count)
           }
         }
       }
     }
+  }
+
+  /// Queues rows for `table`, in its columns as `alignColumns` found them (those it computes
+  /// not sent).
+  private func insert(into table: String, _ write: (inout NativeBlock) -> Void) throws {
+    let columns = insertColumns[table] ?? []
+    try inserts.append(
+      sql: "INSERT INTO \(target.database).\(table) (\(Self.sentNames(columns))) FORMAT Native", columns: columns,
+      write)
   }
 
   /// Runs `pass(first, count)` over `total` rows, 256 at a time: a pass's records stay in
@@ -518,11 +515,7 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     guard !flows.isEmpty else { return }
     let sourceID = UInt64(bitPattern: source)
-    let columns = insertColumns["flows"] ?? []
-    try inserts.append(
-      sql: "INSERT INTO \(target.database).flows (\(Self.sentNames(columns))) FORMAT Native",
-      columns: columns
-    ) { rows in
+    try insert(into: "flows") { rows in
       // Borrowed in place, a column at a time (see `appendColumns`).
       flows.withUnsafeBufferPointer { records in
         let tags =
@@ -569,11 +562,7 @@ public final class ClickHouseStore: RecordStore {
     let ids = StoreIDs(ids)
     guard !requests.isEmpty else { return }
     let sourceID = UInt64(bitPattern: source)
-    let columns = insertColumns["requests"] ?? []
-    try inserts.append(
-      sql: "INSERT INTO \(target.database).requests (\(Self.sentNames(columns))) FORMAT Native",
-      columns: columns
-    ) { rows in
+    try insert(into: "requests") { rows in
       // Borrowed in place: a copy of each record retained its texts and answers.
       requests.withUnsafeBufferPointer { records in
         Self.inPasses(records.count) { first, count in
